@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Ordered maps keep the encoding of a message deterministic, which the
     // idempotency check hashes.
     config.btree_map(["."]);
+    // Type names let events travel as google.protobuf.Any.
+    config.enable_type_names();
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("laurel_descriptor.bin"))
         .compile_with_config(

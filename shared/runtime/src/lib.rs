@@ -1,1 +1,19 @@
+//! The runtime every Laurel service is built on: configuration, telemetry,
+//! gRPC server assembly, request context, errors, Postgres, Redis,
+//! idempotency and the event backbone (outbox, relay, consumer with inbox).
 
+pub mod auth;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod idempotency;
+pub mod metrics;
+pub mod pagination;
+pub mod server;
+pub mod shed;
+pub mod telemetry;
+pub mod trace_context;

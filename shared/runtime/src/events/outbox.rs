@@ -1,0 +1,75 @@
+//! Writing events into the outbox, inside the caller's transaction.
+
+use chrono::{DateTime, Utc};
+use laurel_proto::common::v1::EventEnvelope;
+use prost::{Message, Name};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::context::ProgramId;
+
+/// A domain event about to be written.
+#[derive(Debug)]
+pub struct NewEvent<'a, P> {
+    /// Programme.
+    pub program: &'a ProgramId,
+    /// Member concerned, if any; events of one member are published in order.
+    pub member_id: Option<Uuid>,
+    /// Business time of the fact.
+    pub occurred_at: DateTime<Utc>,
+    /// When Laurel recorded it.
+    pub recorded_at: DateTime<Utc>,
+    /// The event message.
+    pub payload: &'a P,
+}
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// The event type of a payload: `<source>.<MessageName>`, for example
+/// `member.ActivityRecorded`.
+pub fn event_type<P: Name>(source: &str) -> String {
+    format!("{source}.{}", P::NAME)
+}
+
+/// Writes `event` to the outbox of `source` within `tx`; returns its id.
+/// The current span's trace context travels inside the envelope.
+pub async fn enqueue<P: Message + Name>(
+    tx: &mut PgConnection,
+    source: &str,
+    event: NewEvent<'_, P>,
+) -> Result<Uuid, sqlx::Error> {
+    let event_id = Uuid::now_v7();
+    let event_type = event_type::<P>(source);
+    let envelope = EventEnvelope {
+        event_id: event_id.to_string(),
+        event_type: event_type.clone(),
+        source: source.to_owned(),
+        program_id: event.program.to_string(),
+        member_id: event.member_id.map(|m| m.to_string()).unwrap_or_default(),
+        occurred_at: Some(timestamp(event.occurred_at)),
+        recorded_at: Some(timestamp(event.recorded_at)),
+        trace_context: crate::trace_context::current_as_map(),
+        payload: Some(
+            prost_types::Any::from_msg(event.payload)
+                .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+        ),
+    };
+    sqlx::query(
+        "INSERT INTO outbox (event_id, program_id, member_id, source, event_type, envelope)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event_id)
+    .bind(event.program.as_str())
+    .bind(event.member_id)
+    .bind(source)
+    .bind(&event_type)
+    .bind(envelope.encode_to_vec())
+    .execute(&mut *tx)
+    .await?;
+    Ok(event_id)
+}

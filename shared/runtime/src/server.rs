@@ -1,0 +1,189 @@
+//! gRPC server assembly shared by every service: health (NOT_SERVING while
+//! Postgres is unreachable), reflection (v1 and v1alpha), the echo baseline,
+//! request spans and metrics, load shedding, authentication and programme
+//! context, request timeouts, and graceful shutdown.
+
+use std::{future::Future, time::Duration};
+
+use laurel_proto::common::v1::{
+    EchoRequest, EchoResponse,
+    echo_service_server::{EchoService, EchoServiceServer},
+};
+use sqlx::PgPool;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, service::Routes};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    auth::{AuthConfig, AuthLayer},
+    config::RuntimeConfig,
+    context::ProgramId,
+    metrics::ObserveLayer,
+    shed::ShedLayer,
+};
+
+/// The no-op RPC the benchmark compares every path with.
+#[derive(Debug, Default)]
+pub struct Echo;
+
+#[tonic::async_trait]
+impl EchoService for Echo {
+    async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+        let EchoRequest { payload } = request.into_inner();
+        Ok(Response::new(EchoResponse { payload }))
+    }
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// The service-specific parts handed to [`serve`].
+pub struct ServiceRoutes {
+    /// The service's gRPC services.
+    pub routes: Routes,
+    /// Their full names, for health status.
+    pub names: Vec<&'static str>,
+}
+
+async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in names {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+async fn watch_readiness(
+    reporter: HealthReporter,
+    names: Vec<&'static str>,
+    pool: PgPool,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = None;
+    while !*stop.borrow() {
+        let ping = tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&pool),
+        )
+        .await;
+        let status = match ping {
+            Ok(Ok(_)) => ServingStatus::Serving,
+            _ => ServingStatus::NotServing,
+        };
+        if last != Some(status) {
+            tracing::info!(?status, "readiness changed");
+            set_all(&reporter, &names, status).await;
+            last = Some(status);
+        }
+        metrics::gauge!("laurel_db_pool_connections").set(pool.size() as f64);
+        metrics::gauge!("laurel_db_pool_idle_connections").set(pool.num_idle() as f64);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then stops
+/// taking calls, marks itself NOT_SERVING and gives in-flight calls up to
+/// the configured grace period.
+pub async fn serve(
+    config: &RuntimeConfig,
+    listener: TcpListener,
+    service: ServiceRoutes,
+    pool: PgPool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_all(&reporter, &service.names, ServingStatus::NotServing).await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readiness = tokio::spawn(watch_readiness(
+        reporter.clone(),
+        service.names.clone(),
+        pool,
+        stop_rx,
+    ));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(laurel_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(laurel_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let mut routes = service.routes.into_axum_router();
+    routes = routes.merge(
+        Routes::new(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(EchoServiceServer::new(Echo))
+            .into_axum_router(),
+    );
+
+    let default_program = ProgramId::parse(&config.default_program)
+        .map_err(|reason| anyhow::anyhow!("LAUREL_DEFAULT_PROGRAM {reason}"))?;
+    let layers = tower::ServiceBuilder::new()
+        .layer(ObserveLayer::new(config.service))
+        .layer(ShedLayer::new(config.max_concurrent_requests))
+        .layer(AuthLayer(AuthConfig::new(&config.api_keys, default_program)));
+
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let grace = config.shutdown_grace;
+    let health_reporter = reporter.clone();
+    let names = service.names.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        set_all(&health_reporter, &names, ServingStatus::NotServing).await;
+        let _ = drain_tx.send(());
+    });
+    let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .timeout(config.request_timeout)
+        .tcp_nodelay(true)
+        .layer(layers)
+        .add_routes(Routes::from(routes))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = signal_rx.await;
+        });
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        _ = drain_rx => {
+            let _ = signal_tx.send(());
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("grace period over, dropping remaining calls");
+                    Ok(())
+                }
+            }
+        }
+    };
+    let _ = readiness.await;
+    result.map_err(Into::into)
+}
