@@ -15,9 +15,10 @@
 #
 # Knobs: LAUREL_PG_BIN (directory holding initdb/pg_ctl), LAUREL_PG_USER (the
 # unprivileged user that runs Postgres when we are root; default postgres, else
-# nobody), LAUREL_PG_FSYNC=on (the throwaway Postgres runs with fsync=off by
-# default: it is thrown away), LAUREL_STACK_KEEP=1 (leave the temp dir behind
-# for a post-mortem).
+# nobody), LAUREL_PG_FSYNC=off (fsync, synchronous_commit and full_page_writes
+# off: faster, for tests; the default is on, as in production, so benchmarks
+# stay honest), LAUREL_STACK_KEEP=1 (leave the temp dir behind for a
+# post-mortem).
 
 _laurel_log() { printf 'stack: %s\n' "$*" >&2; }
 
@@ -129,8 +130,8 @@ _laurel_start_postgres() {
     return 1
   fi
 
-  local fsync=off
-  [[ ${LAUREL_PG_FSYNC:-} == on ]] && fsync=on
+  local fsync=on
+  if [[ ${LAUREL_PG_FSYNC:-} == off ]]; then fsync=off; fi
   local port attempt
   for attempt in 1 2 3 4 5; do
     port=$(laurel_free_port) || return 1
@@ -166,7 +167,7 @@ EOF
     return 1
   fi
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/laurel"
-  _laurel_log "throwaway Postgres: $DATABASE_URL (data dir $_LAUREL_PG_DATA, run as $_LAUREL_PG_USER)"
+  _laurel_log "throwaway Postgres: $DATABASE_URL (data dir $_LAUREL_PG_DATA, run as $_LAUREL_PG_USER, fsync $fsync)"
 }
 
 _laurel_redis_ping() {

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Lint everything: rustfmt, clippy (warnings are errors), buf lint on proto/,
+# the scripts through shellcheck when it is installed (apt-get install shellcheck),
+# and the Kubernetes manifests under k8s/ when kubernetes-validate is installed
+# (pip install kubernetes-validate; it validates offline). Runs every check,
+# reports each, and exits non-zero if any failed.
+#
+#   scripts/lint.sh           all checks
+#   LINT_SKIP=clippy,k8s scripts/lint.sh
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+
+failed=()
+skip=",${LINT_SKIP:-},"
+
+step() {
+  local name=$1
+  shift
+  if [[ $skip == *",$name,"* ]]; then
+    echo "lint: $name skipped (LINT_SKIP)" >&2
+    return 0
+  fi
+  echo "lint: $name" >&2
+  if "$@"; then
+    echo "lint: $name ok" >&2
+  else
+    echo "lint: $name FAILED" >&2
+    failed+=("$name")
+  fi
+}
+
+buf_lint() {
+  if [[ ! -x node_modules/.bin/buf ]]; then
+    echo "lint: buf is not installed: run 'npm ci' at the repository root" >&2
+    return 1
+  fi
+  (cd proto && npx --no-install buf lint)
+}
+
+k8s_validate() {
+  if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "lint: kubernetes-validate not found (pip install kubernetes-validate); skipping" >&2
+    return 0
+  fi
+  local files=()
+  mapfile -t files < <(find k8s -name '*.yaml' ! -name 'kustomization.yaml' | sort)
+  [[ ${#files[@]} -gt 0 ]] || return 0
+  kubernetes-validate --strict --quiet "${files[@]}"
+}
+
+shell_check() {
+  if ! command -v shellcheck >/dev/null 2>&1; then
+    echo "lint: shellcheck not found (apt-get install shellcheck); skipping" >&2
+    return 0
+  fi
+  shellcheck -x scripts/*.sh .ci/run
+}
+
+step rustfmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step buf buf_lint
+step shellcheck shell_check
+step k8s k8s_validate
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "lint: failed: ${failed[*]}" >&2
+  exit 1
+fi
+echo "lint: all checks passed" >&2

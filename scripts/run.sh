@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Run the Laurel suite locally: every service below, against the Postgres and
+# Redis that scripts/stack.sh ensures (throwaway ones unless DATABASE_URL /
+# REDIS_URL are set). Ctrl-C stops the services and the throwaway servers.
+#
+#   scripts/run.sh              all services
+#   scripts/run.sh member       only the named ones
+#
+# Each service is built once (release), migrated (`<bin> migrate`; skip with
+# LAUREL_RUN_MIGRATE=0), then started with `<bin> serve` in the background with
+# its own LAUREL_GRPC_ADDR and LAUREL_METRICS_ADDR. If one exits, all stop and
+# the script exits with that service's status. Other settings the services
+# read (LAUREL_PII_KEY, LAUREL_API_KEYS, RUST_LOG, ...) pass through from the
+# environment.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/stack.sh
+source scripts/stack.sh
+
+HOST=${LAUREL_RUN_HOST:-127.0.0.1}
+
+# One line per service: name, gRPC port, metrics port. The cargo package is
+# laurel-<name>.
+SERVICES=(
+  "member 50051 9464"
+)
+
+selected=()
+if [[ $# -gt 0 ]]; then
+  for want in "$@"; do
+    found=""
+    for line in "${SERVICES[@]}"; do
+      read -r name _ <<<"$line"
+      if [[ $name == "$want" ]]; then selected+=("$line"); found=1; fi
+    done
+    [[ -n $found ]] || { echo "run: unknown service '$want'" >&2; exit 2; }
+  done
+else
+  selected=("${SERVICES[@]}")
+fi
+
+packages=()
+for line in "${selected[@]}"; do
+  read -r name _ <<<"$line"
+  packages+=(-p "laurel-$name")
+done
+
+laurel_stack_up
+
+cargo build --release "${packages[@]}"
+
+declare -A PIDS=()
+# shellcheck disable=SC2317 # called from the exit hook
+stop_services() {
+  local pid i
+  for pid in "${!PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for ((i = 0; i < 100; i++)); do
+    local alive=""
+    for pid in "${!PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [[ -n $alive ]] || return 0
+    sleep 0.1
+  done
+  for pid in "${!PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+laurel_at_exit stop_services
+
+for line in "${selected[@]}"; do
+  read -r name grpc_port metrics_port <<<"$line"
+  if [[ ${LAUREL_RUN_MIGRATE:-1} != 0 ]]; then
+    echo "run: migrating $name" >&2
+    cargo run --release -q -p "laurel-$name" -- migrate
+  fi
+  # cargo run execs the binary, so $! is the service itself. Default SIGINT
+  # handling is restored so Ctrl-C reaches it as a graceful shutdown.
+  (
+    trap - INT QUIT TERM HUP EXIT
+    export LAUREL_GRPC_ADDR="$HOST:$grpc_port" LAUREL_METRICS_ADDR="$HOST:$metrics_port"
+    exec cargo run --release -q -p "laurel-$name" -- serve
+  ) </dev/null &
+  PIDS[$!]=$name
+  echo "run: $name gRPC on $HOST:$grpc_port, metrics on http://$HOST:$metrics_port/metrics (pid $!)" >&2
+done
+
+echo "run: all started; Ctrl-C stops everything" >&2
+rc=0
+exited=""
+wait -n -p exited "${!PIDS[@]}" || rc=$?
+if [[ -n $exited ]]; then
+  echo "run: ${PIDS[$exited]} exited with status $rc; stopping the rest" >&2
+  unset "PIDS[$exited]"
+fi
+exit "$rc"
