@@ -42,10 +42,26 @@ k8s_validate() {
     echo "lint: kubernetes-validate not found (pip install kubernetes-validate); skipping" >&2
     return 0
   fi
-  local files=()
+  local files=() rc=0 overlay rendered
   mapfile -t files < <(find k8s -name '*.yaml' ! -name 'kustomization.yaml' | sort)
-  [[ ${#files[@]} -gt 0 ]] || return 0
-  kubernetes-validate --strict --quiet "${files[@]}"
+  if [[ ${#files[@]} -gt 0 ]]; then
+    kubernetes-validate --strict --quiet "${files[@]}" || rc=1
+  fi
+  # The rendered overlays too, when kubectl (with its built-in kustomize) is here.
+  if command -v kubectl >/dev/null 2>&1; then
+    rendered=$(mktemp --suffix=.yaml)
+    for overlay in k8s/base k8s/overlays/*; do
+      [[ -f $overlay/kustomization.yaml ]] || continue
+      if kubectl kustomize "$overlay" >"$rendered"; then
+        kubernetes-validate --strict --quiet "$rendered" || { echo "lint: in $overlay" >&2; rc=1; }
+      else
+        echo "lint: kustomize build of $overlay failed" >&2
+        rc=1
+      fi
+    done
+    rm -f "$rendered"
+  fi
+  return "$rc"
 }
 
 shell_check() {
