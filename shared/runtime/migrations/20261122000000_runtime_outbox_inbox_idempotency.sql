@@ -30,6 +30,8 @@ CREATE TABLE idempotency_keys (
     request_id   text        NOT NULL,
     request_hash bytea       NOT NULL,
     response     bytea,
+    subject      uuid,
     created_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT idempotency_keys_pkey PRIMARY KEY (program_id, operation, request_id)
 );
+CREATE INDEX idempotency_keys_subject_idx ON idempotency_keys (program_id, subject) WHERE subject IS NOT NULL;

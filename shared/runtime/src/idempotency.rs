@@ -5,7 +5,7 @@
 //! let mut tx = pool.begin().await?;
 //! match idempotency::claim(&mut tx, &program, "CreateMember", &req.request_id, &req).await? {
 //!     Claim::Replay(response) => return decode(response),
-//!     Claim::New(key) => { /* the effect, in tx */ key.complete(&mut tx, &response).await?; }
+//!     Claim::New(key) => { /* the effect, in tx */ key.complete(&mut tx, &bytes, Some(member_id)).await?; }
 //! }
 //! tx.commit().await?;
 //! ```
@@ -107,20 +107,24 @@ pub async fn claim(
 }
 
 impl Key {
-    /// Stores the response; call in the effect's transaction before commit.
+    /// Stores the response bytes (a service encrypts them when they hold
+    /// personal data) and the member they concern, so erasing the member can
+    /// delete them; call in the effect's transaction before commit.
     pub async fn complete(
         self,
         tx: &mut PgConnection,
-        response: &impl prost::Message,
+        response: &[u8],
+        subject: Option<uuid::Uuid>,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "UPDATE idempotency_keys SET response = $4
+            "UPDATE idempotency_keys SET response = $4, subject = $5
              WHERE program_id = $1 AND operation = $2 AND request_id = $3",
         )
         .bind(self.program.as_str())
         .bind(self.operation)
         .bind(&self.request_id)
-        .bind(response.encode_to_vec())
+        .bind(response)
+        .bind(subject)
         .execute(&mut *tx)
         .await?;
         Ok(())
