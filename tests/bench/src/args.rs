@@ -1,0 +1,198 @@
+//! Command-line flags, parsed by hand (there are only a few).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::paths::PathKind;
+
+pub const USAGE: &str = "\
+laurel-bench: load benchmark for Laurel gRPC services, reported beside EchoService
+
+USAGE:
+  laurel-bench [FLAGS]
+
+FLAGS:
+  --addr URL           server address              [default: http://127.0.0.1:50051]
+  --duration SECS      measured seconds per path   [default: 10]
+  --warmup SECS        unmeasured warm-up per path [default: 1]
+  --concurrency N      concurrent workers          [default: 64]
+  --connections N      HTTP/2 connections (workers round-robin over them) [default: 8]
+  --paths LIST         comma-separated: echo,get-member,lookup-member,record-activity
+                       [default: all; echo is always run first]
+  --rate RPS           target total rate, paced across workers (open-loop-ish)
+  --half-rate          per path: measure max rps, then rerun at 50% of it
+  --members N          members to seed for the member paths [default: 300]
+  --program ID         x-laurel-program metadata   [default: default]
+  --api-key KEY        x-api-key metadata          [env: LAUREL_API_KEY]
+  --timeout SECS       per-call deadline           [default: 10]
+  --json               print one JSON line with the results at the end
+  -h, --help           this text
+";
+
+/// Everything the benchmark needs to know.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub addr: String,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub concurrency: usize,
+    pub connections: usize,
+    /// Always starts with echo, no duplicates.
+    pub paths: Vec<PathKind>,
+    pub rate: Option<f64>,
+    pub half_rate: bool,
+    pub members: usize,
+    pub program: String,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+    pub json: bool,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Self {
+            addr: "http://127.0.0.1:50051".into(),
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            concurrency: 64,
+            connections: 8,
+            paths: PathKind::ALL.to_vec(),
+            rate: None,
+            half_rate: false,
+            members: 300,
+            program: "default".into(),
+            api_key: None,
+            timeout: Duration::from_secs(10),
+            json: false,
+        }
+    }
+}
+
+/// What the command line asked for.
+pub enum Parsed {
+    Run(Box<Args>),
+    Help,
+}
+
+/// Parses `argv` without the program name. `--flag value` and `--flag=value`
+/// both work.
+pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
+    let mut args = Args {
+        api_key: std::env::var("LAUREL_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
+        ..Args::default()
+    };
+    let mut it = argv.into_iter();
+    while let Some(raw) = it.next() {
+        let (flag, inline) = match raw.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (raw.clone(), None),
+        };
+        let mut value = || -> Result<String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => it.next().with_context(|| format!("{flag} needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--addr" => args.addr = value()?,
+            "--duration" => args.duration = secs(&flag, &value()?)?,
+            "--warmup" => args.warmup = secs(&flag, &value()?)?,
+            "--concurrency" => args.concurrency = positive(&flag, &value()?)?,
+            "--connections" => args.connections = positive(&flag, &value()?)?,
+            "--paths" => args.paths = paths(&value()?)?,
+            "--rate" => {
+                let v = value()?;
+                let rate: f64 = v.parse().with_context(|| format!("--rate {v}"))?;
+                if !(rate.is_finite() && rate > 0.0) {
+                    bail!("--rate must be a positive number, got {v}");
+                }
+                args.rate = Some(rate);
+            }
+            "--half-rate" => args.half_rate = true,
+            "--members" => args.members = positive(&flag, &value()?)?,
+            "--program" => args.program = value()?,
+            "--api-key" => args.api_key = Some(value()?).filter(|k| !k.is_empty()),
+            "--timeout" => args.timeout = secs(&flag, &value()?)?,
+            "--json" => args.json = true,
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if args.rate.is_some() && args.half_rate {
+        bail!("--rate and --half-rate exclude each other");
+    }
+    if args.duration.is_zero() {
+        bail!("--duration must be above zero");
+    }
+    if args.members > 10_000 {
+        bail!("--members is at most 10000");
+    }
+    Ok(Parsed::Run(Box::new(args)))
+}
+
+fn secs(flag: &str, v: &str) -> Result<Duration> {
+    let s: f64 = v.parse().with_context(|| format!("{flag} {v}"))?;
+    Duration::try_from_secs_f64(s).with_context(|| format!("{flag} {v}: not a duration"))
+}
+
+fn positive(flag: &str, v: &str) -> Result<usize> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => bail!("{flag} must be a positive integer, got {v:?}"),
+    }
+}
+
+/// Echo first, then the listed paths in order, without duplicates.
+fn paths(list: &str) -> Result<Vec<PathKind>> {
+    let mut out = vec![PathKind::Echo];
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let kind = PathKind::from_name(name).with_context(|| {
+            let known: Vec<_> = PathKind::ALL.iter().map(|p| p.name()).collect();
+            format!("unknown path {name:?}; known: {}", known.join(","))
+        })?;
+        if !out.contains(&kind) {
+            out.push(kind);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(argv: &[&str]) -> Result<Args> {
+        match parse(argv.iter().map(|s| s.to_string()))? {
+            Parsed::Run(a) => Ok(*a),
+            Parsed::Help => bail!("help"),
+        }
+    }
+
+    #[test]
+    fn echo_always_first() {
+        let a = run(&["--paths", "get-member,echo,get-member"]).unwrap();
+        assert_eq!(a.paths, vec![PathKind::Echo, PathKind::GetMember]);
+    }
+
+    #[test]
+    fn inline_values_and_defaults() {
+        let a = run(&["--duration=2.5", "--concurrency", "4", "--json"]).unwrap();
+        assert_eq!(a.duration, Duration::from_millis(2500));
+        assert_eq!(a.concurrency, 4);
+        assert_eq!(a.connections, 8);
+        assert!(a.json);
+        assert_eq!(a.paths.len(), 4);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(run(&["--paths", "nope"]).is_err());
+        assert!(run(&["--concurrency", "0"]).is_err());
+        assert!(run(&["--rate", "10", "--half-rate"]).is_err());
+        assert!(run(&["--bogus"]).is_err());
+        assert!(run(&["--addr"]).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! The benchmarked paths and the one call each makes.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use laurel_proto::common::v1::echo_service_client::EchoServiceClient;
+use laurel_proto::common::v1::{EchoRequest, Money};
+use laurel_proto::member::v1::member_service_client::MemberServiceClient;
+use laurel_proto::member::v1::{
+    Activity, GetMemberRequest, Identity, IdentityType, LookupMemberRequest, OrderLine, Purchase,
+    RecordActivityRequest, SalesChannel, activity, record_activity_request,
+};
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// One benchmarked RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    Echo,
+    GetMember,
+    LookupMember,
+    RecordActivity,
+}
+
+impl PathKind {
+    pub const ALL: [PathKind; 4] = [
+        PathKind::Echo,
+        PathKind::GetMember,
+        PathKind::LookupMember,
+        PathKind::RecordActivity,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PathKind::Echo => "echo",
+            PathKind::GetMember => "get-member",
+            PathKind::LookupMember => "lookup-member",
+            PathKind::RecordActivity => "record-activity",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Whether the path needs seeded members.
+    pub fn needs_members(self) -> bool {
+        self != PathKind::Echo
+    }
+}
+
+/// A member created by the seeding step.
+#[derive(Debug, Clone)]
+pub struct SeededMember {
+    pub member_id: String,
+    /// E.164 phone identity.
+    pub phone: String,
+}
+
+/// Metadata every call carries.
+#[derive(Clone)]
+pub struct CallMeta {
+    program: AsciiMetadataValue,
+    api_key: Option<AsciiMetadataValue>,
+}
+
+impl CallMeta {
+    pub fn new(program: &str, api_key: Option<&str>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        Ok(Self {
+            program: program
+                .parse()
+                .context("--program is not a valid metadata value")?,
+            api_key: api_key
+                .map(|k| k.parse().context("API key is not a valid metadata value"))
+                .transpose()?,
+        })
+    }
+
+    /// Wraps a message into a request with the metadata set.
+    pub fn request<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        let md: &mut MetadataMap = req.metadata_mut();
+        md.insert("x-laurel-program", self.program.clone());
+        if let Some(key) = &self.api_key {
+            md.insert("x-api-key", key.clone());
+        }
+        req
+    }
+}
+
+/// The clients of one worker, over one shared channel (connection).
+#[derive(Clone)]
+pub struct Clients {
+    pub echo: EchoServiceClient<Channel>,
+    pub member: MemberServiceClient<Channel>,
+    pub meta: CallMeta,
+}
+
+impl Clients {
+    pub fn new(channel: Channel, meta: CallMeta) -> Self {
+        Self {
+            echo: EchoServiceClient::new(channel.clone()),
+            member: MemberServiceClient::new(channel),
+            meta,
+        }
+    }
+
+    /// Makes one call of `kind`; only the status matters.
+    pub async fn call(
+        &mut self,
+        kind: PathKind,
+        members: &Arc<Vec<SeededMember>>,
+        rng: &mut Rng,
+    ) -> Result<(), Status> {
+        match kind {
+            PathKind::Echo => {
+                let req = EchoRequest {
+                    payload: ECHO_PAYLOAD.to_vec(),
+                };
+                self.echo.echo(self.meta.request(req)).await?;
+            }
+            PathKind::GetMember => {
+                let m = pick(members, rng);
+                let req = GetMemberRequest {
+                    member_id: m.member_id.clone(),
+                };
+                self.member.get_member(self.meta.request(req)).await?;
+            }
+            PathKind::LookupMember => {
+                let m = pick(members, rng);
+                let req = LookupMemberRequest {
+                    identity: Some(phone_identity(&m.phone)),
+                };
+                self.member.lookup_member(self.meta.request(req)).await?;
+            }
+            PathKind::RecordActivity => {
+                let m = pick(members, rng);
+                let req = purchase(&m.member_id);
+                self.member.record_activity(self.meta.request(req)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Echo payload: small, like a ping.
+pub const ECHO_PAYLOAD: &[u8] = b"laurel-bench-ping";
+
+pub fn phone_identity(phone: &str) -> Identity {
+    Identity {
+        r#type: IdentityType::Phone as i32,
+        value: phone.to_string(),
+        ..Identity::default()
+    }
+}
+
+/// A purchase of 19.99 EUR, unique on (source, external_id) per call.
+pub fn purchase(member_id: &str) -> RecordActivityRequest {
+    let external_id = uuid::Uuid::now_v7().to_string();
+    let price = 1999;
+    RecordActivityRequest {
+        member: Some(record_activity_request::Member::MemberId(
+            member_id.to_string(),
+        )),
+        auto_enroll: false,
+        activity: Some(Activity {
+            source: "bench".into(),
+            external_id: external_id.clone(),
+            occurred_at: Some(SystemTime::now().into()),
+            detail: Some(activity::Detail::Purchase(Purchase {
+                order_id: external_id,
+                total: Some(Money {
+                    currency_code: "EUR".into(),
+                    amount_minor: price,
+                }),
+                lines: vec![OrderLine {
+                    sku: "BENCH-SKU-1".into(),
+                    category: "bench".into(),
+                    quantity: 1,
+                    unit_price_minor: price,
+                }],
+                store_id: String::new(),
+                channel: SalesChannel::Online as i32,
+            })),
+            ..Activity::default()
+        }),
+    }
+}
+
+fn pick<'a>(members: &'a [SeededMember], rng: &mut Rng) -> &'a SeededMember {
+    &members[rng.below(members.len())]
+}
+
+/// A tiny per-worker PRNG (splitmix64); good enough to pick members.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from the OS-randomised std hasher, different every time.
+    pub fn seeded() -> Self {
+        use std::hash::{BuildHasher, RandomState};
+        Self(RandomState::new().hash_one(std::time::Instant::now()))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-enough in `0..n`; `n` must be above zero.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for p in PathKind::ALL {
+            assert_eq!(PathKind::from_name(p.name()), Some(p));
+        }
+    }
+
+    #[test]
+    fn purchase_ids_are_unique_and_consistent() {
+        let a = purchase("m1");
+        let b = purchase("m1");
+        let (aa, ba) = (a.activity.unwrap(), b.activity.unwrap());
+        assert_ne!(aa.external_id, ba.external_id);
+        let Some(activity::Detail::Purchase(p)) = aa.detail else {
+            panic!("not a purchase")
+        };
+        assert_eq!(p.order_id, aa.external_id);
+        assert_eq!(p.total.unwrap().amount_minor, 1999);
+    }
+
+    #[test]
+    fn metadata_is_set() {
+        let meta = CallMeta::new("prog-1", Some("k")).unwrap();
+        let req = meta.request(());
+        assert_eq!(req.metadata().get("x-laurel-program").unwrap(), "prog-1");
+        assert_eq!(req.metadata().get("x-api-key").unwrap(), "k");
+        let req = CallMeta::new("default", None).unwrap().request(());
+        assert!(req.metadata().get("x-api-key").is_none());
+    }
+}

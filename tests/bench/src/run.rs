@@ -1,0 +1,183 @@
+//! Runs one path for a while with many workers and gathers what they saw.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::paths::{Clients, PathKind, Rng, SeededMember};
+
+/// How a path was driven.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// Closed loop: every worker sends its next call when the last returns.
+    Closed,
+    /// Paced to a total target rate given with --rate.
+    Rate(f64),
+    /// Paced to half the closed-loop rate just measured (--half-rate).
+    HalfRate(f64),
+}
+
+impl Mode {
+    /// Results compare (vs echo) only within the same group.
+    pub fn group(self) -> &'static str {
+        match self {
+            Mode::Closed => "closed",
+            Mode::Rate(_) => "rate",
+            Mode::HalfRate(_) => "half-rate",
+        }
+    }
+
+    pub fn target_rps(self) -> Option<f64> {
+        match self {
+            Mode::Closed => None,
+            Mode::Rate(r) | Mode::HalfRate(r) => Some(r),
+        }
+    }
+}
+
+/// How hard and how long to drive a path.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub concurrency: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+/// What one path run measured.
+pub struct PathResult {
+    pub kind: PathKind,
+    pub mode: Mode,
+    /// Latency of every measured call, OK or not, in microseconds.
+    pub hist: Histogram<u64>,
+    /// Outcomes: "OK" or the tonic::Code name, with counts.
+    pub codes: BTreeMap<String, u64>,
+    /// The measured window (warm-up excluded).
+    pub window: Duration,
+}
+
+impl PathResult {
+    pub fn requests(&self) -> u64 {
+        self.codes.values().sum()
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.requests() - self.codes.get(OK).copied().unwrap_or(0)
+    }
+
+    pub fn rps(&self) -> f64 {
+        self.requests() as f64 / self.window.as_secs_f64()
+    }
+
+    /// Latency at quantile `q` (0..=1) in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.hist.max() as f64 / 1000.0
+    }
+}
+
+pub const OK: &str = "OK";
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to one hour, three significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Drives `kind` with `load.concurrency` workers spread round-robin over
+/// `clients` (one per connection): `load.warmup` unmeasured, then
+/// `load.duration` measured. Calls started inside the window are counted.
+pub async fn run_path(
+    kind: PathKind,
+    mode: Mode,
+    load: Load,
+    clients: &[Clients],
+    members: &Arc<Vec<SeededMember>>,
+) -> PathResult {
+    let start = Instant::now();
+    let measure_from = start + load.warmup;
+    let end = measure_from + load.duration;
+    // Each worker gets an equal share of the target rate.
+    let interval = mode
+        .target_rps()
+        .map(|rps| Duration::from_secs_f64(load.concurrency as f64 / rps));
+    let mut tasks = JoinSet::new();
+    for w in 0..load.concurrency {
+        let clients = clients[w % clients.len()].clone();
+        let members = members.clone();
+        // Stagger paced workers so they do not fire in lockstep.
+        let first = start
+            + interval.map_or(Duration::ZERO, |iv| {
+                iv.mul_f64(w as f64 / load.concurrency as f64)
+            });
+        tasks.spawn(worker(
+            kind,
+            clients,
+            members,
+            first,
+            interval,
+            measure_from,
+            end,
+        ));
+    }
+    let mut hist = new_histogram();
+    let mut codes = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (h, c) = joined.expect("benchmark worker panicked");
+        hist.add(&h).expect("histograms share bounds");
+        for (code, n) in c {
+            *codes.entry(code).or_insert(0) += n;
+        }
+    }
+    PathResult {
+        kind,
+        mode,
+        hist,
+        codes,
+        window: load.duration,
+    }
+}
+
+async fn worker(
+    kind: PathKind,
+    mut clients: Clients,
+    members: Arc<Vec<SeededMember>>,
+    first: Instant,
+    interval: Option<Duration>,
+    measure_from: Instant,
+    end: Instant,
+) -> (Histogram<u64>, BTreeMap<String, u64>) {
+    let mut hist = new_histogram();
+    let mut codes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rng = Rng::seeded();
+    let mut next = first;
+    loop {
+        if let Some(iv) = interval {
+            // Fixed schedule: when behind, calls go out back to back until
+            // the worker has caught up (open-loop-ish, bounded by the workers).
+            tokio::time::sleep_until(next).await;
+            next += iv;
+        }
+        let sent = Instant::now();
+        if sent >= end {
+            break;
+        }
+        let outcome = clients.call(kind, &members, &mut rng).await;
+        if sent < measure_from {
+            continue;
+        }
+        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        hist.saturating_record(micros.max(1));
+        let code = match outcome {
+            Ok(()) => OK.to_string(),
+            Err(status) => format!("{:?}", status.code()),
+        };
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    (hist, codes)
+}
