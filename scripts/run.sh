@@ -6,9 +6,9 @@
 #   scripts/run.sh              all services
 #   scripts/run.sh member       only the named ones
 #
-# Each service is built once (release), migrated (`<bin> migrate`; skip with
-# LAUREL_RUN_MIGRATE=0), then started with `<bin> serve` in the background with
-# its own LAUREL_GRPC_ADDR and LAUREL_METRICS_ADDR. If one exits, all stop and
+# The services are built once (release), then each is started with
+# `<bin> serve` (which applies its migrations) in the background with its own
+# LAUREL_GRPC_ADDR and LAUREL_METRICS_ADDR. If one exits, all stop and
 # the script exits with that service's status. Other settings the services
 # read (LAUREL_PII_KEY, LAUREL_API_KEYS, RUST_LOG, ...) pass through from the
 # environment.
@@ -54,7 +54,7 @@ declare -A PIDS=()
 stop_services() {
   local pid i
   for pid in "${!PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for ((i = 0; i < 100; i++)); do
+  for ((i = 0; i < 250; i++)); do
     local alive=""
     for pid in "${!PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [[ -n $alive ]] || return 0
@@ -66,10 +66,6 @@ laurel_at_exit stop_services
 
 for line in "${selected[@]}"; do
   read -r name grpc_port metrics_port <<<"$line"
-  if [[ ${LAUREL_RUN_MIGRATE:-1} != 0 ]]; then
-    echo "run: migrating $name" >&2
-    cargo run --release -q -p "laurel-$name" -- migrate
-  fi
   # cargo run execs the binary, so $! is the service itself. Default SIGINT
   # handling is restored so Ctrl-C reaches it as a graceful shutdown.
   (
@@ -79,6 +75,22 @@ for line in "${selected[@]}"; do
   ) </dev/null &
   PIDS[$!]=$name
   echo "run: $name gRPC on $HOST:$grpc_port, metrics on http://$HOST:$metrics_port/metrics (pid $!)" >&2
+done
+
+# Report each service once its gRPC port accepts connections.
+for pid in "${!PIDS[@]}"; do
+  for line in "${selected[@]}"; do
+    read -r name grpc_port _ <<<"$line"
+    [[ $name == "${PIDS[$pid]}" ]] || continue
+    for ((i = 0; i < 1200; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      if (exec 3<>"/dev/tcp/$HOST/$grpc_port") 2>/dev/null; then
+        echo "run: $name ready at $HOST:$grpc_port" >&2
+        break
+      fi
+      sleep 0.1
+    done
+  done
 done
 
 echo "run: all started; Ctrl-C stops everything" >&2
