@@ -135,14 +135,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let mut routes = service.routes.into_axum_router();
-    routes = routes.merge(
-        Routes::new(health)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(EchoServiceServer::new(Echo))
-            .into_axum_router(),
-    );
+    let routes = service
+        .routes
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(EchoServiceServer::new(Echo));
 
     let default_program = ProgramId::parse(&config.default_program)
         .map_err(|reason| anyhow::anyhow!("LAUREL_DEFAULT_PROGRAM {reason}"))?;
@@ -166,7 +164,7 @@ pub async fn serve(
         .timeout(config.request_timeout)
         .tcp_nodelay(true)
         .layer(layers)
-        .add_routes(Routes::from(routes))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = signal_rx.await;
         });

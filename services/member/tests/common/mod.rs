@@ -1,0 +1,214 @@
+//! Starts a member service on a free port against the test Postgres (a
+//! fresh schema) and Redis (a fresh key prefix), with a real gRPC client.
+
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use laurel_member::{Application, Config};
+use laurel_proto::member::v1::{self as pb, member_service_client::MemberServiceClient};
+use laurel_runtime::{clock::ManualClock, config::RuntimeConfig};
+use laurel_test_support as support;
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+#[allow(unused_imports)]
+pub use support::eventually;
+
+/// A running member service.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: MemberServiceClient<Channel>,
+    pub channel: Channel,
+    pub schema: String,
+    pub prefix: String,
+    pub redis_url: String,
+    pub db: PgPool,
+    pub clock: ManualClock,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Options for [`spawn_with`].
+#[derive(Clone, Default)]
+pub struct Options {
+    pub redis_url: Option<String>,
+    pub schema: Option<String>,
+    pub prefix: Option<String>,
+    pub api_keys: Vec<(String, String)>,
+    pub relay: bool,
+}
+
+pub async fn spawn() -> TestApp {
+    spawn_with(Options { relay: true, ..Options::default() }).await
+}
+
+pub async fn spawn_with(options: Options) -> TestApp {
+    support::init_tracing();
+    let schema = options.schema.unwrap_or_else(|| support::fresh_schema("member"));
+    let prefix = options.prefix.unwrap_or_else(support::fresh_prefix);
+    let redis_url = options.redis_url.unwrap_or_else(support::redis_url);
+    let runtime = RuntimeConfig {
+        service: "member",
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: None,
+        database_url: support::database_url(),
+        db_schema: schema.clone(),
+        db_max_connections: 8,
+        redis_url: redis_url.clone(),
+        redis_prefix: prefix.clone(),
+        default_program: "default".into(),
+        api_keys: options.api_keys,
+        request_timeout: Duration::from_secs(10),
+        max_concurrent_requests: 256,
+        shutdown_grace: Duration::from_secs(5),
+        run_relay: options.relay,
+    };
+    let config = Config { runtime, pii_key: [42; 32], phone_region: Some(phonenumber::country::Id::DE) };
+    let clock = ManualClock::new(chrono::Utc::now());
+    let app = Application::build(config, Some(Arc::new(clock.clone()))).await.expect("service builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
+    let db = laurel_runtime::db::pool(&support::database_url(), &schema, 4).unwrap();
+    TestApp {
+        addr,
+        client: MemberServiceClient::new(channel.clone()),
+        channel,
+        schema,
+        prefix,
+        redis_url,
+        db,
+        clock,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A request in `program`.
+pub fn req<T>(message: T) -> tonic::Request<T> {
+    in_program("default", message)
+}
+
+pub fn in_program<T>(program: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("x-laurel-program", program.parse().unwrap());
+    request
+}
+
+pub fn rid() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+static PHONE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A valid German mobile number no other test uses.
+pub fn phone() -> String {
+    let n = PHONE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let salt = (uuid::Uuid::now_v7().as_u128() % 9_000) as u64;
+    format!("+49151{:04}{:04}", salt, n % 10_000)
+}
+
+pub fn phone_identity(value: &str) -> pb::Identity {
+    pb::Identity { r#type: pb::IdentityType::Phone as i32, value: value.into(), ..Default::default() }
+}
+
+pub fn email_identity(value: &str) -> pb::Identity {
+    pb::Identity { r#type: pb::IdentityType::Email as i32, value: value.into(), ..Default::default() }
+}
+
+pub fn create_request(phone: &str) -> pb::CreateMemberRequest {
+    pb::CreateMemberRequest {
+        request_id: rid(),
+        profile: Some(pb::Profile {
+            given_name: "Ada".into(),
+            family_name: "Lovelace".into(),
+            birth_date: "1990-12-10".into(),
+            region: "DE".into(),
+            preferred_language: "de-DE".into(),
+            time_zone: "Europe/Berlin".into(),
+            ..Default::default()
+        }),
+        identities: vec![phone_identity(phone)],
+        tags: vec!["vip".into()],
+        ..Default::default()
+    }
+}
+
+pub async fn create(app: &mut TestApp) -> pb::Member {
+    app.client
+        .create_member(req(create_request(&phone())))
+        .await
+        .expect("created")
+        .into_inner()
+        .member
+        .unwrap()
+}
+
+/// The BadRequest field names of an error.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// The ErrorInfo reason of an error.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+pub fn purchase(order_id: &str, amount: i64) -> pb::Activity {
+    pb::Activity {
+        source: "pos".into(),
+        external_id: order_id.into(),
+        detail: Some(pb::activity::Detail::Purchase(pb::Purchase {
+            order_id: order_id.into(),
+            total: Some(laurel_proto::common::v1::Money { currency_code: "EUR".into(), amount_minor: amount }),
+            lines: vec![pb::OrderLine { sku: "SKU-1".into(), category: "shoes".into(), quantity: 1, unit_price_minor: amount }],
+            store_id: "store-17".into(),
+            channel: pb::SalesChannel::InStore as i32,
+        })),
+        ..Default::default()
+    }
+}
+
+pub fn refund(external_id: &str, order_id: &str, amount: i64) -> pb::Activity {
+    pb::Activity {
+        source: "pos".into(),
+        external_id: external_id.into(),
+        detail: Some(pb::activity::Detail::Refund(pb::Refund {
+            order_id: order_id.into(),
+            amount: Some(laurel_proto::common::v1::Money { currency_code: "EUR".into(), amount_minor: amount }),
+            lines: vec![],
+        })),
+        ..Default::default()
+    }
+}
+
+pub fn by_id(member_id: &str, activity: pb::Activity) -> pb::RecordActivityRequest {
+    pb::RecordActivityRequest {
+        member: Some(pb::record_activity_request::Member::MemberId(member_id.into())),
+        auto_enroll: false,
+        activity: Some(activity),
+    }
+}
