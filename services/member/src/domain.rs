@@ -128,7 +128,11 @@ pub fn normalise_phone(
     if raw.is_empty() {
         return Err("required");
     }
-    let region = if raw.starts_with('+') { None } else { default_region };
+    let region = if raw.starts_with('+') {
+        None
+    } else {
+        default_region
+    };
     let number = phonenumber::parse(region, raw)
         .map_err(|_| "not a phone number: use E.164 such as +4915112345678")?;
     if !phonenumber::is_valid(&number) {
@@ -151,7 +155,11 @@ pub fn normalise_email(raw: &str) -> Result<String, &'static str> {
         && !domain.ends_with('.')
         && !domain.contains('@')
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok { Ok(email) } else { Err("not an email address") }
+    if ok {
+        Ok(email)
+    } else {
+        Err("not an email address")
+    }
 }
 
 fn normalise_plain_id(raw: &str) -> Result<String, &'static str> {
@@ -253,7 +261,9 @@ fn is_region(s: &str) -> bool {
     country.len() == 2
         && country.chars().all(|c| c.is_ascii_uppercase())
         && sub.is_none_or(|s| {
-            (1..=3).contains(&s.len()) && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            (1..=3).contains(&s.len())
+                && s.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         })
 }
 
@@ -272,7 +282,8 @@ fn is_time_zone(s: &str) -> bool {
             && s.split('/').all(|p| {
                 !p.is_empty()
                     && p.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-                    && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))
             }))
 }
 
@@ -292,7 +303,10 @@ pub fn normalise_tags(tags: &[String], field: &str, v: &mut Violations) -> Vec<S
         if ok {
             out.insert(tag);
         } else {
-            v.add(format!("{field}[{i}]"), "1 to 64 of a-z, 0-9, ':', '_', '-', '.'");
+            v.add(
+                format!("{field}[{i}]"),
+                "1 to 64 of a-z, 0-9, ':', '_', '-', '.'",
+            );
         }
     }
     out.into_iter().collect()
@@ -314,11 +328,18 @@ pub struct Consent {
 /// Checks a consent's channel and source.
 pub fn check_consent(channel: i32, source: &str, field: &str, v: &mut Violations) -> Option<i16> {
     let ok_source = source.len() <= 128 && !source.chars().any(char::is_control);
-    v.check(!ok_source, format!("{field}.source"), "at most 128 printable characters");
+    v.check(
+        !ok_source,
+        format!("{field}.source"),
+        "at most 128 printable characters",
+    );
     if (1..=4).contains(&channel) {
         Some(channel as i16)
     } else {
-        v.add(format!("{field}.channel"), "must be EMAIL, SMS, PUSH or SOCIAL");
+        v.add(
+            format!("{field}.channel"),
+            "must be EMAIL, SMS, PUSH or SOCIAL",
+        );
         None
     }
 }
@@ -329,7 +350,9 @@ pub fn merge_consents(current: &[Consent], updates: &[Consent]) -> Vec<Consent> 
     let mut out: Vec<Consent> = current.to_vec();
     for update in updates {
         match out.iter_mut().find(|c| c.channel == update.channel) {
-            Some(existing) if existing.updated_at <= update.updated_at => *existing = update.clone(),
+            Some(existing) if existing.updated_at <= update.updated_at => {
+                *existing = update.clone()
+            }
             Some(_) => {}
             None => out.push(update.clone()),
         }
@@ -372,14 +395,23 @@ mod tests {
     #[test]
     fn phone_numbers_become_e164() {
         let de = Some(phonenumber::country::Id::DE);
-        assert_eq!(normalise_phone("+49 151 1234 5678", None).unwrap(), "+4915112345678");
-        assert_eq!(normalise_phone("0151 12345678", de).unwrap(), "+4915112345678");
+        assert_eq!(
+            normalise_phone("+49 151 1234 5678", None).unwrap(),
+            "+4915112345678"
+        );
+        assert_eq!(
+            normalise_phone("0151 12345678", de).unwrap(),
+            "+4915112345678"
+        );
         assert!(normalise_phone("12", None).is_err());
     }
 
     #[test]
     fn emails_are_case_folded() {
-        assert_eq!(normalise_email("Ada@Example.COM").unwrap(), "ada@example.com");
+        assert_eq!(
+            normalise_email("Ada@Example.COM").unwrap(),
+            "ada@example.com"
+        );
         assert!(normalise_email("ada.example.com").is_err());
     }
 
@@ -387,7 +419,12 @@ mod tests {
     fn newer_consent_wins() {
         let t0 = DateTime::from_timestamp(0, 0).unwrap();
         let t1 = DateTime::from_timestamp(10, 0).unwrap();
-        let c = |granted, at| Consent { channel: 1, granted, source: String::new(), updated_at: at };
+        let c = |granted, at| Consent {
+            channel: 1,
+            granted,
+            source: String::new(),
+            updated_at: at,
+        };
         assert!(!merge_consents(&[c(true, t0)], &[c(false, t1)])[0].granted);
         assert!(merge_consents(&[c(true, t1)], &[c(false, t0)])[0].granted);
     }
@@ -415,7 +452,14 @@ mod tests {
             ..Profile::default()
         };
         let mut v = Violations::new();
-        check_profile(&profile, NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), &mut v);
-        assert_eq!(v.fields(), ["profile.birth_date", "profile.region", "profile.time_zone"]);
+        check_profile(
+            &profile,
+            NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            &mut v,
+        );
+        assert_eq!(
+            v.fields(),
+            ["profile.birth_date", "profile.region", "profile.time_zone"]
+        );
     }
 }

@@ -65,13 +65,24 @@ impl Config {
         };
         let phone_region = match env_opt("LAUREL_DEFAULT_PHONE_REGION") {
             None => None,
-            Some(raw) => Some(raw.trim().to_ascii_uppercase().parse().map_err(|_| ConfigError {
-                name: "LAUREL_DEFAULT_PHONE_REGION".into(),
-                value: raw.clone(),
-                reason: "must be an ISO 3166 alpha-2 country code".into(),
-            })?),
+            Some(raw) => {
+                Some(
+                    raw.trim()
+                        .to_ascii_uppercase()
+                        .parse()
+                        .map_err(|_| ConfigError {
+                            name: "LAUREL_DEFAULT_PHONE_REGION".into(),
+                            value: raw.clone(),
+                            reason: "must be an ISO 3166 alpha-2 country code".into(),
+                        })?,
+                )
+            }
         };
-        Ok(Self { runtime, pii_key, phone_region })
+        Ok(Self {
+            runtime,
+            pii_key,
+            phone_region,
+        })
     }
 }
 
@@ -101,7 +112,11 @@ impl Application {
             clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             phone_region: config.phone_region,
         };
-        Ok(Self { listener, config, members })
+        Ok(Self {
+            listener,
+            config,
+            members,
+        })
     }
 
     /// The bound gRPC address.
@@ -110,13 +125,20 @@ impl Application {
     }
 
     /// Serves (and relays the outbox, when configured) until `shutdown`.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let rt = &self.config.runtime;
         let (stop_tx, stop_rx) = watch::channel(false);
         let relay = rt.run_relay.then(|| {
             let mut relay_config = RelayConfig::new(&rt.redis_prefix, &rt.db_schema);
             relay_config.card_field = Some(members::CARD_FIELD);
-            let relay = Relay::new(self.members.pool.clone(), self.members.redis.connection(), relay_config);
+            let relay = Relay::new(
+                self.members.pool.clone(),
+                self.members.redis.connection(),
+                relay_config,
+            );
             tokio::spawn(relay.run(stop_rx))
         });
         let pool = self.members.pool.clone();

@@ -70,9 +70,15 @@ impl Members {
     }
 
     fn seal_profile(&self, program: &ProgramId, id: Uuid, row: &mut MemberRow, p: &Profile) {
-        row.given_name_enc = self.pii.seal_text(&p.given_name, &context(program, id, "given_name"));
-        row.family_name_enc = self.pii.seal_text(&p.family_name, &context(program, id, "family_name"));
-        row.birth_date_enc = self.pii.seal_text(&p.birth_date, &context(program, id, "birth_date"));
+        row.given_name_enc = self
+            .pii
+            .seal_text(&p.given_name, &context(program, id, "given_name"));
+        row.family_name_enc = self
+            .pii
+            .seal_text(&p.family_name, &context(program, id, "family_name"));
+        row.birth_date_enc = self
+            .pii
+            .seal_text(&p.birth_date, &context(program, id, "birth_date"));
         row.gender = p.gender as i16;
         row.region.clone_from(&p.region);
         row.preferred_language.clone_from(&p.preferred_language);
@@ -97,27 +103,45 @@ impl Members {
         })
     }
 
-    fn identity_row(&self, program: &ProgramId, member: Uuid, key: &IdentityKey, at: DateTime<Utc>) -> IdentityRow {
+    fn identity_row(
+        &self,
+        program: &ProgramId,
+        member: Uuid,
+        key: &IdentityKey,
+        at: DateTime<Utc>,
+    ) -> IdentityRow {
         let kind = key.kind.code();
         IdentityRow {
             member_id: member,
             identity_type: kind,
             namespace: key.namespace.clone(),
             lookup_hash: self.pii.identity_hash(program.as_str(), key),
-            value_enc: self.pii.seal(key.value.as_bytes(), &identity_context(program, kind, &key.namespace)),
+            value_enc: self.pii.seal(
+                key.value.as_bytes(),
+                &identity_context(program, kind, &key.namespace),
+            ),
             linked_at: at,
         }
     }
 
     /// Builds the wire member from its rows, decrypting personal data.
-    fn to_proto(&self, program: &ProgramId, row: &MemberRow, identities: &[IdentityRow], consents: &[Consent]) -> Result<pb::Member> {
+    fn to_proto(
+        &self,
+        program: &ProgramId,
+        row: &MemberRow,
+        identities: &[IdentityRow],
+        consents: &[Consent],
+    ) -> Result<pb::Member> {
         let p = self.open_profile(program, row)?;
         let identities = identities
             .iter()
             .map(|i| {
                 let value = self
                     .pii
-                    .open(&i.value_enc, &identity_context(program, i.identity_type, &i.namespace))
+                    .open(
+                        &i.value_enc,
+                        &identity_context(program, i.identity_type, &i.namespace),
+                    )
                     .map_err(|e| MemberError::Internal(e.into()))?;
                 Ok(pb::Identity {
                     r#type: i32::from(i.identity_type),
@@ -153,12 +177,21 @@ impl Members {
     }
 
     /// Loads a member as stored (no redirect for merged members).
-    async fn load(&self, conn: &mut PgConnection, program: &ProgramId, id: Uuid) -> Result<Option<(MemberRow, pb::Member)>> {
+    async fn load(
+        &self,
+        conn: &mut PgConnection,
+        program: &ProgramId,
+        id: Uuid,
+    ) -> Result<Option<(MemberRow, pb::Member)>> {
         let Some(row) = repo::member(conn, program.as_str(), id, false).await? else {
             return Ok(None);
         };
         let identities = repo::identities(conn, program.as_str(), &[id]).await?;
-        let consents: Vec<Consent> = repo::consents(conn, program.as_str(), &[id]).await?.into_iter().map(Into::into).collect();
+        let consents: Vec<Consent> = repo::consents(conn, program.as_str(), &[id])
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
         let member = self.to_proto(program, &row, &identities, &consents)?;
         Ok(Some((row, member)))
     }
@@ -188,12 +221,22 @@ impl Members {
             return Ok(member);
         }
         let mut conn = self.pool.acquire().await?;
-        let (row, member) = self.load(&mut conn, program, id).await?.ok_or(MemberError::MemberNotFound)?;
+        let (row, member) = self
+            .load(&mut conn, program, id)
+            .await?
+            .ok_or(MemberError::MemberNotFound)?;
         if let Some(survivor) = row.merged_into {
             drop(conn);
             return Box::pin(self.get(program, survivor)).await;
         }
-        self.redis.card_fill(&key, CARD_FIELD, row.version, &self.seal_card(&key, &member)).await;
+        self.redis
+            .card_fill(
+                &key,
+                CARD_FIELD,
+                row.version,
+                &self.seal_card(&key, &member),
+            )
+            .await;
         Ok(member)
     }
 
@@ -209,20 +252,37 @@ impl Members {
     }
 
     /// Enrols a member.
-    pub async fn create(&self, program: &ProgramId, req: &pb::CreateMemberRequest) -> Result<pb::Member> {
+    pub async fn create(
+        &self,
+        program: &ProgramId,
+        req: &pb::CreateMemberRequest,
+    ) -> Result<pb::Member> {
         let cmd = requests::new_member(req, self.check_context())?;
         let mut tx = self.pool.begin().await?;
-        let key = match idempotency::claim(&mut tx, program, "CreateMember", &req.request_id, req).await? {
+        let key = match idempotency::claim(&mut tx, program, "CreateMember", &req.request_id, req)
+            .await?
+        {
             Claim::Replay(stored) => return self.replay_member(program, &stored),
             Claim::New(key) => key,
         };
         let (row, member) = self.enrol(&mut tx, program, cmd, false).await?;
-        key.complete(&mut tx, &self.seal_response(program, row.member_id, &member), Some(row.member_id)).await?;
+        key.complete(
+            &mut tx,
+            &self.seal_response(program, row.member_id, &member),
+            Some(row.member_id),
+        )
+        .await?;
         tx.commit().await?;
         Ok(member)
     }
 
-    async fn enrol(&self, tx: &mut PgConnection, program: &ProgramId, cmd: requests::NewMember, auto: bool) -> Result<(MemberRow, pb::Member)> {
+    async fn enrol(
+        &self,
+        tx: &mut PgConnection,
+        program: &ProgramId,
+        cmd: requests::NewMember,
+        auto: bool,
+    ) -> Result<(MemberRow, pb::Member)> {
         let now = self.clock.now();
         let id = Uuid::now_v7();
         let referred_by = match &cmd.referral_code {
@@ -234,14 +294,18 @@ impl Members {
                     v.add("referral_code", "no member has this referral code");
                     return Err(v.into());
                 };
-                let row = repo::member(tx, program.as_str(), referrer, true).await?.ok_or(MemberError::MemberNotFound)?;
+                let row = repo::member(tx, program.as_str(), referrer, true)
+                    .await?
+                    .ok_or(MemberError::MemberNotFound)?;
                 if row.status == status::MERGED || row.status == status::ERASED {
                     return Err(MemberError::NotActive(status_name(row.status)));
                 }
                 // The same person enrolling again with their own code.
                 for identity in &cmd.identities {
                     let hash = self.pii.identity_hash(program.as_str(), identity);
-                    if repo::member_by_identity(tx, program.as_str(), &hash).await? == Some(referrer) {
+                    if repo::member_by_identity(tx, program.as_str(), &hash).await?
+                        == Some(referrer)
+                    {
                         return Err(MemberError::SelfReferral);
                     }
                 }
@@ -271,11 +335,15 @@ impl Members {
             version: 1,
         };
         self.seal_profile(program, id, &mut row, &cmd.profile);
-        repo::insert_member(tx, program.as_str(), &row).await.map_err(MemberError::from_db)?;
+        repo::insert_member(tx, program.as_str(), &row)
+            .await
+            .map_err(MemberError::from_db)?;
         let mut identities = Vec::new();
         for key in &cmd.identities {
             let identity = self.identity_row(program, id, key, now);
-            repo::insert_identity(tx, program.as_str(), &identity).await.map_err(MemberError::from_db)?;
+            repo::insert_identity(tx, program.as_str(), &identity)
+                .await
+                .map_err(MemberError::from_db)?;
             identities.push(identity);
         }
         for consent in &cmd.consents {
@@ -288,14 +356,25 @@ impl Members {
             tags: row.tags.clone(),
             consents: member.consents.clone(),
             region: row.region.clone(),
-            identity_types: cmd.identities.iter().map(|k| i32::from(k.kind.code())).collect(),
+            identity_types: cmd
+                .identities
+                .iter()
+                .map(|k| i32::from(k.kind.code()))
+                .collect(),
             auto_enrolled: auto,
         };
         self.emit(tx, program, id, cmd.enrolled_at, &event).await?;
         Ok((row, member))
     }
 
-    async fn emit<P: Message + Name>(&self, tx: &mut PgConnection, program: &ProgramId, member: Uuid, occurred_at: DateTime<Utc>, payload: &P) -> Result<()> {
+    async fn emit<P: Message + Name>(
+        &self,
+        tx: &mut PgConnection,
+        program: &ProgramId,
+        member: Uuid,
+        occurred_at: DateTime<Utc>,
+        payload: &P,
+    ) -> Result<()> {
         outbox::enqueue(
             tx,
             SOURCE,
@@ -313,7 +392,8 @@ impl Members {
 
     /// Stored responses hold personal data: sealed, bound to the programme.
     fn seal_response(&self, program: &ProgramId, _member: Uuid, member: &pb::Member) -> Vec<u8> {
-        self.pii.seal(&member.encode_to_vec(), &format!("{program}/idempotency"))
+        self.pii
+            .seal(&member.encode_to_vec(), &format!("{program}/idempotency"))
     }
 
     fn replay_member(&self, program: &ProgramId, stored: &[u8]) -> Result<pb::Member> {
@@ -327,16 +407,30 @@ impl Members {
     /// Runs a change to one existing member under idempotency: locks the row,
     /// applies `change`, bumps the version, emits, stores the response and
     /// invalidates the card.
-    async fn change_member<F>(&self, program: &ProgramId, operation: &'static str, request_id: &str, req: &impl Message, id: Uuid, change: F) -> Result<pb::Member>
+    async fn change_member<F>(
+        &self,
+        program: &ProgramId,
+        operation: &'static str,
+        request_id: &str,
+        req: &impl Message,
+        id: Uuid,
+        change: F,
+    ) -> Result<pb::Member>
     where
-        F: for<'c> FnOnce(&'c Self, &'c mut PgConnection, &'c mut MemberRow) -> futures::future::BoxFuture<'c, Result<()>>,
+        F: for<'c> FnOnce(
+            &'c Self,
+            &'c mut PgConnection,
+            &'c mut MemberRow,
+        ) -> futures::future::BoxFuture<'c, Result<()>>,
     {
         let mut tx = self.pool.begin().await?;
         let key = match idempotency::claim(&mut tx, program, operation, request_id, req).await? {
             Claim::Replay(stored) => return self.replay_member(program, &stored),
             Claim::New(key) => key,
         };
-        let mut row = repo::member(&mut tx, program.as_str(), id, true).await?.ok_or(MemberError::MemberNotFound)?;
+        let mut row = repo::member(&mut tx, program.as_str(), id, true)
+            .await?
+            .ok_or(MemberError::MemberNotFound)?;
         if row.status == status::MERGED || row.status == status::ERASED {
             return Err(MemberError::NotActive(status_name(row.status)));
         }
@@ -344,98 +438,159 @@ impl Members {
         row.version += 1;
         row.updated_at = self.clock.now();
         repo::save_member(&mut tx, program.as_str(), &row).await?;
-        let (_, member) = self.load(&mut tx, program, id).await?.ok_or(MemberError::MemberNotFound)?;
-        key.complete(&mut tx, &self.seal_response(program, id, &member), Some(id)).await?;
+        let (_, member) = self
+            .load(&mut tx, program, id)
+            .await?
+            .ok_or(MemberError::MemberNotFound)?;
+        key.complete(&mut tx, &self.seal_response(program, id, &member), Some(id))
+            .await?;
         tx.commit().await?;
         self.invalidate(program, id, row.version).await;
         Ok(member)
     }
 
     /// Changes the fields named by the mask.
-    pub async fn update(&self, program: &ProgramId, req: &pb::UpdateMemberRequest) -> Result<pb::Member> {
+    pub async fn update(
+        &self,
+        program: &ProgramId,
+        req: &pb::UpdateMemberRequest,
+    ) -> Result<pb::Member> {
         let cmd = requests::member_update(req, self.check_context())?;
         let id = cmd.member_id;
         let program_c = program.clone();
-        self.change_member(program, "UpdateMember", &req.request_id, req, id, move |this, tx, row| {
-            Box::pin(async move {
-                let mut profile = this.open_profile(&program_c, row)?;
-                let mut changed = Vec::new();
-                let mut consents_now: Vec<Consent> = repo::consents(tx, program_c.as_str(), &[id]).await?.into_iter().map(Into::into).collect();
-                for change in &cmd.changes {
-                    match change {
-                        Change::Status => {
-                            row.status = cmd.status;
-                            changed.push("status".to_owned());
-                        }
-                        Change::Tags => {
-                            row.tags.clone_from(&cmd.tags);
-                            changed.push("tags".to_owned());
-                        }
-                        Change::Consents => {
-                            consents_now = domain::merge_consents(&consents_now, &cmd.consents);
-                            for c in &consents_now {
-                                repo::upsert_consent(tx, program_c.as_str(), id, c).await?;
+        self.change_member(
+            program,
+            "UpdateMember",
+            &req.request_id,
+            req,
+            id,
+            move |this, tx, row| {
+                Box::pin(async move {
+                    let mut profile = this.open_profile(&program_c, row)?;
+                    let mut changed = Vec::new();
+                    let mut consents_now: Vec<Consent> =
+                        repo::consents(tx, program_c.as_str(), &[id])
+                            .await?
+                            .into_iter()
+                            .map(Into::into)
+                            .collect();
+                    for change in &cmd.changes {
+                        match change {
+                            Change::Status => {
+                                row.status = cmd.status;
+                                changed.push("status".to_owned());
                             }
-                            changed.push("consents".to_owned());
-                        }
-                        Change::Profile(name) => {
-                            set_profile_field(&mut profile, &cmd.profile, name);
-                            changed.push(format!("profile.{name}"));
+                            Change::Tags => {
+                                row.tags.clone_from(&cmd.tags);
+                                changed.push("tags".to_owned());
+                            }
+                            Change::Consents => {
+                                consents_now = domain::merge_consents(&consents_now, &cmd.consents);
+                                for c in &consents_now {
+                                    repo::upsert_consent(tx, program_c.as_str(), id, c).await?;
+                                }
+                                changed.push("consents".to_owned());
+                            }
+                            Change::Profile(name) => {
+                                set_profile_field(&mut profile, &cmd.profile, name);
+                                changed.push(format!("profile.{name}"));
+                            }
                         }
                     }
-                }
-                this.seal_profile(&program_c, id, row, &profile);
-                let event = pb::MemberUpdated {
-                    member_id: id.to_string(),
-                    changed_fields: changed,
-                    status: i32::from(row.status),
-                    tags: row.tags.clone(),
-                    consents: consents_now.iter().map(consent_proto).collect(),
-                };
-                this.emit(tx, &program_c, id, this.clock.now(), &event).await
-            })
-        })
+                    this.seal_profile(&program_c, id, row, &profile);
+                    let event = pb::MemberUpdated {
+                        member_id: id.to_string(),
+                        changed_fields: changed,
+                        status: i32::from(row.status),
+                        tags: row.tags.clone(),
+                        consents: consents_now.iter().map(consent_proto).collect(),
+                    };
+                    this.emit(tx, &program_c, id, this.clock.now(), &event)
+                        .await
+                })
+            },
+        )
         .await
     }
 
     /// Links an identity.
-    pub async fn link(&self, program: &ProgramId, req: &pb::LinkIdentityRequest) -> Result<pb::Member> {
-        let (id, key) = self.identity_request(&req.request_id, &req.member_id, req.identity.as_ref())?;
+    pub async fn link(
+        &self,
+        program: &ProgramId,
+        req: &pb::LinkIdentityRequest,
+    ) -> Result<pb::Member> {
+        let (id, key) =
+            self.identity_request(&req.request_id, &req.member_id, req.identity.as_ref())?;
         let program_c = program.clone();
-        self.change_member(program, "LinkIdentity", &req.request_id, req, id, move |this, tx, _row| {
-            Box::pin(async move {
-                let row = this.identity_row(&program_c, id, &key, this.clock.now());
-                match repo::member_by_identity(tx, program_c.as_str(), &row.lookup_hash).await? {
-                    Some(holder) if holder == id => return Ok(()),
-                    Some(_) => return Err(MemberError::IdentityTaken),
-                    None => {}
-                }
-                repo::insert_identity(tx, program_c.as_str(), &row).await.map_err(MemberError::from_db)?;
-                let event = pb::IdentityLinked { member_id: id.to_string(), identity_type: i32::from(key.kind.code()) };
-                this.emit(tx, &program_c, id, this.clock.now(), &event).await
-            })
-        })
+        self.change_member(
+            program,
+            "LinkIdentity",
+            &req.request_id,
+            req,
+            id,
+            move |this, tx, _row| {
+                Box::pin(async move {
+                    let row = this.identity_row(&program_c, id, &key, this.clock.now());
+                    match repo::member_by_identity(tx, program_c.as_str(), &row.lookup_hash).await?
+                    {
+                        Some(holder) if holder == id => return Ok(()),
+                        Some(_) => return Err(MemberError::IdentityTaken),
+                        None => {}
+                    }
+                    repo::insert_identity(tx, program_c.as_str(), &row)
+                        .await
+                        .map_err(MemberError::from_db)?;
+                    let event = pb::IdentityLinked {
+                        member_id: id.to_string(),
+                        identity_type: i32::from(key.kind.code()),
+                    };
+                    this.emit(tx, &program_c, id, this.clock.now(), &event)
+                        .await
+                })
+            },
+        )
         .await
     }
 
     /// Unlinks an identity.
-    pub async fn unlink(&self, program: &ProgramId, req: &pb::UnlinkIdentityRequest) -> Result<pb::Member> {
-        let (id, key) = self.identity_request(&req.request_id, &req.member_id, req.identity.as_ref())?;
+    pub async fn unlink(
+        &self,
+        program: &ProgramId,
+        req: &pb::UnlinkIdentityRequest,
+    ) -> Result<pb::Member> {
+        let (id, key) =
+            self.identity_request(&req.request_id, &req.member_id, req.identity.as_ref())?;
         let program_c = program.clone();
-        self.change_member(program, "UnlinkIdentity", &req.request_id, req, id, move |this, tx, _row| {
-            Box::pin(async move {
-                let hash = this.pii.identity_hash(program_c.as_str(), &key);
-                if !repo::delete_identity(tx, program_c.as_str(), id, &hash).await? {
-                    return Err(MemberError::IdentityNotFound);
-                }
-                let event = pb::IdentityUnlinked { member_id: id.to_string(), identity_type: i32::from(key.kind.code()) };
-                this.emit(tx, &program_c, id, this.clock.now(), &event).await
-            })
-        })
+        self.change_member(
+            program,
+            "UnlinkIdentity",
+            &req.request_id,
+            req,
+            id,
+            move |this, tx, _row| {
+                Box::pin(async move {
+                    let hash = this.pii.identity_hash(program_c.as_str(), &key);
+                    if !repo::delete_identity(tx, program_c.as_str(), id, &hash).await? {
+                        return Err(MemberError::IdentityNotFound);
+                    }
+                    let event = pb::IdentityUnlinked {
+                        member_id: id.to_string(),
+                        identity_type: i32::from(key.kind.code()),
+                    };
+                    this.emit(tx, &program_c, id, this.clock.now(), &event)
+                        .await
+                })
+            },
+        )
         .await
     }
 
-    fn identity_request(&self, request_id: &str, member_id: &str, identity: Option<&pb::Identity>) -> Result<(Uuid, IdentityKey)> {
+    fn identity_request(
+        &self,
+        request_id: &str,
+        member_id: &str,
+        identity: Option<&pb::Identity>,
+    ) -> Result<(Uuid, IdentityKey)> {
         let mut v = laurel_runtime::error::Violations::new();
         idempotency::check_request_id(request_id, &mut v);
         let id = requests::member_id(member_id, "member_id", &mut v);
@@ -445,35 +600,56 @@ impl Members {
     }
 
     /// Folds one member into another.
-    pub async fn merge(&self, program: &ProgramId, req: &pb::MergeMembersRequest) -> Result<pb::Member> {
-        let pb::MergeMembersRequest { request_id, survivor_member_id, merged_member_id } = req;
+    pub async fn merge(
+        &self,
+        program: &ProgramId,
+        req: &pb::MergeMembersRequest,
+    ) -> Result<pb::Member> {
+        let pb::MergeMembersRequest {
+            request_id,
+            survivor_member_id,
+            merged_member_id,
+        } = req;
         let mut v = laurel_runtime::error::Violations::new();
         idempotency::check_request_id(request_id, &mut v);
         let survivor = requests::member_id(survivor_member_id, "survivor_member_id", &mut v);
         let merged = requests::member_id(merged_member_id, "merged_member_id", &mut v);
-        v.check(survivor.is_some() && survivor == merged, "merged_member_id", "must differ from survivor_member_id");
+        v.check(
+            survivor.is_some() && survivor == merged,
+            "merged_member_id",
+            "must differ from survivor_member_id",
+        );
         v.finish()?;
         let (survivor, merged) = (survivor.expect("checked"), merged.expect("checked"));
         let mut tx = self.pool.begin().await?;
-        let key = match idempotency::claim(&mut tx, program, "MergeMembers", request_id, req).await? {
-            Claim::Replay(stored) => return self.replay_member(program, &stored),
-            Claim::New(key) => key,
-        };
+        let key =
+            match idempotency::claim(&mut tx, program, "MergeMembers", request_id, req).await? {
+                Claim::Replay(stored) => return self.replay_member(program, &stored),
+                Claim::New(key) => key,
+            };
         // Lock both rows in id order so concurrent merges cannot deadlock.
         let mut rows = HashMap::new();
         let mut ids = [survivor, merged];
         ids.sort();
         for id in ids {
-            let row = repo::member(&mut tx, program.as_str(), id, true).await?.ok_or(MemberError::MemberNotFound)?;
+            let row = repo::member(&mut tx, program.as_str(), id, true)
+                .await?
+                .ok_or(MemberError::MemberNotFound)?;
             if row.status == status::MERGED || row.status == status::ERASED {
-                return Err(MemberError::MergeRefused("a member is already merged or erased"));
+                return Err(MemberError::MergeRefused(
+                    "a member is already merged or erased",
+                ));
             }
             rows.insert(id, row);
         }
         let now = self.clock.now();
         let mut s = rows.remove(&survivor).expect("locked");
         let mut m = rows.remove(&merged).expect("locked");
-        let both: Vec<Consent> = repo::consents(&mut tx, program.as_str(), &[survivor, merged]).await?.into_iter().map(Into::into).collect();
+        let both: Vec<Consent> = repo::consents(&mut tx, program.as_str(), &[survivor, merged])
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
         let consents = domain::merge_consents(&[], &both);
         repo::move_to_survivor(&mut tx, program.as_str(), merged, survivor).await?;
         for c in &consents {
@@ -504,10 +680,21 @@ impl Members {
         m.updated_at = now;
         repo::save_member(&mut tx, program.as_str(), &s).await?;
         repo::save_member(&mut tx, program.as_str(), &m).await?;
-        let event = pb::MemberMerged { survivor_member_id: survivor.to_string(), merged_member_id: merged.to_string() };
+        let event = pb::MemberMerged {
+            survivor_member_id: survivor.to_string(),
+            merged_member_id: merged.to_string(),
+        };
         self.emit(&mut tx, program, survivor, now, &event).await?;
-        let (_, member) = self.load(&mut tx, program, survivor).await?.ok_or(MemberError::MemberNotFound)?;
-        key.complete(&mut tx, &self.seal_response(program, survivor, &member), Some(survivor)).await?;
+        let (_, member) = self
+            .load(&mut tx, program, survivor)
+            .await?
+            .ok_or(MemberError::MemberNotFound)?;
+        key.complete(
+            &mut tx,
+            &self.seal_response(program, survivor, &member),
+            Some(survivor),
+        )
+        .await?;
         tx.commit().await?;
         self.invalidate(program, survivor, s.version).await;
         self.invalidate(program, merged, m.version).await;
@@ -515,26 +702,44 @@ impl Members {
     }
 
     /// Removes a member's personal data for good; the id stays.
-    pub async fn erase(&self, program: &ProgramId, req: &pb::EraseMemberRequest) -> Result<pb::Member> {
-        let pb::EraseMemberRequest { request_id, member_id } = req;
+    pub async fn erase(
+        &self,
+        program: &ProgramId,
+        req: &pb::EraseMemberRequest,
+    ) -> Result<pb::Member> {
+        let pb::EraseMemberRequest {
+            request_id,
+            member_id,
+        } = req;
         let mut v = laurel_runtime::error::Violations::new();
         idempotency::check_request_id(request_id, &mut v);
         let id = requests::member_id(member_id, "member_id", &mut v);
         v.finish()?;
         let id = id.expect("checked");
         let mut tx = self.pool.begin().await?;
-        let key = match idempotency::claim(&mut tx, program, "EraseMember", request_id, req).await? {
+        let key = match idempotency::claim(&mut tx, program, "EraseMember", request_id, req).await?
+        {
             Claim::Replay(stored) => return self.replay_member(program, &stored),
             Claim::New(key) => key,
         };
-        let mut row = repo::member(&mut tx, program.as_str(), id, true).await?.ok_or(MemberError::MemberNotFound)?;
+        let mut row = repo::member(&mut tx, program.as_str(), id, true)
+            .await?
+            .ok_or(MemberError::MemberNotFound)?;
         repo::delete_personal_rows(&mut tx, program.as_str(), id).await?;
         // Free text in the activity log is personal too.
-        let activities = repo::list_activities(&mut tx, program.as_str(), id, None, i64::MAX).await?;
+        let activities =
+            repo::list_activities(&mut tx, program.as_str(), id, None, i64::MAX).await?;
         for a in activities {
-            let mut activity = pb::Activity::decode(a.body.as_slice()).map_err(|e| MemberError::Internal(e.into()))?;
+            let mut activity = pb::Activity::decode(a.body.as_slice())
+                .map_err(|e| MemberError::Internal(e.into()))?;
             strip_free_text(&mut activity);
-            repo::set_activity_body(&mut tx, program.as_str(), a.activity_id, &activity.encode_to_vec()).await?;
+            repo::set_activity_body(
+                &mut tx,
+                program.as_str(),
+                a.activity_id,
+                &activity.encode_to_vec(),
+            )
+            .await?;
         }
         let now = self.clock.now();
         row.status = status::ERASED;
@@ -543,18 +748,32 @@ impl Members {
         row.version += 1;
         row.updated_at = now;
         repo::save_member(&mut tx, program.as_str(), &row).await?;
-        self.emit(&mut tx, program, id, now, &pb::MemberErased { member_id: id.to_string() }).await?;
+        self.emit(
+            &mut tx,
+            program,
+            id,
+            now,
+            &pb::MemberErased {
+                member_id: id.to_string(),
+            },
+        )
+        .await?;
         let member = self.to_proto(program, &row, &[], &[])?;
         // The stored response holds no personal data any more; keep it so a
         // retry replays, but not tied to the member.
-        key.complete(&mut tx, &self.seal_response(program, id, &member), None).await?;
+        key.complete(&mut tx, &self.seal_response(program, id, &member), None)
+            .await?;
         tx.commit().await?;
         self.invalidate(program, id, row.version).await;
         Ok(member)
     }
 
     /// Pages through members.
-    pub async fn list(&self, program: &ProgramId, req: &pb::ListMembersRequest) -> Result<(Vec<pb::Member>, String)> {
+    pub async fn list(
+        &self,
+        program: &ProgramId,
+        req: &pb::ListMembersRequest,
+    ) -> Result<(Vec<pb::Member>, String)> {
         let (filter, size) = requests::member_listing(req)?;
         let mut conn = self.pool.acquire().await?;
         let rows = repo::list_members(&mut conn, program.as_str(), &filter, size + 1).await?;
@@ -565,12 +784,25 @@ impl Members {
         let consents = repo::consents(&mut conn, program.as_str(), &ids).await?;
         let mut members = Vec::with_capacity(rows.len());
         for row in rows {
-            let mine: Vec<IdentityRow> = identities.iter().filter(|i| i.member_id == row.member_id).cloned().collect();
-            let cons: Vec<Consent> = consents.iter().filter(|c| c.member_id == row.member_id).cloned().map(Into::into).collect();
+            let mine: Vec<IdentityRow> = identities
+                .iter()
+                .filter(|i| i.member_id == row.member_id)
+                .cloned()
+                .collect();
+            let cons: Vec<Consent> = consents
+                .iter()
+                .filter(|c| c.member_id == row.member_id)
+                .cloned()
+                .map(Into::into)
+                .collect();
             members.push(self.to_proto(program, row, &mine, &cons)?);
         }
         let token = match (more, rows.last()) {
-            (true, Some(last)) => pagination::encode_token(&format!("{}|{}", last.enrolled_at.to_rfc3339(), last.member_id)),
+            (true, Some(last)) => pagination::encode_token(&format!(
+                "{}|{}",
+                last.enrolled_at.to_rfc3339(),
+                last.member_id
+            )),
             _ => String::new(),
         };
         Ok((members, token))
@@ -578,7 +810,11 @@ impl Members {
 
     /// Records an activity; returns it, whether it is new, and whether the
     /// member was enrolled by it.
-    pub async fn record_activity(&self, program: &ProgramId, req: &pb::RecordActivityRequest) -> Result<(pb::Activity, bool, bool)> {
+    pub async fn record_activity(
+        &self,
+        program: &ProgramId,
+        req: &pb::RecordActivityRequest,
+    ) -> Result<(pb::Activity, bool, bool)> {
         let cmd = requests::new_activity(req, self.check_context())?;
         let hash = idempotency::request_hash(req);
         // Two callers racing to enrol one identity or record one activity:
@@ -587,20 +823,35 @@ impl Members {
         loop {
             attempt += 1;
             match self.try_record(program, &cmd, &hash).await {
-                Err(MemberError::IdentityTaken | MemberError::ActivityConflict) if attempt < 3 => continue,
+                Err(MemberError::IdentityTaken | MemberError::ActivityConflict) if attempt < 3 => {
+                    continue;
+                }
                 other => return other,
             }
         }
     }
 
-    async fn try_record(&self, program: &ProgramId, cmd: &requests::NewActivity, hash: &[u8]) -> Result<(pb::Activity, bool, bool)> {
+    async fn try_record(
+        &self,
+        program: &ProgramId,
+        cmd: &requests::NewActivity,
+        hash: &[u8],
+    ) -> Result<(pb::Activity, bool, bool)> {
         let activity = &cmd.activity;
         let mut tx = self.pool.begin().await?;
-        if let Some(existing) = repo::activity_by_source(&mut tx, program.as_str(), &activity.source, &activity.external_id).await? {
+        if let Some(existing) = repo::activity_by_source(
+            &mut tx,
+            program.as_str(),
+            &activity.source,
+            &activity.external_id,
+        )
+        .await?
+        {
             if existing.request_hash != hash {
                 return Err(MemberError::ActivityConflict);
             }
-            let stored = pb::Activity::decode(existing.body.as_slice()).map_err(|e| MemberError::Internal(e.into()))?;
+            let stored = pb::Activity::decode(existing.body.as_slice())
+                .map_err(|e| MemberError::Internal(e.into()))?;
             return Ok((stored, false, false));
         }
         let mut enrolled = false;
@@ -627,9 +878,13 @@ impl Members {
             }
         };
         // Locking the member orders its activities and events.
-        let mut row = repo::member(&mut tx, program.as_str(), member_id, true).await?.ok_or(MemberError::MemberNotFound)?;
+        let mut row = repo::member(&mut tx, program.as_str(), member_id, true)
+            .await?
+            .ok_or(MemberError::MemberNotFound)?;
         if let Some(survivor) = row.merged_into {
-            row = repo::member(&mut tx, program.as_str(), survivor, true).await?.ok_or(MemberError::MemberNotFound)?;
+            row = repo::member(&mut tx, program.as_str(), survivor, true)
+                .await?
+                .ok_or(MemberError::MemberNotFound)?;
         }
         if row.status == status::ERASED || row.status == status::MERGED {
             return Err(MemberError::NotActive(status_name(row.status)));
@@ -637,13 +892,18 @@ impl Members {
         let member_id = row.member_id;
         if cmd.kind == 2 {
             let (order_id, currency, amount) = cmd.money.clone().expect("refunds carry money");
-            let order = repo::lock_purchase(&mut tx, program.as_str(), &order_id).await?.ok_or(MemberError::OrderNotFound)?;
+            let order = repo::lock_purchase(&mut tx, program.as_str(), &order_id)
+                .await?
+                .ok_or(MemberError::OrderNotFound)?;
             if order.member_id != member_id {
                 return Err(MemberError::OrderNotFound);
             }
             if order.currency.as_deref() != Some(currency.as_str()) {
                 let mut v = laurel_runtime::error::Violations::new();
-                v.add("activity.refund.amount.currency_code", "must be the order's currency");
+                v.add(
+                    "activity.refund.amount.currency_code",
+                    "must be the order's currency",
+                );
                 return Err(v.into());
             }
             let refunded = repo::refunded_total(&mut tx, program.as_str(), &order_id).await?;
@@ -676,25 +936,53 @@ impl Members {
             body: stored.encode_to_vec(),
             request_hash: hash.to_vec(),
         };
-        repo::insert_activity(&mut tx, program.as_str(), &row).await.map_err(MemberError::from_db)?;
+        repo::insert_activity(&mut tx, program.as_str(), &row)
+            .await
+            .map_err(MemberError::from_db)?;
         let mut published = stored.clone();
         strip_free_text(&mut published);
-        self.emit(&mut tx, program, member_id, occurred_at, &pb::ActivityRecorded { activity: Some(published) }).await?;
+        self.emit(
+            &mut tx,
+            program,
+            member_id,
+            occurred_at,
+            &pb::ActivityRecorded {
+                activity: Some(published),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok((stored, true, enrolled))
     }
 
     /// A member's activities, newest first.
-    pub async fn list_activities(&self, program: &ProgramId, req: &pb::ListActivitiesRequest) -> Result<(Vec<pb::Activity>, String)> {
-        let pb::ListActivitiesRequest { member_id, page_size, page_token } = req;
+    pub async fn list_activities(
+        &self,
+        program: &ProgramId,
+        req: &pb::ListActivitiesRequest,
+    ) -> Result<(Vec<pb::Activity>, String)> {
+        let pb::ListActivitiesRequest {
+            member_id,
+            page_size,
+            page_token,
+        } = req;
         let mut v = laurel_runtime::error::Violations::new();
         let id = requests::member_id(member_id, "member_id", &mut v);
         let size = pagination::page_size(*page_size);
         v.check(size.is_none(), "page_size", "must not be negative");
         let before = match pagination::decode_token(page_token) {
             Ok(Some(p)) => {
-                let parsed = p.split_once('|').and_then(|(at, id)| Some((DateTime::parse_from_rfc3339(at).ok()?.to_utc(), Uuid::parse_str(id).ok()?)));
-                v.check(parsed.is_none(), "page_token", "not a page token from this service");
+                let parsed = p.split_once('|').and_then(|(at, id)| {
+                    Some((
+                        DateTime::parse_from_rfc3339(at).ok()?.to_utc(),
+                        Uuid::parse_str(id).ok()?,
+                    ))
+                });
+                v.check(
+                    parsed.is_none(),
+                    "page_token",
+                    "not a page token from this service",
+                );
                 parsed
             }
             Ok(None) => None,
@@ -706,35 +994,51 @@ impl Members {
         v.finish()?;
         let (id, size) = (id.expect("checked"), size.expect("checked"));
         let survivor = self.get(program, id).await?;
-        let id = Uuid::parse_str(&survivor.member_id).map_err(|e| MemberError::Internal(e.into()))?;
+        let id =
+            Uuid::parse_str(&survivor.member_id).map_err(|e| MemberError::Internal(e.into()))?;
         let mut conn = self.pool.acquire().await?;
         let rows = repo::list_activities(&mut conn, program.as_str(), id, before, size + 1).await?;
         let more = rows.len() as i64 > size;
         let rows = &rows[..rows.len().min(size as usize)];
         let activities = rows
             .iter()
-            .map(|r| pb::Activity::decode(r.body.as_slice()).map_err(|e| MemberError::Internal(e.into())))
+            .map(|r| {
+                pb::Activity::decode(r.body.as_slice()).map_err(|e| MemberError::Internal(e.into()))
+            })
             .collect::<Result<Vec<_>>>()?;
         let token = match (more, rows.last()) {
-            (true, Some(last)) => pagination::encode_token(&format!("{}|{}", last.occurred_at.to_rfc3339(), last.activity_id)),
+            (true, Some(last)) => pagination::encode_token(&format!(
+                "{}|{}",
+                last.occurred_at.to_rfc3339(),
+                last.activity_id
+            )),
             _ => String::new(),
         };
         Ok((activities, token))
     }
 
     /// Everything held on a member.
-    pub async fn export(&self, program: &ProgramId, req: &pb::ExportMemberRequest) -> Result<pb::ExportMemberResponse> {
+    pub async fn export(
+        &self,
+        program: &ProgramId,
+        req: &pb::ExportMemberRequest,
+    ) -> Result<pb::ExportMemberResponse> {
         let pb::ExportMemberRequest { member_id } = req;
         let mut v = laurel_runtime::error::Violations::new();
         let id = requests::member_id(member_id, "member_id", &mut v);
         v.finish()?;
         let id = id.expect("checked");
         let mut conn = self.pool.acquire().await?;
-        let (_, member) = self.load(&mut conn, program, id).await?.ok_or(MemberError::MemberNotFound)?;
+        let (_, member) = self
+            .load(&mut conn, program, id)
+            .await?
+            .ok_or(MemberError::MemberNotFound)?;
         let rows = repo::list_activities(&mut conn, program.as_str(), id, None, i64::MAX).await?;
         let activities = rows
             .iter()
-            .map(|r| pb::Activity::decode(r.body.as_slice()).map_err(|e| MemberError::Internal(e.into())))
+            .map(|r| {
+                pb::Activity::decode(r.body.as_slice()).map_err(|e| MemberError::Internal(e.into()))
+            })
             .collect::<Result<Vec<_>>>()?;
         let (referred, merged) = repo::related_members(&mut conn, program.as_str(), id).await?;
         Ok(pb::ExportMemberResponse {

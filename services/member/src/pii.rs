@@ -94,7 +94,9 @@ impl Pii {
     pub fn open_text(&self, sealed: Option<&[u8]>, context: &str) -> Result<String, DecryptError> {
         match sealed {
             None => Ok(String::new()),
-            Some(sealed) => String::from_utf8(self.open(sealed, context)?).map_err(|_| DecryptError),
+            Some(sealed) => {
+                String::from_utf8(self.open(sealed, context)?).map_err(|_| DecryptError)
+            }
         }
     }
 
@@ -130,10 +132,17 @@ mod tests {
 
     #[test]
     fn blind_index_depends_on_programme_and_key() {
-        let id = IdentityKey { kind: IdentityKind::Email, namespace: String::new(), value: "a@b.c".into() };
+        let id = IdentityKey {
+            kind: IdentityKind::Email,
+            namespace: String::new(),
+            value: "a@b.c".into(),
+        };
         let a = Pii::new(&[1; 32]);
         assert_eq!(a.identity_hash("p", &id), a.identity_hash("p", &id));
         assert_ne!(a.identity_hash("p", &id), a.identity_hash("q", &id));
-        assert_ne!(a.identity_hash("p", &id), Pii::new(&[2; 32]).identity_hash("p", &id));
+        assert_ne!(
+            a.identity_hash("p", &id),
+            Pii::new(&[2; 32]).identity_hash("p", &id)
+        );
     }
 }

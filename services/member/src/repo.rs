@@ -85,7 +85,11 @@ pub async fn member(
         "SELECT {MEMBER_COLUMNS} FROM members WHERE program_id = $1 AND member_id = $2{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    sqlx::query_as(&sql).bind(program).bind(id).fetch_optional(conn).await
+    sqlx::query_as(&sql)
+        .bind(program)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Identities of some members.
@@ -121,7 +125,11 @@ pub async fn consents(
 }
 
 /// Inserts a member.
-pub async fn insert_member(conn: &mut PgConnection, program: &str, m: &MemberRow) -> Result<(), sqlx::Error> {
+pub async fn insert_member(
+    conn: &mut PgConnection,
+    program: &str,
+    m: &MemberRow,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO members (program_id, member_id, status, given_name_enc, family_name_enc, birth_date_enc,
             gender, region, preferred_language, time_zone, tags, referral_code, referred_by, merged_into,
@@ -151,7 +159,11 @@ pub async fn insert_member(conn: &mut PgConnection, program: &str, m: &MemberRow
 }
 
 /// Writes every mutable column of a member.
-pub async fn save_member(conn: &mut PgConnection, program: &str, m: &MemberRow) -> Result<(), sqlx::Error> {
+pub async fn save_member(
+    conn: &mut PgConnection,
+    program: &str,
+    m: &MemberRow,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE members SET status = $3, given_name_enc = $4, family_name_enc = $5, birth_date_enc = $6,
             gender = $7, region = $8, preferred_language = $9, time_zone = $10, tags = $11,
@@ -179,7 +191,11 @@ pub async fn save_member(conn: &mut PgConnection, program: &str, m: &MemberRow) 
 }
 
 /// Links an identity.
-pub async fn insert_identity(conn: &mut PgConnection, program: &str, i: &IdentityRow) -> Result<(), sqlx::Error> {
+pub async fn insert_identity(
+    conn: &mut PgConnection,
+    program: &str,
+    i: &IdentityRow,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO identities (program_id, identity_type, namespace, lookup_hash, value_enc, member_id, linked_at)
          VALUES ($1,$2,$3,$4,$5,$6,$7)",
@@ -197,27 +213,44 @@ pub async fn insert_identity(conn: &mut PgConnection, program: &str, i: &Identit
 }
 
 /// Unlinks an identity from a member; false when the member did not hold it.
-pub async fn delete_identity(conn: &mut PgConnection, program: &str, member: Uuid, hash: &[u8]) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM identities WHERE program_id = $1 AND member_id = $2 AND lookup_hash = $3")
-        .bind(program)
-        .bind(member)
-        .bind(hash)
-        .execute(conn)
-        .await?;
+pub async fn delete_identity(
+    conn: &mut PgConnection,
+    program: &str,
+    member: Uuid,
+    hash: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM identities WHERE program_id = $1 AND member_id = $2 AND lookup_hash = $3",
+    )
+    .bind(program)
+    .bind(member)
+    .bind(hash)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// The member holding an identity.
-pub async fn member_by_identity(conn: &mut PgConnection, program: &str, hash: &[u8]) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT member_id FROM identities WHERE program_id = $1 AND lookup_hash = $2")
-        .bind(program)
-        .bind(hash)
-        .fetch_optional(conn)
-        .await
+pub async fn member_by_identity(
+    conn: &mut PgConnection,
+    program: &str,
+    hash: &[u8],
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT member_id FROM identities WHERE program_id = $1 AND lookup_hash = $2",
+    )
+    .bind(program)
+    .bind(hash)
+    .fetch_optional(conn)
+    .await
 }
 
 /// The member owning a referral code.
-pub async fn member_by_referral_code(conn: &mut PgConnection, program: &str, code: &str) -> Result<Option<Uuid>, sqlx::Error> {
+pub async fn member_by_referral_code(
+    conn: &mut PgConnection,
+    program: &str,
+    code: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar("SELECT member_id FROM members WHERE program_id = $1 AND referral_code = $2")
         .bind(program)
         .bind(code)
@@ -226,7 +259,11 @@ pub async fn member_by_referral_code(conn: &mut PgConnection, program: &str, cod
 }
 
 /// Referrers above `member`, nearest first (bounded against bad data).
-pub async fn referrer_chain(conn: &mut PgConnection, program: &str, member: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn referrer_chain(
+    conn: &mut PgConnection,
+    program: &str,
+    member: Uuid,
+) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "WITH RECURSIVE chain(id, depth) AS (
              SELECT referred_by, 1 FROM members WHERE program_id = $1 AND member_id = $2 AND referred_by IS NOT NULL
@@ -242,7 +279,12 @@ pub async fn referrer_chain(conn: &mut PgConnection, program: &str, member: Uuid
 }
 
 /// Inserts or replaces a consent.
-pub async fn upsert_consent(conn: &mut PgConnection, program: &str, member: Uuid, c: &Consent) -> Result<(), sqlx::Error> {
+pub async fn upsert_consent(
+    conn: &mut PgConnection,
+    program: &str,
+    member: Uuid,
+    c: &Consent,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO consents (program_id, member_id, channel, granted, source, updated_at) VALUES ($1,$2,$3,$4,$5,$6)
          ON CONFLICT (program_id, member_id, channel)
@@ -270,7 +312,12 @@ pub struct MemberFilter {
 }
 
 /// One page of members in enrolment order; `limit` rows at most.
-pub async fn list_members(conn: &mut PgConnection, program: &str, f: &MemberFilter, limit: i64) -> Result<Vec<MemberRow>, sqlx::Error> {
+pub async fn list_members(
+    conn: &mut PgConnection,
+    program: &str,
+    f: &MemberFilter,
+    limit: i64,
+) -> Result<Vec<MemberRow>, sqlx::Error> {
     let sql = format!(
         "SELECT {MEMBER_COLUMNS} FROM members WHERE program_id = $1
            AND ($2::smallint IS NULL OR status = $2)
@@ -313,7 +360,12 @@ pub struct ActivityRow {
 const ACTIVITY_COLUMNS: &str = "activity_id, member_id, activity_type, source, external_id, occurred_at, recorded_at, order_id, currency, amount_minor, body, request_hash";
 
 /// The activity recorded under (source, external_id).
-pub async fn activity_by_source(conn: &mut PgConnection, program: &str, source: &str, external_id: &str) -> Result<Option<ActivityRow>, sqlx::Error> {
+pub async fn activity_by_source(
+    conn: &mut PgConnection,
+    program: &str,
+    source: &str,
+    external_id: &str,
+) -> Result<Option<ActivityRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {ACTIVITY_COLUMNS} FROM activities WHERE program_id = $1 AND source = $2 AND external_id = $3"
     ))
@@ -325,7 +377,11 @@ pub async fn activity_by_source(conn: &mut PgConnection, program: &str, source: 
 }
 
 /// Records an activity.
-pub async fn insert_activity(conn: &mut PgConnection, program: &str, a: &ActivityRow) -> Result<(), sqlx::Error> {
+pub async fn insert_activity(
+    conn: &mut PgConnection,
+    program: &str,
+    a: &ActivityRow,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO activities (program_id, activity_id, member_id, activity_type, source, external_id,
             occurred_at, recorded_at, order_id, currency, amount_minor, body, request_hash)
@@ -350,7 +406,11 @@ pub async fn insert_activity(conn: &mut PgConnection, program: &str, a: &Activit
 }
 
 /// The purchase of an order, locked so refunds of it serialise.
-pub async fn lock_purchase(conn: &mut PgConnection, program: &str, order_id: &str) -> Result<Option<ActivityRow>, sqlx::Error> {
+pub async fn lock_purchase(
+    conn: &mut PgConnection,
+    program: &str,
+    order_id: &str,
+) -> Result<Option<ActivityRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {ACTIVITY_COLUMNS} FROM activities WHERE program_id = $1 AND order_id = $2 AND activity_type = 1 FOR UPDATE"
     ))
@@ -361,7 +421,11 @@ pub async fn lock_purchase(conn: &mut PgConnection, program: &str, order_id: &st
 }
 
 /// What has been refunded of an order so far.
-pub async fn refunded_total(conn: &mut PgConnection, program: &str, order_id: &str) -> Result<i64, sqlx::Error> {
+pub async fn refunded_total(
+    conn: &mut PgConnection,
+    program: &str,
+    order_id: &str,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT COALESCE(SUM(amount_minor), 0)::bigint FROM activities WHERE program_id = $1 AND order_id = $2 AND activity_type = 2",
     )
@@ -372,7 +436,13 @@ pub async fn refunded_total(conn: &mut PgConnection, program: &str, order_id: &s
 }
 
 /// A member's activities, newest business time first.
-pub async fn list_activities(conn: &mut PgConnection, program: &str, member: Uuid, before: Option<(DateTime<Utc>, Uuid)>, limit: i64) -> Result<Vec<ActivityRow>, sqlx::Error> {
+pub async fn list_activities(
+    conn: &mut PgConnection,
+    program: &str,
+    member: Uuid,
+    before: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ActivityRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {ACTIVITY_COLUMNS} FROM activities WHERE program_id = $1 AND member_id = $2
            AND ($3::timestamptz IS NULL OR (occurred_at, activity_id) < ($3, $4))
@@ -388,7 +458,12 @@ pub async fn list_activities(conn: &mut PgConnection, program: &str, member: Uui
 }
 
 /// Replaces an activity's body (erasure strips free text).
-pub async fn set_activity_body(conn: &mut PgConnection, program: &str, id: Uuid, body: &[u8]) -> Result<(), sqlx::Error> {
+pub async fn set_activity_body(
+    conn: &mut PgConnection,
+    program: &str,
+    id: Uuid,
+    body: &[u8],
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE activities SET body = $3 WHERE program_id = $1 AND activity_id = $2")
         .bind(program)
         .bind(id)
@@ -399,7 +474,12 @@ pub async fn set_activity_body(conn: &mut PgConnection, program: &str, id: Uuid,
 }
 
 /// Moves identities, activities, merged members and referrals of `from` to `to`.
-pub async fn move_to_survivor(conn: &mut PgConnection, program: &str, from: Uuid, to: Uuid) -> Result<(), sqlx::Error> {
+pub async fn move_to_survivor(
+    conn: &mut PgConnection,
+    program: &str,
+    from: Uuid,
+    to: Uuid,
+) -> Result<(), sqlx::Error> {
     for sql in [
         "UPDATE identities SET member_id = $3 WHERE program_id = $1 AND member_id = $2",
         "UPDATE activities SET member_id = $3 WHERE program_id = $1 AND member_id = $2",
@@ -408,13 +488,22 @@ pub async fn move_to_survivor(conn: &mut PgConnection, program: &str, from: Uuid
         "UPDATE members SET referred_by = NULL WHERE program_id = $1 AND member_id = $3 AND referred_by = $2",
         "DELETE FROM consents WHERE program_id = $1 AND member_id = $2",
     ] {
-        sqlx::query(sql).bind(program).bind(from).bind(to).execute(&mut *conn).await?;
+        sqlx::query(sql)
+            .bind(program)
+            .bind(from)
+            .bind(to)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
 
 /// Members referred by, or merged into, `member`.
-pub async fn related_members(conn: &mut PgConnection, program: &str, member: Uuid) -> Result<(Vec<Uuid>, Vec<Uuid>), sqlx::Error> {
+pub async fn related_members(
+    conn: &mut PgConnection,
+    program: &str,
+    member: Uuid,
+) -> Result<(Vec<Uuid>, Vec<Uuid>), sqlx::Error> {
     let referred = sqlx::query_scalar("SELECT member_id FROM members WHERE program_id = $1 AND referred_by = $2 ORDER BY member_id")
         .bind(program)
         .bind(member)
@@ -429,13 +518,21 @@ pub async fn related_members(conn: &mut PgConnection, program: &str, member: Uui
 }
 
 /// Deletes a member's identities, consents and stored idempotent responses.
-pub async fn delete_personal_rows(conn: &mut PgConnection, program: &str, member: Uuid) -> Result<(), sqlx::Error> {
+pub async fn delete_personal_rows(
+    conn: &mut PgConnection,
+    program: &str,
+    member: Uuid,
+) -> Result<(), sqlx::Error> {
     for sql in [
         "DELETE FROM identities WHERE program_id = $1 AND member_id = $2",
         "DELETE FROM consents WHERE program_id = $1 AND member_id = $2",
         "DELETE FROM idempotency_keys WHERE program_id = $1 AND subject = $2",
     ] {
-        sqlx::query(sql).bind(program).bind(member).execute(&mut *conn).await?;
+        sqlx::query(sql)
+            .bind(program)
+            .bind(member)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

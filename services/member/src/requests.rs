@@ -36,7 +36,11 @@ pub fn member_id(raw: &str, field: &str, v: &mut Violations) -> Option<Uuid> {
     }
 }
 
-fn timestamp(ts: Option<&prost_types::Timestamp>, field: &str, v: &mut Violations) -> Option<DateTime<Utc>> {
+fn timestamp(
+    ts: Option<&prost_types::Timestamp>,
+    field: &str,
+    v: &mut Violations,
+) -> Option<DateTime<Utc>> {
     let ts = ts?;
     let at = u32::try_from(ts.nanos)
         .ok()
@@ -73,7 +77,12 @@ pub fn profile(p: Option<&pb::Profile>) -> Profile {
 }
 
 /// A checked identity.
-pub fn identity(i: Option<&pb::Identity>, field: &str, cx: CheckContext, v: &mut Violations) -> Option<IdentityKey> {
+pub fn identity(
+    i: Option<&pb::Identity>,
+    field: &str,
+    cx: CheckContext,
+    v: &mut Violations,
+) -> Option<IdentityKey> {
     let Some(pb::Identity {
         r#type,
         value,
@@ -87,7 +96,12 @@ pub fn identity(i: Option<&pb::Identity>, field: &str, cx: CheckContext, v: &mut
     domain::normalise_identity(*r#type, value, namespace, cx.phone_region, field, v)
 }
 
-fn consents(list: &[pb::Consent], field: &str, now: DateTime<Utc>, v: &mut Violations) -> Vec<Consent> {
+fn consents(
+    list: &[pb::Consent],
+    field: &str,
+    now: DateTime<Utc>,
+    v: &mut Violations,
+) -> Vec<Consent> {
     let mut out: Vec<Consent> = Vec::new();
     for (i, c) in list.iter().enumerate() {
         let pb::Consent {
@@ -128,7 +142,10 @@ pub struct NewMember {
 }
 
 /// Checks a `CreateMemberRequest`.
-pub fn new_member(req: &pb::CreateMemberRequest, cx: CheckContext) -> Result<NewMember, Violations> {
+pub fn new_member(
+    req: &pb::CreateMemberRequest,
+    cx: CheckContext,
+) -> Result<NewMember, Violations> {
     let pb::CreateMemberRequest {
         request_id,
         profile: p,
@@ -169,7 +186,11 @@ pub fn new_member(req: &pb::CreateMemberRequest, cx: CheckContext) -> Result<New
         },
     };
     let enrolled_at = timestamp(enrolled_at.as_ref(), "enrolled_at", &mut v).unwrap_or(cx.now);
-    v.check(enrolled_at > cx.now + chrono::Duration::minutes(5), "enrolled_at", "must not be in the future");
+    v.check(
+        enrolled_at > cx.now + chrono::Duration::minutes(5),
+        "enrolled_at",
+        "must not be in the future",
+    );
     v.finish()?;
     Ok(NewMember {
         profile,
@@ -202,7 +223,10 @@ pub struct MemberUpdate {
 }
 
 /// Checks an `UpdateMemberRequest`.
-pub fn member_update(req: &pb::UpdateMemberRequest, cx: CheckContext) -> Result<MemberUpdate, Violations> {
+pub fn member_update(
+    req: &pb::UpdateMemberRequest,
+    cx: CheckContext,
+) -> Result<MemberUpdate, Violations> {
     let pb::UpdateMemberRequest {
         request_id,
         member,
@@ -215,7 +239,10 @@ pub fn member_update(req: &pb::UpdateMemberRequest, cx: CheckContext) -> Result<
         return Err(v);
     };
     let member_id = self::member_id(&member.member_id, "member.member_id", &mut v);
-    let paths = update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
+    let paths = update_mask
+        .as_ref()
+        .map(|m| m.paths.clone())
+        .unwrap_or_default();
     if paths.is_empty() {
         v.add("update_mask", "name the fields to change");
     }
@@ -232,10 +259,16 @@ pub fn member_update(req: &pb::UpdateMemberRequest, cx: CheckContext) -> Result<
                 }
                 None
             }
-            other => match other.strip_prefix("profile.").and_then(|f| domain::PROFILE_FIELDS.iter().find(|n| **n == f)) {
+            other => match other
+                .strip_prefix("profile.")
+                .and_then(|f| domain::PROFILE_FIELDS.iter().find(|n| **n == f))
+            {
                 Some(name) => Some(Change::Profile(name)),
                 None => {
-                    v.add("update_mask", format!("unknown or read-only field {other:?}"));
+                    v.add(
+                        "update_mask",
+                        format!("unknown or read-only field {other:?}"),
+                    );
                     None
                 }
             },
@@ -250,7 +283,10 @@ pub fn member_update(req: &pb::UpdateMemberRequest, cx: CheckContext) -> Result<
     }
     let status = member.status as i16;
     if changes.contains(&Change::Status) && ![status::ACTIVE, status::SUSPENDED].contains(&status) {
-        v.add("member.status", "only ACTIVE or SUSPENDED can be set; use MergeMembers or EraseMember");
+        v.add(
+            "member.status",
+            "only ACTIVE or SUSPENDED can be set; use MergeMembers or EraseMember",
+        );
     }
     let tags = if changes.contains(&Change::Tags) {
         domain::normalise_tags(&member.tags, "member.tags", &mut v)
@@ -291,9 +327,16 @@ pub fn member_listing(req: &pb::ListMembersRequest) -> Result<(MemberFilter, i64
         Ok(None) => None,
         Ok(Some(position)) => {
             let parsed = position.split_once('|').and_then(|(at, id)| {
-                Some((DateTime::parse_from_rfc3339(at).ok()?.to_utc(), Uuid::parse_str(id).ok()?))
+                Some((
+                    DateTime::parse_from_rfc3339(at).ok()?.to_utc(),
+                    Uuid::parse_str(id).ok()?,
+                ))
             });
-            v.check(parsed.is_none(), "page_token", "not a page token from this service");
+            v.check(
+                parsed.is_none(),
+                "page_token",
+                "not a page token from this service",
+            );
             parsed
         }
         Err(reason) => {
@@ -339,38 +382,84 @@ fn check_text(value: &str, field: &str, max: usize, required: bool, v: &mut Viol
     }
 }
 
-fn check_money(m: Option<&laurel_proto::common::v1::Money>, field: &str, positive: bool, v: &mut Violations) -> Option<(String, i64)> {
-    let Some(laurel_proto::common::v1::Money { currency_code, amount_minor }) = m else {
+fn check_money(
+    m: Option<&laurel_proto::common::v1::Money>,
+    field: &str,
+    positive: bool,
+    v: &mut Violations,
+) -> Option<(String, i64)> {
+    let Some(laurel_proto::common::v1::Money {
+        currency_code,
+        amount_minor,
+    }) = m
+    else {
         v.add(field, "required");
         return None;
     };
-    let ok_currency = currency_code.len() == 3 && currency_code.chars().all(|c| c.is_ascii_uppercase());
-    v.check(!ok_currency, format!("{field}.currency_code"), "must be an ISO 4217 code such as EUR");
-    let ok_amount = if positive { *amount_minor > 0 } else { *amount_minor >= 0 };
-    v.check(!ok_amount, format!("{field}.amount_minor"), if positive { "must be positive" } else { "must not be negative" });
+    let ok_currency =
+        currency_code.len() == 3 && currency_code.chars().all(|c| c.is_ascii_uppercase());
+    v.check(
+        !ok_currency,
+        format!("{field}.currency_code"),
+        "must be an ISO 4217 code such as EUR",
+    );
+    let ok_amount = if positive {
+        *amount_minor > 0
+    } else {
+        *amount_minor >= 0
+    };
+    v.check(
+        !ok_amount,
+        format!("{field}.amount_minor"),
+        if positive {
+            "must be positive"
+        } else {
+            "must not be negative"
+        },
+    );
     Some((currency_code.clone(), *amount_minor))
 }
 
 fn check_lines(lines: &[pb::OrderLine], field: &str, v: &mut Violations) {
     v.check(lines.len() > 500, field, "at most 500 lines");
     for (i, line) in lines.iter().enumerate() {
-        let pb::OrderLine { sku, category, quantity, unit_price_minor } = line;
+        let pb::OrderLine {
+            sku,
+            category,
+            quantity,
+            unit_price_minor,
+        } = line;
         let f = format!("{field}[{i}]");
         check_text(sku, &format!("{f}.sku"), 64, true, v);
         check_text(category, &format!("{f}.category"), 64, false, v);
         v.check(*quantity < 1, format!("{f}.quantity"), "must be at least 1");
-        v.check(*unit_price_minor < 0, format!("{f}.unit_price_minor"), "must not be negative");
+        v.check(
+            *unit_price_minor < 0,
+            format!("{f}.unit_price_minor"),
+            "must not be negative",
+        );
     }
 }
 
 /// Checks a `RecordActivityRequest`.
-pub fn new_activity(req: &pb::RecordActivityRequest, cx: CheckContext) -> Result<NewActivity, Violations> {
+pub fn new_activity(
+    req: &pb::RecordActivityRequest,
+    cx: CheckContext,
+) -> Result<NewActivity, Violations> {
     use pb::activity::Detail;
-    let pb::RecordActivityRequest { member, auto_enroll, activity } = req;
+    let pb::RecordActivityRequest {
+        member,
+        auto_enroll,
+        activity,
+    } = req;
     let mut v = Violations::new();
     let member = match member {
-        Some(pb::record_activity_request::Member::MemberId(id)) => member_id(id, "member_id", &mut v).map(MemberRef::Id),
-        Some(pb::record_activity_request::Member::Identity(i)) => identity(Some(i), "identity", cx, &mut v).map(MemberRef::Identity),
+        Some(pb::record_activity_request::Member::MemberId(id)) => {
+            member_id(id, "member_id", &mut v).map(MemberRef::Id)
+        }
+        Some(pb::record_activity_request::Member::Identity(i)) => {
+            identity(Some(i), "identity", cx, &mut v).map(MemberRef::Identity)
+        }
         None => {
             v.add("member_id", "name the member by member_id or identity");
             None
@@ -396,29 +485,63 @@ pub fn new_activity(req: &pb::RecordActivityRequest, cx: CheckContext) -> Result
     } = activity;
     check_text(source, "activity.source", 64, true, &mut v);
     check_text(external_id, "activity.external_id", 128, true, &mut v);
-    let occurred = timestamp(occurred_at.as_ref(), "activity.occurred_at", &mut v).unwrap_or(cx.now);
-    v.check(occurred > cx.now + chrono::Duration::minutes(5), "activity.occurred_at", "must not be in the future");
-    v.check(attributes.len() > 50, "activity.attributes", "at most 50 attributes");
+    let occurred =
+        timestamp(occurred_at.as_ref(), "activity.occurred_at", &mut v).unwrap_or(cx.now);
+    v.check(
+        occurred > cx.now + chrono::Duration::minutes(5),
+        "activity.occurred_at",
+        "must not be in the future",
+    );
+    v.check(
+        attributes.len() > 50,
+        "activity.attributes",
+        "at most 50 attributes",
+    );
     for (key, value) in attributes {
-        v.check(key.is_empty() || key.len() > 64, "activity.attributes", "keys are 1 to 64 characters");
-        v.check(value.len() > 1024, format!("activity.attributes[{key}]"), "at most 1024 characters");
+        v.check(
+            key.is_empty() || key.len() > 64,
+            "activity.attributes",
+            "keys are 1 to 64 characters",
+        );
+        v.check(
+            value.len() > 1024,
+            format!("activity.attributes[{key}]"),
+            "at most 1024 characters",
+        );
     }
     let mut money = None;
     let kind: i16 = match detail {
         None => {
-            v.add("activity.detail", "say what happened: purchase, refund, review, share, check_in, feedback or custom");
+            v.add(
+                "activity.detail",
+                "say what happened: purchase, refund, review, share, check_in, feedback or custom",
+            );
             0
         }
-        Some(Detail::Purchase(pb::Purchase { order_id, total, lines, store_id, channel })) => {
+        Some(Detail::Purchase(pb::Purchase {
+            order_id,
+            total,
+            lines,
+            store_id,
+            channel,
+        })) => {
             check_text(order_id, "activity.purchase.order_id", 128, true, &mut v);
             let total = check_money(total.as_ref(), "activity.purchase.total", false, &mut v);
             check_lines(lines, "activity.purchase.lines", &mut v);
             check_text(store_id, "activity.purchase.store_id", 64, false, &mut v);
-            v.check(!(0..=4).contains(channel), "activity.purchase.channel", "unknown sales channel");
+            v.check(
+                !(0..=4).contains(channel),
+                "activity.purchase.channel",
+                "unknown sales channel",
+            );
             money = total.map(|(currency, amount)| (order_id.clone(), currency, amount));
             1
         }
-        Some(Detail::Refund(pb::Refund { order_id, amount, lines })) => {
+        Some(Detail::Refund(pb::Refund {
+            order_id,
+            amount,
+            lines,
+        })) => {
             check_text(order_id, "activity.refund.order_id", 128, true, &mut v);
             let amount = check_money(amount.as_ref(), "activity.refund.amount", true, &mut v);
             check_lines(lines, "activity.refund.lines", &mut v);
@@ -427,7 +550,11 @@ pub fn new_activity(req: &pb::RecordActivityRequest, cx: CheckContext) -> Result
         }
         Some(Detail::Review(pb::Review { sku, rating, text })) => {
             check_text(sku, "activity.review.sku", 64, true, &mut v);
-            v.check(!(1..=5).contains(rating), "activity.review.rating", "must be 1 to 5");
+            v.check(
+                !(1..=5).contains(rating),
+                "activity.review.rating",
+                "must be 1 to 5",
+            );
             check_text(text, "activity.review.text", 5000, false, &mut v);
             3
         }
@@ -437,17 +564,35 @@ pub fn new_activity(req: &pb::RecordActivityRequest, cx: CheckContext) -> Result
             4
         }
         Some(Detail::CheckIn(pb::CheckIn { location_id })) => {
-            check_text(location_id, "activity.check_in.location_id", 64, true, &mut v);
+            check_text(
+                location_id,
+                "activity.check_in.location_id",
+                64,
+                true,
+                &mut v,
+            );
             5
         }
         Some(Detail::Feedback(pb::Feedback { nps_score, comment })) => {
-            v.check(!(0..=10).contains(nps_score), "activity.feedback.nps_score", "must be 0 to 10");
+            v.check(
+                !(0..=10).contains(nps_score),
+                "activity.feedback.nps_score",
+                "must be 0 to 10",
+            );
             check_text(comment, "activity.feedback.comment", 5000, false, &mut v);
             6
         }
         Some(Detail::Custom(pb::Custom { name })) => {
-            let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
-            v.check(!ok, "activity.custom.name", "1 to 64 of a-z, 0-9, '_', '.', '-'");
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
+            v.check(
+                !ok,
+                "activity.custom.name",
+                "1 to 64 of a-z, 0-9, '_', '.', '-'",
+            );
             7
         }
     };

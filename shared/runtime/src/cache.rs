@@ -55,7 +55,9 @@ pub struct Redis {
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").field("prefix", &self.prefix).finish()
+        f.debug_struct("Redis")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -67,7 +69,10 @@ fn now_ms() -> u64 {
 
 /// A connection manager that connects lazily, gives up fast and retries
 /// little: callers fall back to Postgres instead of waiting.
-pub fn connection_manager(url: &str, response_timeout: Duration) -> redis::RedisResult<ConnectionManager> {
+pub fn connection_manager(
+    url: &str,
+    response_timeout: Duration,
+) -> redis::RedisResult<ConnectionManager> {
     let client = redis::Client::open(url)?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(300)))
@@ -115,8 +120,7 @@ impl Redis {
             Err(error) => {
                 metrics::counter!("laurel_redis_errors_total", "op" => op).increment(1);
                 tracing::warn!(%error, op, "redis unavailable, falling back");
-                self.down_until_ms
-                    .store(now_ms() + 1000, Ordering::Relaxed);
+                self.down_until_ms.store(now_ms() + 1000, Ordering::Relaxed);
                 None
             }
         }

@@ -77,11 +77,14 @@ impl RuntimeConfig {
         let metrics_addr: String = env_or("LAUREL_METRICS_ADDR", "127.0.0.1:9464".to_owned())?;
         let metrics_addr = match metrics_addr.as_str() {
             "off" | "none" => None,
-            addr => Some(addr.parse().map_err(|e: std::net::AddrParseError| ConfigError {
-                name: "LAUREL_METRICS_ADDR".into(),
-                value: addr.into(),
-                reason: e.to_string(),
-            })?),
+            addr => Some(
+                addr.parse()
+                    .map_err(|e: std::net::AddrParseError| ConfigError {
+                        name: "LAUREL_METRICS_ADDR".into(),
+                        value: addr.into(),
+                        reason: e.to_string(),
+                    })?,
+            ),
         };
         let api_keys = parse_api_keys(&env_or("LAUREL_API_KEYS", String::new())?)?;
         let default_program: String = env_or("LAUREL_DEFAULT_PROGRAM", "default".to_owned())?;
@@ -104,7 +107,10 @@ impl RuntimeConfig {
         }
         Ok(Self {
             service,
-            grpc_addr: env_or("LAUREL_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,
+            grpc_addr: env_or(
+                "LAUREL_GRPC_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 50051)),
+            )?,
             metrics_addr,
             database_url: env_or(
                 "DATABASE_URL",
@@ -135,8 +141,9 @@ fn parse_api_keys(raw: &str) -> Result<Vec<(String, String)>, ConfigError> {
             _ => Err(ConfigError {
                 name: "LAUREL_API_KEYS".into(),
                 value: "<redacted>".into(),
-                reason: "expected comma-separated name:key pairs with keys of 16 or more characters"
-                    .into(),
+                reason:
+                    "expected comma-separated name:key pairs with keys of 16 or more characters"
+                        .into(),
             }),
         })
         .collect()

@@ -13,7 +13,8 @@ pub struct ProgramId(Arc<str>);
 impl ProgramId {
     /// Checks and wraps a programme id.
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        let ok_char =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
         if raw.is_empty() || raw.len() > 64 || !raw.chars().all(ok_char) {
             return Err("must be 1 to 64 lower case letters, digits, '-' or '_'");
         }

@@ -79,12 +79,18 @@ impl ErrorBuilder {
 
     /// `INVALID_ARGUMENT` awaiting field violations.
     pub fn invalid_argument(domain: &str) -> Self {
-        Self::new(Code::InvalidArgument, domain, "INVALID_ARGUMENT", "invalid request")
+        Self::new(
+            Code::InvalidArgument,
+            domain,
+            "INVALID_ARGUMENT",
+            "invalid request",
+        )
     }
 
     /// Adds a field violation.
     pub fn violation(mut self, field: &str, description: &str) -> Self {
-        self.violations.push(FieldViolation::new(field, description));
+        self.violations
+            .push(FieldViolation::new(field, description));
         self
     }
 
@@ -158,16 +164,24 @@ pub fn internal(domain: &str, cause: &dyn std::fmt::Display) -> Status {
 /// The status for a database fault, retryable where that helps.
 pub fn from_db(domain: &str, error: &sqlx::Error) -> Status {
     match db_error_kind(error) {
-        DbErrorKind::Conflict => {
-            ErrorBuilder::new(Code::Aborted, domain, "CONFLICT", "concurrent change, retry")
-                .retry_after(Duration::from_millis(50))
-                .build()
-        }
+        DbErrorKind::Conflict => ErrorBuilder::new(
+            Code::Aborted,
+            domain,
+            "CONFLICT",
+            "concurrent change, retry",
+        )
+        .retry_after(Duration::from_millis(50))
+        .build(),
         DbErrorKind::Unavailable => {
             tracing::warn!(error = %error, "database unavailable");
-            ErrorBuilder::new(Code::Unavailable, domain, "DATABASE_UNAVAILABLE", "storage unavailable")
-                .retry_after(Duration::from_secs(1))
-                .build()
+            ErrorBuilder::new(
+                Code::Unavailable,
+                domain,
+                "DATABASE_UNAVAILABLE",
+                "storage unavailable",
+            )
+            .retry_after(Duration::from_secs(1))
+            .build()
         }
         _ => internal(domain, error),
     }

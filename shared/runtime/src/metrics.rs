@@ -102,7 +102,9 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let method = request.uri().path().to_owned();
         let span = tracing::info_span!("grpc", rpc = %method, otel.kind = "server");
-        let _ = span.set_parent(crate::trace_context::extract_from_headers(request.headers()));
+        let _ = span.set_parent(crate::trace_context::extract_from_headers(
+            request.headers(),
+        ));
         let started = Instant::now();
         let service = self.service;
         let future = self.inner.call(request);

@@ -42,7 +42,10 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         let token = encode_token("2026-01-01T00:00:00Z|0190");
-        assert_eq!(decode_token(&token).unwrap().unwrap(), "2026-01-01T00:00:00Z|0190");
+        assert_eq!(
+            decode_token(&token).unwrap().unwrap(),
+            "2026-01-01T00:00:00Z|0190"
+        );
     }
 
     #[test]

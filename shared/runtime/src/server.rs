@@ -147,7 +147,10 @@ pub async fn serve(
     let layers = tower::ServiceBuilder::new()
         .layer(ObserveLayer::new(config.service))
         .layer(ShedLayer::new(config.max_concurrent_requests))
-        .layer(AuthLayer(AuthConfig::new(&config.api_keys, default_program)));
+        .layer(AuthLayer(AuthConfig::new(
+            &config.api_keys,
+            default_program,
+        )));
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = config.shutdown_grace;

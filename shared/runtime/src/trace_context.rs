@@ -78,7 +78,10 @@ pub fn set_parent_from_map(span: &tracing::Span, map: &BTreeMap<String, String>)
 pub struct PropagateTraceContext;
 
 impl tonic::service::Interceptor for PropagateTraceContext {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let context = tracing::Span::current().context();
         opentelemetry::global::get_text_map_propagator(|p| {
             p.inject_context(&context, &mut MetadataInjector(request.metadata_mut()))

@@ -109,7 +109,10 @@ impl PrivateRedis {
         for _ in 0..100 {
             if let Ok(client) = redis::Client::open(url.as_str())
                 && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
             {
                 return Ok(());
             }

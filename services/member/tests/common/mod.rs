@@ -41,12 +41,18 @@ pub struct Options {
 }
 
 pub async fn spawn() -> TestApp {
-    spawn_with(Options { relay: true, ..Options::default() }).await
+    spawn_with(Options {
+        relay: true,
+        ..Options::default()
+    })
+    .await
 }
 
 pub async fn spawn_with(options: Options) -> TestApp {
     support::init_tracing();
-    let schema = options.schema.unwrap_or_else(|| support::fresh_schema("member"));
+    let schema = options
+        .schema
+        .unwrap_or_else(|| support::fresh_schema("member"));
     let prefix = options.prefix.unwrap_or_else(support::fresh_prefix);
     let redis_url = options.redis_url.unwrap_or_else(support::redis_url);
     let runtime = RuntimeConfig {
@@ -65,15 +71,25 @@ pub async fn spawn_with(options: Options) -> TestApp {
         shutdown_grace: Duration::from_secs(5),
         run_relay: options.relay,
     };
-    let config = Config { runtime, pii_key: [42; 32], phone_region: Some(phonenumber::country::Id::DE) };
+    let config = Config {
+        runtime,
+        pii_key: [42; 32],
+        phone_region: Some(phonenumber::country::Id::DE),
+    };
     let clock = ManualClock::new(chrono::Utc::now());
-    let app = Application::build(config, Some(Arc::new(clock.clone()))).await.expect("service builds");
+    let app = Application::build(config, Some(Arc::new(clock.clone())))
+        .await
+        .expect("service builds");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async {
         let _ = stopped.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connects");
     let db = laurel_runtime::db::pool(&support::database_url(), &schema, 4).unwrap();
     TestApp {
         addr,
@@ -108,7 +124,9 @@ pub fn req<T>(message: T) -> tonic::Request<T> {
 
 pub fn in_program<T>(program: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("x-laurel-program", program.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-laurel-program", program.parse().unwrap());
     request
 }
 
@@ -126,11 +144,19 @@ pub fn phone() -> String {
 }
 
 pub fn phone_identity(value: &str) -> pb::Identity {
-    pb::Identity { r#type: pb::IdentityType::Phone as i32, value: value.into(), ..Default::default() }
+    pb::Identity {
+        r#type: pb::IdentityType::Phone as i32,
+        value: value.into(),
+        ..Default::default()
+    }
 }
 
 pub fn email_identity(value: &str) -> pb::Identity {
-    pb::Identity { r#type: pb::IdentityType::Email as i32, value: value.into(), ..Default::default() }
+    pb::Identity {
+        r#type: pb::IdentityType::Email as i32,
+        value: value.into(),
+        ..Default::default()
+    }
 }
 
 pub fn create_request(phone: &str) -> pb::CreateMemberRequest {
@@ -174,7 +200,11 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
 /// The ErrorInfo reason of an error.
 pub fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
-    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
 }
 
 pub fn purchase(order_id: &str, amount: i64) -> pb::Activity {
@@ -183,8 +213,16 @@ pub fn purchase(order_id: &str, amount: i64) -> pb::Activity {
         external_id: order_id.into(),
         detail: Some(pb::activity::Detail::Purchase(pb::Purchase {
             order_id: order_id.into(),
-            total: Some(laurel_proto::common::v1::Money { currency_code: "EUR".into(), amount_minor: amount }),
-            lines: vec![pb::OrderLine { sku: "SKU-1".into(), category: "shoes".into(), quantity: 1, unit_price_minor: amount }],
+            total: Some(laurel_proto::common::v1::Money {
+                currency_code: "EUR".into(),
+                amount_minor: amount,
+            }),
+            lines: vec![pb::OrderLine {
+                sku: "SKU-1".into(),
+                category: "shoes".into(),
+                quantity: 1,
+                unit_price_minor: amount,
+            }],
             store_id: "store-17".into(),
             channel: pb::SalesChannel::InStore as i32,
         })),
@@ -198,7 +236,10 @@ pub fn refund(external_id: &str, order_id: &str, amount: i64) -> pb::Activity {
         external_id: external_id.into(),
         detail: Some(pb::activity::Detail::Refund(pb::Refund {
             order_id: order_id.into(),
-            amount: Some(laurel_proto::common::v1::Money { currency_code: "EUR".into(), amount_minor: amount }),
+            amount: Some(laurel_proto::common::v1::Money {
+                currency_code: "EUR".into(),
+                amount_minor: amount,
+            }),
             lines: vec![],
         })),
         ..Default::default()
@@ -207,7 +248,9 @@ pub fn refund(external_id: &str, order_id: &str, amount: i64) -> pb::Activity {
 
 pub fn by_id(member_id: &str, activity: pb::Activity) -> pb::RecordActivityRequest {
     pb::RecordActivityRequest {
-        member: Some(pb::record_activity_request::Member::MemberId(member_id.into())),
+        member: Some(pb::record_activity_request::Member::MemberId(
+            member_id.into(),
+        )),
         auto_enroll: false,
         activity: Some(activity),
     }

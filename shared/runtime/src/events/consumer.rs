@@ -18,7 +18,9 @@ use prost::Message;
 use redis::{
     AsyncCommands,
     aio::ConnectionManager,
-    streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply},
+    streams::{
+        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+    },
 };
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
@@ -186,7 +188,8 @@ impl Consumer {
         for entry in &reply.claimed {
             let deliveries = self.deliveries(key, &entry.id).await.unwrap_or(1);
             if deliveries > u64::from(self.config.max_attempts) {
-                self.dead_letter(key, entry, "delivered too many times").await;
+                self.dead_letter(key, entry, "delivered too many times")
+                    .await;
             } else {
                 self.process(key, entry).await;
             }
@@ -246,7 +249,11 @@ impl Consumer {
         for attempt in 1..=self.config.max_attempts {
             match self.apply_once(event_id, &entry.id, envelope).await {
                 Ok(applied) => {
-                    return if applied { Outcome::Applied } else { Outcome::Duplicate };
+                    return if applied {
+                        Outcome::Applied
+                    } else {
+                        Outcome::Duplicate
+                    };
                 }
                 Err(error) if attempt < self.config.max_attempts => {
                     tracing::warn!(%error, attempt, "event failed, retrying");

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use sqlx::{Connection, PgPool, pool::PoolConnection, Postgres};
+use sqlx::{Connection, PgPool, Postgres, pool::PoolConnection};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -142,7 +142,10 @@ impl Relay {
                 .ignore();
             if let (Some(field), Some(member)) = (self.config.card_field, member) {
                 pipe.cmd("HDEL")
-                    .arg(format!("{}:card:{}:{}", self.config.prefix, program, member))
+                    .arg(format!(
+                        "{}:card:{}:{}",
+                        self.config.prefix, program, member
+                    ))
                     .arg(field)
                     .ignore();
             }
