@@ -686,8 +686,14 @@ async fn erase_removes_personal_data_for_good() {
         .unwrap();
     assert_eq!(erased.status, pb::MemberStatus::Erased as i32);
     let id = uuid::Uuid::parse_str(&created.member_id).unwrap();
-    let (given, family, birth): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) =
-        sqlx::query_as("SELECT given_name_enc, family_name_enc, birth_date_enc FROM members WHERE member_id = $1").bind(id).fetch_one(&app.db).await.unwrap();
+    type Sealed = Option<Vec<u8>>;
+    let (given, family, birth): (Sealed, Sealed, Sealed) = sqlx::query_as(
+        "SELECT given_name_enc, family_name_enc, birth_date_enc FROM members WHERE member_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
     assert!(given.is_none() && family.is_none() && birth.is_none());
     let identities: i64 = sqlx::query_scalar("SELECT count(*) FROM identities")
         .fetch_one(&app.db)

@@ -14,7 +14,7 @@ use tonic_health::pb::{
 async fn health_reports_serving_once_postgres_answers() {
     let app = spawn().await;
     let mut health = HealthClient::new(app.channel.clone());
-    let status = eventually(
+    eventually(
         std::time::Duration::from_secs(5),
         "member service serving",
         || {
@@ -31,7 +31,6 @@ async fn health_reports_serving_once_postgres_answers() {
         },
     )
     .await;
-    let _ = status;
     let overall = health
         .check(HealthCheckRequest {
             service: String::new(),
