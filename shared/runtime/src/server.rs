@@ -116,6 +116,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, &service.names, ServingStatus::NotServing).await;
+    // Liveness only says the process answers; readiness ("" and the service
+    // names) follows Postgres.
+    reporter
+        .set_service_status("liveness", ServingStatus::Serving)
+        .await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let readiness = tokio::spawn(watch_readiness(
         reporter.clone(),
