@@ -260,7 +260,12 @@ async fn an_event_is_applied_exactly_once_across_a_relay_restart() {
     let first_pool = laurel_runtime::db::pool(&database_url(), &app.schema, 2).unwrap();
     let first = start_relay(relay(&app, first_pool.clone(), config.clone()));
     eventually(WAIT, "the first relay publishes", || async {
-        (scalar(&app.db, "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL").await >= 10)
+        (scalar(
+            &app.db,
+            "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+        )
+        .await
+            >= 10)
             .then_some(())
     })
     .await;
@@ -403,16 +408,20 @@ async fn a_poison_event_goes_to_the_dead_letter_stream() {
     let second = create(&mut app).await;
 
     let dlq = dead_letter_key(&app.prefix, GROUP);
-    eventually(WAIT, "both poison entries are dead-lettered and all acked", || {
-        let db = app.db.clone();
-        let mut redis = redis.clone();
-        let (key, dlq) = (key.clone(), dlq.clone());
-        async move {
-            let dead: i64 = redis.xlen(&dlq).await.unwrap();
-            (dead == 2 && all_published(&db).await && drained(&mut redis, &key, GROUP).await)
-                .then_some(())
-        }
-    })
+    eventually(
+        WAIT,
+        "both poison entries are dead-lettered and all acked",
+        || {
+            let db = app.db.clone();
+            let mut redis = redis.clone();
+            let (key, dlq) = (key.clone(), dlq.clone());
+            async move {
+                let dead: i64 = redis.xlen(&dlq).await.unwrap();
+                (dead == 2 && all_published(&db).await && drained(&mut redis, &key, GROUP).await)
+                    .then_some(())
+            }
+        },
+    )
     .await;
     assert_eq!(pending(&mut redis, &key, GROUP).await, 0);
 
@@ -425,11 +434,12 @@ async fn a_poison_event_goes_to_the_dead_letter_stream() {
         .expect("the update was published")
         .id
         .clone();
-    let refused_event: Uuid = sqlx::query_scalar("SELECT event_id FROM outbox WHERE event_type = $1")
-        .bind(REFUSED)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let refused_event: Uuid =
+        sqlx::query_scalar("SELECT event_id FROM outbox WHERE event_type = $1")
+            .bind(REFUSED)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
     let dead: StreamRangeReply = redis.xrange_all(&dlq).await.unwrap();
     let dead: HashMap<String, (String, String, Vec<u8>)> = dead
         .ids
@@ -524,16 +534,20 @@ async fn a_dead_consumers_pending_events_are_reclaimed() {
     let mut config = consumer_config(&app, GROUP);
     config.claim_idle = Duration::from_millis(200);
     let consumer = start_consumer(&app, config, Recorder::new(None)).await;
-    eventually(WAIT, "the live consumer applies and acks the orphans", || {
-        let db = app.db.clone();
-        let mut redis = redis.clone();
-        let key = key.clone();
-        async move {
-            (scalar(&db, "SELECT count(*) FROM seen_events").await == 4
-                && pending(&mut redis, &key, GROUP).await == 0)
-                .then_some(())
-        }
-    })
+    eventually(
+        WAIT,
+        "the live consumer applies and acks the orphans",
+        || {
+            let db = app.db.clone();
+            let mut redis = redis.clone();
+            let key = key.clone();
+            async move {
+                (scalar(&db, "SELECT count(*) FROM seen_events").await == 4
+                    && pending(&mut redis, &key, GROUP).await == 0)
+                    .then_some(())
+            }
+        },
+    )
     .await;
     let seen: HashSet<Uuid> = sqlx::query_scalar("SELECT event_id FROM seen_events")
         .fetch_all(&app.db)
@@ -620,16 +634,13 @@ async fn with_redis_stopped_every_rpc_still_answers_from_postgres() {
     private.stop().await;
     let quickly = Duration::from_secs(3);
     let mut client = app.client.clone();
-    let other = tokio::time::timeout(
-        quickly,
-        client.create_member(req(create_request(&phone()))),
-    )
-    .await
-    .expect("CreateMember answers promptly")
-    .expect("CreateMember succeeds")
-    .into_inner()
-    .member
-    .unwrap();
+    let other = tokio::time::timeout(quickly, client.create_member(req(create_request(&phone()))))
+        .await
+        .expect("CreateMember answers promptly")
+        .expect("CreateMember succeeds")
+        .into_inner()
+        .member
+        .unwrap();
     let got = tokio::time::timeout(quickly, get(&mut app, &id))
         .await
         .expect("GetMember answers promptly");
