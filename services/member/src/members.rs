@@ -970,27 +970,7 @@ impl Members {
         let id = requests::member_id(member_id, "member_id", &mut v);
         let size = pagination::page_size(*page_size);
         v.check(size.is_none(), "page_size", "must not be negative");
-        let before = match pagination::decode_token(page_token) {
-            Ok(Some(p)) => {
-                let parsed = p.split_once('|').and_then(|(at, id)| {
-                    Some((
-                        DateTime::parse_from_rfc3339(at).ok()?.to_utc(),
-                        Uuid::parse_str(id).ok()?,
-                    ))
-                });
-                v.check(
-                    parsed.is_none(),
-                    "page_token",
-                    "not a page token from this service",
-                );
-                parsed
-            }
-            Ok(None) => None,
-            Err(reason) => {
-                v.add("page_token", reason);
-                None
-            }
-        };
+        let before = requests::page_position(page_token, &mut v);
         v.finish()?;
         let (id, size) = (id.expect("checked"), size.expect("checked"));
         let survivor = self.get(program, id).await?;

@@ -323,27 +323,7 @@ pub fn member_listing(req: &pb::ListMembersRequest) -> Result<(MemberFilter, i64
     let size = pagination::page_size(*page_size);
     v.check(size.is_none(), "page_size", "must not be negative");
     v.check(!(0..=4).contains(status), "status", "unknown status");
-    let after = match pagination::decode_token(page_token) {
-        Ok(None) => None,
-        Ok(Some(position)) => {
-            let parsed = position.split_once('|').and_then(|(at, id)| {
-                Some((
-                    DateTime::parse_from_rfc3339(at).ok()?.to_utc(),
-                    Uuid::parse_str(id).ok()?,
-                ))
-            });
-            v.check(
-                parsed.is_none(),
-                "page_token",
-                "not a page token from this service",
-            );
-            parsed
-        }
-        Err(reason) => {
-            v.add("page_token", reason);
-            None
-        }
-    };
+    let after = page_position(page_token, &mut v);
     let filter = MemberFilter {
         status: (*status != 0).then_some(*status as i16),
         tag: (!tag.is_empty()).then(|| tag.trim().to_lowercase()),
@@ -353,6 +333,26 @@ pub fn member_listing(req: &pb::ListMembersRequest) -> Result<(MemberFilter, i64
     };
     v.finish()?;
     Ok((filter, size.unwrap_or(pagination::DEFAULT_PAGE_SIZE)))
+}
+
+/// The keyset position (time, id) a page token carries, if any.
+pub fn page_position(token: &str, v: &mut Violations) -> Option<(DateTime<Utc>, Uuid)> {
+    let parsed = match pagination::decode_token(token) {
+        Ok(None) => return None,
+        Ok(Some(position)) => position.split_once('|').and_then(|(at, id)| {
+            Some((
+                DateTime::parse_from_rfc3339(at).ok()?.to_utc(),
+                Uuid::parse_str(id).ok()?,
+            ))
+        }),
+        Err(_) => None,
+    };
+    v.check(
+        parsed.is_none(),
+        "page_token",
+        "not a page token from this service",
+    );
+    parsed
 }
 
 /// Who an activity is about.
