@@ -632,7 +632,7 @@ async fn with_redis_stopped_every_rpc_still_answers_from_postgres() {
     assert!(cached, "the read filled the card");
 
     private.stop().await;
-    let quickly = Duration::from_secs(3);
+    let quickly = Duration::from_secs(5);
     let mut client = app.client.clone();
     let other = tokio::time::timeout(quickly, client.create_member(req(create_request(&phone()))))
         .await
@@ -689,7 +689,7 @@ async fn with_redis_stopped_every_rpc_still_answers_from_postgres() {
     private.resume().await.expect("redis-server restarts");
     let got = get(&mut app, &id).await;
     assert_eq!(given_name(&got), "Grace");
-    let mut redis = redis_at(&private.url()).await;
+    let redis = redis_at(&private.url()).await;
     eventually(WAIT, "the card is filled again with the new value", || {
         let mut app_client = app.client.clone();
         let mut redis = redis.clone();
@@ -709,7 +709,6 @@ async fn with_redis_stopped_every_rpc_still_answers_from_postgres() {
     .await;
     let got = get(&mut app, &id).await;
     assert_eq!(given_name(&got), "Grace");
-    let _: () = redis.ping().await.unwrap();
 }
 
 #[tokio::test]
