@@ -363,7 +363,9 @@ impl Members {
                 .collect(),
             auto_enrolled: auto,
         };
-        self.emit(tx, program, id, cmd.enrolled_at, &event).await?;
+        // A new member has no card yet: nothing to invalidate.
+        self.emit(tx, program, id, cmd.enrolled_at, None, &event)
+            .await?;
         Ok((row, member))
     }
 
@@ -373,6 +375,7 @@ impl Members {
         program: &ProgramId,
         member: Uuid,
         occurred_at: DateTime<Utc>,
+        card_version: Option<i64>,
         payload: &P,
     ) -> Result<()> {
         outbox::enqueue(
@@ -383,6 +386,7 @@ impl Members {
                 member_id: Some(member),
                 occurred_at,
                 recorded_at: self.clock.now(),
+                card_version,
                 payload,
             },
         )
@@ -434,9 +438,10 @@ impl Members {
         if row.status == status::MERGED || row.status == status::ERASED {
             return Err(MemberError::NotActive(status_name(row.status)));
         }
-        change(self, &mut tx, &mut row).await?;
+        // The change sees the version it produces, for its event.
         row.version += 1;
         row.updated_at = self.clock.now();
+        change(self, &mut tx, &mut row).await?;
         repo::save_member(&mut tx, program.as_str(), &row).await?;
         let (_, member) = self
             .load(&mut tx, program, id)
@@ -505,8 +510,15 @@ impl Members {
                         tags: row.tags.clone(),
                         consents: consents_now.iter().map(consent_proto).collect(),
                     };
-                    this.emit(tx, &program_c, id, this.clock.now(), &event)
-                        .await
+                    this.emit(
+                        tx,
+                        &program_c,
+                        id,
+                        this.clock.now(),
+                        Some(row.version),
+                        &event,
+                    )
+                    .await
                 })
             },
         )
@@ -528,24 +540,32 @@ impl Members {
             &req.request_id,
             req,
             id,
-            move |this, tx, _row| {
+            move |this, tx, member| {
                 Box::pin(async move {
-                    let row = this.identity_row(&program_c, id, &key, this.clock.now());
-                    match repo::member_by_identity(tx, program_c.as_str(), &row.lookup_hash).await?
+                    let identity = this.identity_row(&program_c, id, &key, this.clock.now());
+                    match repo::member_by_identity(tx, program_c.as_str(), &identity.lookup_hash)
+                        .await?
                     {
                         Some(holder) if holder == id => return Ok(()),
                         Some(_) => return Err(MemberError::IdentityTaken),
                         None => {}
                     }
-                    repo::insert_identity(tx, program_c.as_str(), &row)
+                    repo::insert_identity(tx, program_c.as_str(), &identity)
                         .await
                         .map_err(MemberError::from_db)?;
                     let event = pb::IdentityLinked {
                         member_id: id.to_string(),
                         identity_type: i32::from(key.kind.code()),
                     };
-                    this.emit(tx, &program_c, id, this.clock.now(), &event)
-                        .await
+                    this.emit(
+                        tx,
+                        &program_c,
+                        id,
+                        this.clock.now(),
+                        Some(member.version),
+                        &event,
+                    )
+                    .await
                 })
             },
         )
@@ -567,7 +587,7 @@ impl Members {
             &req.request_id,
             req,
             id,
-            move |this, tx, _row| {
+            move |this, tx, member| {
                 Box::pin(async move {
                     let hash = this.pii.identity_hash(program_c.as_str(), &key);
                     if !repo::delete_identity(tx, program_c.as_str(), id, &hash).await? {
@@ -577,8 +597,15 @@ impl Members {
                         member_id: id.to_string(),
                         identity_type: i32::from(key.kind.code()),
                     };
-                    this.emit(tx, &program_c, id, this.clock.now(), &event)
-                        .await
+                    this.emit(
+                        tx,
+                        &program_c,
+                        id,
+                        this.clock.now(),
+                        Some(member.version),
+                        &event,
+                    )
+                    .await
                 })
             },
         )
@@ -684,7 +711,31 @@ impl Members {
             survivor_member_id: survivor.to_string(),
             merged_member_id: merged.to_string(),
         };
-        self.emit(&mut tx, program, survivor, now, &event).await?;
+        // The merged member's stream ends with its merge; the survivor's
+        // card changed too (identities, tags, consents, profile gaps).
+        self.emit(&mut tx, program, merged, now, Some(m.version), &event)
+            .await?;
+        let survivor_changed = pb::MemberUpdated {
+            member_id: survivor.to_string(),
+            changed_fields: vec![
+                "identities".into(),
+                "tags".into(),
+                "consents".into(),
+                "profile".into(),
+            ],
+            status: i32::from(s.status),
+            tags: s.tags.clone(),
+            consents: consents.iter().map(consent_proto).collect(),
+        };
+        self.emit(
+            &mut tx,
+            program,
+            survivor,
+            now,
+            Some(s.version),
+            &survivor_changed,
+        )
+        .await?;
         let (_, member) = self
             .load(&mut tx, program, survivor)
             .await?
@@ -753,6 +804,7 @@ impl Members {
             program,
             id,
             now,
+            Some(row.version),
             &pb::MemberErased {
                 member_id: id.to_string(),
             },
@@ -941,11 +993,13 @@ impl Members {
             .map_err(MemberError::from_db)?;
         let mut published = stored.clone();
         strip_free_text(&mut published);
+        // Activities are not on the card: no invalidation.
         self.emit(
             &mut tx,
             program,
             member_id,
             occurred_at,
+            None,
             &pb::ActivityRecorded {
                 activity: Some(published),
             },

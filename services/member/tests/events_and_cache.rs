@@ -794,3 +794,107 @@ async fn the_card_is_invalidated_by_the_relay_when_redis_missed_the_write() {
     assert!(all_published(&app.db).await);
     relay.stop().await;
 }
+
+/// A TCP forwarder to `upstream`, listening on `port`, for one test.
+async fn forward(port: u16, upstream: (String, u16)) -> JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the outage port is free");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_postgres_outage_pauses_the_consumer_instead_of_dead_lettering() {
+    const GROUP: &str = "patient";
+    let mut app = spawn().await;
+    create_seen_events(&app.db).await;
+    // The consumer reaches Postgres through a port where nothing listens
+    // yet: every transaction fails to start, as in an outage.
+    let port = laurel_test_support::free_port();
+    let real = laurel_runtime::db::options(&database_url(), &app.schema).unwrap();
+    let upstream = (real.get_host().to_owned(), real.get_port());
+    let options = real.clone().host("127.0.0.1").port(port);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy_with(options);
+    let mut config = consumer_config(&app, GROUP);
+    config.max_attempts = 2;
+    config.retry_base = Duration::from_millis(10);
+    let consumer = Consumer::new(pool, &app.redis_url, config, Recorder::new(None))
+        .await
+        .expect("joins the group");
+    let (stop, rx) = watch::channel(false);
+    let running = Running {
+        stop,
+        task: tokio::spawn(consumer.run(rx)),
+    };
+    let member = create(&mut app).await;
+    let key = events_key(&app);
+    let mut redis = redis_at(&app.redis_url).await;
+    eventually(WAIT, "the consumer has the event in hand", || {
+        let mut redis = redis.clone();
+        let key = key.clone();
+        async move { (pending(&mut redis, &key, GROUP).await == 1).then_some(()) }
+    })
+    .await;
+    // Longer than the retries of two attempts would last.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dlq = dead_letter_key(&app.prefix, GROUP);
+    let dead: i64 = redis.xlen(&dlq).await.unwrap();
+    assert_eq!(dead, 0, "an outage must not dead-letter a valid event");
+
+    let proxy = forward(port, upstream).await;
+    eventually(WAIT, "the event is applied once Postgres is back", || {
+        let db = app.db.clone();
+        async move { (scalar(&db, "SELECT count(*) FROM seen_events").await == 1).then_some(()) }
+    })
+    .await;
+    let seen: Uuid = sqlx::query_scalar("SELECT member_id FROM seen_events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(seen.to_string(), member.member_id);
+    eventually(WAIT, "the entry is acked", || {
+        let mut redis = redis.clone();
+        let key = key.clone();
+        async move { (pending(&mut redis, &key, GROUP).await == 0).then_some(()) }
+    })
+    .await;
+    running.stop().await;
+    proxy.abort();
+}
+
+#[tokio::test]
+async fn recording_an_activity_leaves_the_card_in_place() {
+    let mut app = spawn().await;
+    let member = create(&mut app).await;
+    get(&mut app, &member.member_id).await;
+    app.client
+        .record_activity(req(by_id(&member.member_id, purchase(&rid(), 100))))
+        .await
+        .unwrap();
+    eventually(WAIT, "the relay has published everything", || {
+        let db = app.db.clone();
+        async move { all_published(&db).await.then_some(()) }
+    })
+    .await;
+    let mut redis = redis_at(&app.redis_url).await;
+    let cached: bool = redis
+        .hexists(card_key(&app, &member.member_id), "member")
+        .await
+        .unwrap();
+    assert!(
+        cached,
+        "activities are not on the card: the relay must leave it"
+    );
+}

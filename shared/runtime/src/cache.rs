@@ -33,7 +33,9 @@ end
 return 0
 ";
 
-const INVALIDATE: &str = r"
+/// Lua: bump a card field's version to ARGV[2] (never lower it), drop its
+/// value and refresh the TTL (ARGV[3]). KEYS[1] is the card, ARGV[1] the field.
+pub const INVALIDATE: &str = r"
 local v = redis.call('HGET', KEYS[1], ARGV[1] .. ':v')
 if (not v) or tonumber(v) < tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], ARGV[1] .. ':v', ARGV[2])

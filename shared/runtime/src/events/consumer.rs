@@ -85,12 +85,25 @@ pub struct Consumer {
     redis: ConnectionManager,
     config: ConsumerConfig,
     handler: Arc<dyn EventHandler>,
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 enum Outcome {
     Applied,
     Duplicate,
     DeadLettered,
+    /// Shutting down while storage is away: left pending for later.
+    Abandoned,
+}
+
+/// Whether an error means Postgres is unreachable, as opposed to the event
+/// or its handler being at fault.
+fn storage_unavailable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+            crate::error::db_error_kind(e) == crate::error::DbErrorKind::Unavailable
+        })
+    })
 }
 
 impl Consumer {
@@ -120,11 +133,13 @@ impl Consumer {
             redis,
             config,
             handler,
+            stopping: None,
         })
     }
 
     /// Reads and applies events until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.stopping = Some(shutdown.clone());
         let keys: Vec<String> = self
             .config
             .sources
@@ -234,6 +249,7 @@ impl Consumer {
             Outcome::Applied => "applied",
             Outcome::Duplicate => "duplicate",
             Outcome::DeadLettered => "dead_lettered",
+            Outcome::Abandoned => "abandoned",
         };
         metrics::counter!("laurel_events_consumed_total", "group" => self.config.group.clone(), "outcome" => label).increment(1);
     }
@@ -245,29 +261,36 @@ impl Consumer {
         event_id: Uuid,
         envelope: &EventEnvelope,
     ) -> Outcome {
+        let mut attempt = 0;
         let mut delay = self.config.retry_base;
-        for attempt in 1..=self.config.max_attempts {
+        let mut pause = self.config.retry_base;
+        loop {
             match self.apply_once(event_id, &entry.id, envelope).await {
-                Ok(applied) => {
-                    return if applied {
-                        Outcome::Applied
-                    } else {
-                        Outcome::Duplicate
-                    };
+                Ok(true) => return Outcome::Applied,
+                Ok(false) => return Outcome::Duplicate,
+                // Postgres being away is no fault of the event: wait for it
+                // without spending attempts, so an outage dead-letters nothing.
+                Err(error) if storage_unavailable(&error) => {
+                    if self.stopping.as_ref().is_some_and(|s| *s.borrow()) {
+                        return Outcome::Abandoned;
+                    }
+                    tracing::warn!(%error, "storage unavailable, pausing");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
-                Err(error) if attempt < self.config.max_attempts => {
+                Err(error) => {
+                    attempt += 1;
+                    if attempt >= self.config.max_attempts {
+                        tracing::error!(%error, attempt, "event failed for good");
+                        self.dead_letter(key, entry, &error.to_string()).await;
+                        return Outcome::DeadLettered;
+                    }
                     tracing::warn!(%error, attempt, "event failed, retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
-                Err(error) => {
-                    tracing::error!(%error, attempt, "event failed for good");
-                    self.dead_letter(key, entry, &error.to_string()).await;
-                    return Outcome::DeadLettered;
-                }
             }
         }
-        Outcome::DeadLettered
     }
 
     /// Applies the event unless the inbox has it; true when applied now.

@@ -19,6 +19,9 @@ pub struct NewEvent<'a, P> {
     pub occurred_at: DateTime<Utc>,
     /// When Laurel recorded it.
     pub recorded_at: DateTime<Utc>,
+    /// The member card version this change produced, when it changed the
+    /// card; the relay invalidates the card at that version.
+    pub card_version: Option<i64>,
     /// The event message.
     pub payload: &'a P,
 }
@@ -60,8 +63,8 @@ pub async fn enqueue<P: Message + Name>(
         ),
     };
     sqlx::query(
-        "INSERT INTO outbox (event_id, program_id, member_id, source, event_type, envelope)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO outbox (event_id, program_id, member_id, source, event_type, envelope, card_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(event_id)
     .bind(event.program.as_str())
@@ -69,6 +72,7 @@ pub async fn enqueue<P: Message + Name>(
     .bind(source)
     .bind(&event_type)
     .bind(envelope.encode_to_vec())
+    .bind(event.card_version)
     .execute(&mut *tx)
     .await?;
     Ok(event_id)

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use sqlx::{Connection, PgPool, Postgres, pool::PoolConnection};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -26,8 +26,8 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// Pause when the outbox is empty.
     pub idle_poll: Duration,
-    /// Member card field this service owns, dropped for every member event
-    /// published: the invalidation of last resort when Redis was away at
+    /// Member card field this service owns, invalidated at the version an
+    /// event carries: the invalidation of last resort when Redis was away at
     /// write time.
     pub card_field: Option<&'static str>,
 }
@@ -52,7 +52,15 @@ pub struct Relay {
     config: RelayConfig,
 }
 
-type Row = (i64, String, Option<Uuid>, String, String, Vec<u8>);
+type Row = (
+    i64,
+    String,
+    Option<Uuid>,
+    String,
+    String,
+    Vec<u8>,
+    Option<i64>,
+);
 
 impl Relay {
     /// A relay for the outbox reachable through `pool`.
@@ -104,16 +112,19 @@ impl Relay {
             }
             let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
                 .bind(&self.config.lock_name)
-                .execute(&mut *leader)
+                .execute(&mut leader)
                 .await;
         }
     }
 
-    async fn acquire_leadership(&self) -> Result<Option<PoolConnection<Postgres>>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
+    /// The lock lives on a connection taken out of the pool, so a relay that
+    /// is dropped mid-way closes it and frees the lock instead of handing a
+    /// locked connection back to the pool.
+    async fn acquire_leadership(&self) -> Result<Option<PgConnection>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?.detach();
         let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(hashtext($1))")
             .bind(&self.config.lock_name)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut conn)
             .await?;
         Ok(locked.then_some(conn))
     }
@@ -121,7 +132,7 @@ impl Relay {
     /// Publishes up to one batch; returns how many rows it published.
     pub async fn publish_batch(&self) -> anyhow::Result<usize> {
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, program_id, member_id, source, event_type, envelope FROM outbox
+            "SELECT seq, program_id, member_id, source, event_type, envelope, card_version FROM outbox
              WHERE published_at IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(self.config.batch_size)
@@ -131,7 +142,7 @@ impl Relay {
             return Ok(0);
         }
         let mut pipe = redis::pipe();
-        for (_, program, member, source, event_type, envelope) in &rows {
+        for (_, program, member, source, event_type, envelope, card_version) in &rows {
             pipe.cmd("XADD")
                 .arg(stream_key(&self.config.prefix, source))
                 .arg("*")
@@ -140,13 +151,19 @@ impl Relay {
                 .arg("type")
                 .arg(event_type)
                 .ignore();
-            if let (Some(field), Some(member)) = (self.config.card_field, member) {
-                pipe.cmd("HDEL")
+            if let (Some(field), Some(member), Some(version)) =
+                (self.config.card_field, member, card_version)
+            {
+                pipe.cmd("EVAL")
+                    .arg(crate::cache::INVALIDATE)
+                    .arg(1)
                     .arg(format!(
                         "{}:card:{}:{}",
                         self.config.prefix, program, member
                     ))
                     .arg(field)
+                    .arg(version)
+                    .arg(crate::cache::CARD_TTL_SECS)
                     .ignore();
             }
         }
