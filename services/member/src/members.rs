@@ -268,7 +268,7 @@ impl Members {
         let (row, member) = self.enrol(&mut tx, program, cmd, false).await?;
         key.complete(
             &mut tx,
-            &self.seal_response(program, row.member_id, &member),
+            &self.seal_response(program, &member),
             Some(row.member_id),
         )
         .await?;
@@ -395,7 +395,7 @@ impl Members {
     }
 
     /// Stored responses hold personal data: sealed, bound to the programme.
-    fn seal_response(&self, program: &ProgramId, _member: Uuid, member: &pb::Member) -> Vec<u8> {
+    fn seal_response(&self, program: &ProgramId, member: &pb::Member) -> Vec<u8> {
         self.pii
             .seal(&member.encode_to_vec(), &format!("{program}/idempotency"))
     }
@@ -447,7 +447,7 @@ impl Members {
             .load(&mut tx, program, id)
             .await?
             .ok_or(MemberError::MemberNotFound)?;
-        key.complete(&mut tx, &self.seal_response(program, id, &member), Some(id))
+        key.complete(&mut tx, &self.seal_response(program, &member), Some(id))
             .await?;
         tx.commit().await?;
         self.invalidate(program, id, row.version).await;
@@ -742,7 +742,7 @@ impl Members {
             .ok_or(MemberError::MemberNotFound)?;
         key.complete(
             &mut tx,
-            &self.seal_response(program, survivor, &member),
+            &self.seal_response(program, &member),
             Some(survivor),
         )
         .await?;
@@ -813,7 +813,7 @@ impl Members {
         let member = self.to_proto(program, &row, &[], &[])?;
         // The stored response holds no personal data any more; keep it so a
         // retry replays, but not tied to the member.
-        key.complete(&mut tx, &self.seal_response(program, id, &member), None)
+        key.complete(&mut tx, &self.seal_response(program, &member), None)
             .await?;
         tx.commit().await?;
         self.invalidate(program, id, row.version).await;
