@@ -20,8 +20,7 @@ use redis::{AsyncCommands, aio::ConnectionManager};
 
 use crate::context::ProgramId;
 
-/// How long the card lives without being read or written.
-pub const CARD_TTL_SECS: i64 = 24 * 3600;
+pub use crate::card::{CARD_TTL_SECS, INVALIDATE};
 
 const FILL_IF_CURRENT: &str = r"
 local v = redis.call('HGET', KEYS[1], ARGV[1] .. ':v')
@@ -33,22 +32,11 @@ end
 return 0
 ";
 
-/// Lua: bump a card field's version to ARGV[2] (never lower it), drop its
-/// value and refresh the TTL (ARGV[3]). KEYS[1] is the card, ARGV[1] the field.
-pub const INVALIDATE: &str = r"
-local v = redis.call('HGET', KEYS[1], ARGV[1] .. ':v')
-if (not v) or tonumber(v) < tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], ARGV[1] .. ':v', ARGV[2])
-end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
-";
-
 /// Shared Redis access for one service.
 #[derive(Clone)]
 pub struct Redis {
     conn: ConnectionManager,
+    url: Arc<str>,
     prefix: Arc<str>,
     down_until_ms: Arc<AtomicU64>,
     fill: Arc<redis::Script>,
@@ -89,11 +77,17 @@ impl Redis {
     pub fn new(url: &str, prefix: &str) -> redis::RedisResult<Self> {
         Ok(Self {
             conn: connection_manager(url, Duration::from_millis(300))?,
+            url: url.into(),
             prefix: prefix.into(),
             down_until_ms: Arc::new(AtomicU64::new(0)),
             fill: Arc::new(redis::Script::new(FILL_IF_CURRENT)),
             invalidate: Arc::new(redis::Script::new(INVALIDATE)),
         })
+    }
+
+    /// The URL, for connections of their own (pub/sub, streams).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The key prefix.
@@ -116,7 +110,7 @@ impl Redis {
         now_ms() < self.down_until_ms.load(Ordering::Relaxed)
     }
 
-    fn record<T>(&self, result: redis::RedisResult<T>, op: &'static str) -> Option<T> {
+    pub(crate) fn record<T>(&self, result: redis::RedisResult<T>, op: &'static str) -> Option<T> {
         match result {
             Ok(value) => Some(value),
             Err(error) => {

@@ -114,6 +114,55 @@ impl ErrorBuilder {
     }
 }
 
+/// What an error means to a client; see [`ServiceError`].
+#[derive(Debug)]
+pub enum ErrorKind<'a> {
+    /// Bad input: `INVALID_ARGUMENT` with these field violations.
+    Invalid(&'a Violations),
+    /// A refusal the client can act on: the code and an UPPER_SNAKE reason;
+    /// the message is the error's `Display`.
+    Refused(Code, &'static str),
+    /// A storage fault: mapped by [`from_db`] (retryable where that helps).
+    Db(&'a sqlx::Error),
+    /// A fault that is not the caller's: logged, opaque to the client.
+    Internal,
+}
+
+/// One error trait for every service: each service's error enum says what
+/// each variant means, and [`impl_status!`](crate::impl_status) derives the
+/// `tonic::Status` with ErrorInfo, BadRequest and RetryInfo details.
+pub trait ServiceError: std::fmt::Display {
+    /// The ErrorInfo domain, for example `laurel.member`.
+    const DOMAIN: &'static str;
+    /// What this error means to a client.
+    fn kind(&self) -> ErrorKind<'_>;
+}
+
+/// The status of a service error.
+pub fn to_status<E: ServiceError>(error: &E) -> Status {
+    match error.kind() {
+        ErrorKind::Invalid(violations) => violations.clone().into_status(E::DOMAIN),
+        ErrorKind::Refused(code, reason) => {
+            ErrorBuilder::new(code, E::DOMAIN, reason, error.to_string()).build()
+        }
+        ErrorKind::Db(db) => from_db(E::DOMAIN, db),
+        ErrorKind::Internal => internal(E::DOMAIN, error),
+    }
+}
+
+/// Implements `From<$error> for tonic::Status` through [`to_status`], so
+/// handlers can use `?` on a service's error type.
+#[macro_export]
+macro_rules! impl_status {
+    ($error:ty) => {
+        impl From<$error> for ::tonic::Status {
+            fn from(error: $error) -> Self {
+                $crate::error::to_status(&error)
+            }
+        }
+    };
+}
+
 /// What a database error means to a service.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DbErrorKind {

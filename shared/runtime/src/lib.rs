@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod card;
 pub mod clock;
 pub mod config;
 pub mod context;

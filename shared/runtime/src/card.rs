@@ -1,0 +1,399 @@
+//! The member card: everything a storefront shows about a member, in one
+//! Redis hash per member (`<prefix>:card:<program>:<member>`) with one field
+//! per owner service, each written only by its owner; and an in-process copy
+//! of the owner's field on every replica, invalidated through a Redis
+//! pub/sub channel.
+//!
+//! Versions order the writes: every change of a member produces a higher
+//! version, kept with the row in Postgres. A writer bumps the field's
+//! version and drops its value after commit (the relay repeats that for
+//! every event that changed the card); a reader fills the value only when
+//! its copy is not older than the version there, and then checks the
+//! version in Postgres again, so a copy read before a write can never
+//! outlive the write, even when Redis lost the version field by eviction or
+//! fail-over.
+//!
+//! The invalidation script also publishes `<field> <version> <key>` on
+//! `<prefix>:card-invalidations`. Every replica listens; while it is not
+//! subscribed (Redis away, reconnecting) it serves nothing from its
+//! in-process copy, and it drops the whole copy when it subscribes again, so
+//! a missed message never leaves an old card behind.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use moka::sync::Cache;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::{cache::Redis, context::ProgramId};
+
+/// How long the Redis card lives without being read or written.
+pub const CARD_TTL_SECS: i64 = 24 * 3600;
+
+/// The fields of the card, one per owner service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CardField {
+    /// Profile summary, identities, status: the member service.
+    Member,
+    /// Points balance: the points service.
+    Points,
+    /// Tier and benefits: the tier service.
+    Tier,
+}
+
+impl CardField {
+    /// The hash field name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Points => "points",
+            Self::Tier => "tier",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Self::Member, Self::Points, Self::Tier]
+            .into_iter()
+            .find(|f| f.name() == name)
+    }
+}
+
+/// The Redis key of a member's card.
+pub fn card_key(prefix: &str, program: &ProgramId, member: &Uuid) -> String {
+    format!("{prefix}:card:{program}:{member}")
+}
+
+/// The pub/sub channel carrying card invalidations.
+pub fn invalidation_channel(prefix: &str) -> String {
+    format!("{prefix}:card-invalidations")
+}
+
+/// Lua: fill field ARGV[1] with ARGV[3] read at version ARGV[2], unless a
+/// writer has moved the field past it; refresh the TTL (ARGV[4]).
+const FILL_IF_CURRENT: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1] .. ':v')
+if (not v) or tonumber(v) <= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3], ARGV[1] .. ':v', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
+return 0
+";
+
+/// Lua: bump field ARGV[1]'s version to ARGV[2] (never lower it), drop its
+/// value, refresh the TTL (ARGV[3]) and, when ARGV[4] names a channel,
+/// publish the invalidation there. KEYS[1] is the card.
+pub const INVALIDATE: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1] .. ':v')
+if (not v) or tonumber(v) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], ARGV[1] .. ':v', ARGV[2])
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ARGV[4] then
+  redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. KEYS[1])
+end
+return 1
+";
+
+/// Sizes of the in-process copy.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalLimits {
+    /// Cards kept at most.
+    pub entries: u64,
+    /// Longest a card is kept without being invalidated.
+    pub ttl: Duration,
+}
+
+impl Default for LocalLimits {
+    fn default() -> Self {
+        Self {
+            entries: 100_000,
+            ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+type LocalKey = (ProgramId, Uuid);
+
+/// One owner's view of the card: its field in Redis and the in-process copy.
+pub struct Cards<T> {
+    redis: Redis,
+    field: CardField,
+    channel: Arc<str>,
+    local: Cache<LocalKey, (i64, Arc<T>)>,
+    /// The highest version each member was invalidated at lately: a copy
+    /// older than it must not be kept.
+    floors: Cache<LocalKey, i64>,
+    listening: Arc<AtomicBool>,
+    fill: Arc<redis::Script>,
+    invalidate: Arc<redis::Script>,
+}
+
+impl<T> Clone for Cards<T> {
+    fn clone(&self) -> Self {
+        Self {
+            redis: self.redis.clone(),
+            field: self.field,
+            channel: self.channel.clone(),
+            local: self.local.clone(),
+            floors: self.floors.clone(),
+            listening: self.listening.clone(),
+            fill: self.fill.clone(),
+            invalidate: self.invalidate.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Cards<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cards")
+            .field("field", &self.field)
+            .field("local_entries", &self.local.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A card field read from Redis: the stored bytes and their version.
+#[derive(Debug)]
+pub struct Stored {
+    /// The owner's bytes (sealed when they hold personal data).
+    pub value: Vec<u8>,
+    /// The version they were read at.
+    pub version: i64,
+}
+
+impl<T: Send + Sync + 'static> Cards<T> {
+    /// The card field `field` over `redis`, with an in-process copy.
+    pub fn new(redis: Redis, field: CardField, limits: LocalLimits) -> Self {
+        Self {
+            channel: invalidation_channel(redis.prefix()).into(),
+            redis,
+            field,
+            local: Cache::builder()
+                .max_capacity(limits.entries)
+                .time_to_live(limits.ttl)
+                .build(),
+            floors: Cache::builder()
+                .max_capacity(limits.entries)
+                .time_to_live(limits.ttl)
+                .build(),
+            listening: Arc::new(AtomicBool::new(false)),
+            fill: Arc::new(redis::Script::new(FILL_IF_CURRENT)),
+            invalidate: Arc::new(redis::Script::new(INVALIDATE)),
+        }
+    }
+
+    /// The Redis key of a member's card.
+    pub fn key(&self, program: &ProgramId, member: &Uuid) -> String {
+        card_key(self.redis.prefix(), program, member)
+    }
+
+    /// The in-process copy, while invalidations are being heard.
+    pub fn local(&self, program: &ProgramId, member: &Uuid) -> Option<Arc<T>> {
+        if !self.listening.load(Ordering::Acquire) {
+            return None;
+        }
+        let hit = self
+            .local
+            .get(&(program.clone(), *member))
+            .map(|(_, value)| value);
+        metrics::counter!("laurel_cache_lookups_total", "tier" => "local", "result" => if hit.is_some() { "hit" } else { "miss" }).increment(1);
+        hit
+    }
+
+    /// Keeps `value`, read at `version`, in the in-process copy unless an
+    /// invalidation at a higher version was heard.
+    pub fn keep(&self, program: &ProgramId, member: &Uuid, version: i64, value: Arc<T>) {
+        if !self.listening.load(Ordering::Acquire) {
+            return;
+        }
+        let key = (program.clone(), *member);
+        if self.floors.get(&key).is_some_and(|floor| floor > version) {
+            return;
+        }
+        self.local.insert(key.clone(), (version, value));
+        // An invalidation that raced with the insert wins.
+        if self.floors.get(&key).is_some_and(|floor| floor > version) {
+            self.local.invalidate(&key);
+        }
+    }
+
+    /// The owner's field from Redis; `None` on a miss or when Redis is away.
+    pub async fn shared(&self, program: &ProgramId, member: &Uuid) -> Option<Stored> {
+        if self.redis.is_skipped() {
+            return None;
+        }
+        let key = self.key(program, member);
+        let name = self.field.name();
+        let mut conn = self.redis.connection();
+        let result: redis::RedisResult<(Option<Vec<u8>>, Option<i64>)> = redis::cmd("HMGET")
+            .arg(&key)
+            .arg(name)
+            .arg(format!("{name}:v"))
+            .query_async(&mut conn)
+            .await;
+        let hit = match self.redis.record(result, "card_get") {
+            Some((Some(value), Some(version))) => Some(Stored { value, version }),
+            _ => None,
+        };
+        metrics::counter!("laurel_cache_lookups_total", "tier" => "redis", "result" => if hit.is_some() { "hit" } else { "miss" }).increment(1);
+        hit
+    }
+
+    /// Fills the owner's field in Redis with `value` read at `version`,
+    /// unless a writer has since moved it past that version.
+    pub async fn fill(&self, program: &ProgramId, member: &Uuid, version: i64, value: &[u8]) {
+        if self.redis.is_skipped() {
+            return;
+        }
+        let mut conn = self.redis.connection();
+        let result: redis::RedisResult<i64> = self
+            .fill
+            .key(self.key(program, member))
+            .arg(self.field.name())
+            .arg(version)
+            .arg(value)
+            .arg(CARD_TTL_SECS)
+            .invoke_async(&mut conn)
+            .await;
+        self.redis.record(result, "card_fill");
+    }
+
+    /// Tells Redis and every replica that a write produced `version`: drops
+    /// the field and the in-process copies older than it. Returns false when
+    /// Redis could not be told (the relay tells it later).
+    pub async fn invalidate(&self, program: &ProgramId, member: &Uuid, version: i64) -> bool {
+        self.forget(program, member, version);
+        let mut conn = self.redis.connection();
+        let result: redis::RedisResult<i64> = self
+            .invalidate
+            .key(self.key(program, member))
+            .arg(self.field.name())
+            .arg(version)
+            .arg(CARD_TTL_SECS)
+            .arg(&*self.channel)
+            .invoke_async(&mut conn)
+            .await;
+        self.redis.record(result, "card_invalidate").is_some()
+    }
+
+    fn forget(&self, program: &ProgramId, member: &Uuid, version: i64) {
+        let key = (program.clone(), *member);
+        let floor = self.floors.get(&key).map_or(version, |f| f.max(version));
+        self.floors.insert(key.clone(), floor);
+        if self.local.get(&key).is_some_and(|(v, _)| v < floor) {
+            self.local.invalidate(&key);
+        }
+    }
+
+    fn heard(&self, message: &[u8]) {
+        let Some((field, version, program, member)) = parse_invalidation(message) else {
+            tracing::warn!("unreadable card invalidation");
+            return;
+        };
+        if field == self.field {
+            self.forget(&program, &member, version);
+        }
+    }
+
+    /// Whether the in-process copy is in use (invalidations are heard).
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    fn stop_listening(&self) {
+        self.listening.store(false, Ordering::Release);
+        self.local.invalidate_all();
+    }
+
+    /// Listens for invalidations until `shutdown`, resubscribing after any
+    /// failure; the in-process copy is used only while subscribed.
+    pub async fn listen(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        while !*shutdown.borrow() {
+            match self.listen_once(&mut shutdown).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(error) => {
+                    tracing::warn!(%error, "card invalidations unavailable, in-process cards off");
+                }
+            }
+            self.stop_listening();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        self.stop_listening();
+        Ok(())
+    }
+
+    async fn listen_once(&self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+        let client = redis::Client::open(self.redis.url())?;
+        let pubsub = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub())
+            .await??;
+        let (mut sink, mut stream) = pubsub.split();
+        tokio::time::timeout(Duration::from_secs(2), sink.subscribe(&*self.channel)).await??;
+        // Anything missed while not subscribed is gone: start empty.
+        self.local.invalidate_all();
+        self.listening.store(true, Ordering::Release);
+        tracing::info!(channel = %self.channel, "in-process cards on");
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => self.heard(message.get_payload_bytes()),
+                    None => anyhow::bail!("subscription closed"),
+                },
+                _ = heartbeat.tick() => {
+                    // A silently dead connection would hide invalidations.
+                    let ping: redis::RedisResult<String> =
+                        match tokio::time::timeout(Duration::from_secs(1), sink.ping()).await {
+                            Ok(result) => result,
+                            Err(_) => anyhow::bail!("subscription heartbeat timed out"),
+                        };
+                    ping?;
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Reads `<field> <version> <prefix>:card:<program>:<member>`.
+fn parse_invalidation(message: &[u8]) -> Option<(CardField, i64, ProgramId, Uuid)> {
+    let text = std::str::from_utf8(message).ok()?;
+    let mut parts = text.splitn(3, ' ');
+    let field = CardField::from_name(parts.next()?)?;
+    let version = parts.next()?.parse().ok()?;
+    let key = parts.next()?;
+    // Programme ids hold no ':', so the last two segments are unambiguous.
+    let mut segments = key.rsplitn(3, ':');
+    let member = Uuid::parse_str(segments.next()?).ok()?;
+    let program = ProgramId::parse(segments.next()?).ok()?;
+    Some((field, version, program, member))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidation_messages_round_trip_through_the_key() {
+        let program = ProgramId::parse("brand-a").unwrap();
+        let member = Uuid::now_v7();
+        let key = card_key("t:pre:fix", &program, &member);
+        let message = format!("member 7 {key}");
+        let parsed = parse_invalidation(message.as_bytes()).unwrap();
+        assert_eq!(parsed, (CardField::Member, 7, program, member));
+        assert!(parse_invalidation(b"member x key").is_none());
+    }
+}
