@@ -70,6 +70,7 @@ impl From<IdempotencyError> for MemberError {
         match e {
             IdempotencyError::Mismatch => Self::RequestIdReused,
             IdempotencyError::Db(e) => Self::Db(e),
+            IdempotencyError::Unreadable => Self::Internal(anyhow::anyhow!(e)),
         }
     }
 }
