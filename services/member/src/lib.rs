@@ -9,20 +9,15 @@ pub mod pii;
 pub mod repo;
 pub mod requests;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
-
 use base64::{Engine, engine::general_purpose::STANDARD};
 use laurel_proto::member::v1::member_service_server::MemberServiceServer;
 use laurel_runtime::{
-    cache::Redis,
-    clock::{SharedClock, SystemClock},
+    app::App,
+    card::CardField,
+    clock::SharedClock,
     config::{ConfigError, RuntimeConfig, env_opt},
-    db,
-    events::relay::{Relay, RelayConfig},
-    server::{ServiceRoutes, serve},
 };
 use sqlx::migrate::Migrator;
-use tokio::{net::TcpListener, sync::watch};
 
 use crate::{members::Members, pii::Pii};
 
@@ -86,72 +81,21 @@ impl Config {
     }
 }
 
-/// A built member service, bound to its port, ready to run.
-pub struct Application {
-    listener: TcpListener,
-    config: Config,
-    members: Members,
-}
-
-impl Application {
-    /// Applies migrations, connects, and binds the gRPC port (port 0 picks
-    /// a free one).
-    pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<Self> {
-        let rt = &config.runtime;
-        db::migrate(&rt.database_url, &rt.db_schema, &MIGRATIONS).await?;
-        let pool = db::pool(&rt.database_url, &rt.db_schema, rt.db_max_connections)?;
-        let redis = Redis::new(&rt.redis_url, &rt.redis_prefix)?;
-        if let Some(addr) = rt.metrics_addr {
-            laurel_runtime::metrics::install_exporter(addr)?;
-        }
-        let listener = TcpListener::bind(rt.grpc_addr).await?;
-        let members = Members {
-            pool,
-            redis,
-            pii: Pii::new(&config.pii_key),
-            clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
-            phone_region: config.phone_region,
-        };
-        Ok(Self {
-            listener,
-            config,
-            members,
-        })
+/// Builds the member service on the shared runtime: bound to its port,
+/// ready to `run`.
+pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<App> {
+    let mut app = App::build(config.runtime.clone(), &MIGRATIONS).await?;
+    if let Some(clock) = clock {
+        app = app.with_clock(clock);
     }
-
-    /// The bound gRPC address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener")
-    }
-
-    /// Serves (and relays the outbox, when configured) until `shutdown`.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let rt = &self.config.runtime;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let relay = rt.run_relay.then(|| {
-            let mut relay_config = RelayConfig::new(&rt.redis_prefix, &rt.db_schema);
-            relay_config.card_field = Some(members::CARD_FIELD);
-            let relay = Relay::new(
-                self.members.pool.clone(),
-                self.members.redis.connection(),
-                relay_config,
-            );
-            tokio::spawn(relay.run(stop_rx))
-        });
-        let pool = self.members.pool.clone();
-        let routes = ServiceRoutes {
-            routes: tonic::service::Routes::new(MemberServiceServer::new(self.members)),
-            names: vec!["laurel.member.v1.MemberService"],
-        };
-        tracing::info!(addr = %self.listener.local_addr()?, "member service listening");
-        let result = serve(rt, self.listener, routes, pool, shutdown).await;
-        let _ = stop_tx.send(true);
-        if let Some(relay) = relay {
-            let _ = relay.await;
-        }
-        result
-    }
+    let members = Members {
+        pool: app.pool().clone(),
+        redis: app.redis().clone(),
+        pii: Pii::new(&config.pii_key),
+        clock: app.clock(),
+        phone_region: config.phone_region,
+    };
+    Ok(app
+        .grpc(MemberServiceServer::new(members))
+        .relay(Some(CardField::Member)))
 }

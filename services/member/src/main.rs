@@ -1,7 +1,7 @@
 //! `laurel-member serve` runs the service; `laurel-member migrate` applies
 //! migrations and exits (for a Kubernetes Job).
 
-use laurel_member::{Application, Config, MIGRATIONS};
+use laurel_member::{Config, MIGRATIONS};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     };
     match std::env::args().nth(1).as_deref().unwrap_or("serve") {
         "serve" => {
-            let app = Application::build(config, None).await?;
+            let app = laurel_member::build(config, None).await?;
             app.run(laurel_runtime::server::shutdown_signal()).await
         }
         "migrate" => {

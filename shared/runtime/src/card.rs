@@ -338,8 +338,8 @@ impl<T: Send + Sync + 'static> Cards<T> {
 
     async fn listen_once(&self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
         let client = redis::Client::open(self.redis.url())?;
-        let pubsub = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub())
-            .await??;
+        let pubsub =
+            tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await??;
         let (mut sink, mut stream) = pubsub.split();
         tokio::time::timeout(Duration::from_secs(2), sink.subscribe(&*self.channel)).await??;
         // Anything missed while not subscribed is gone: start empty.

@@ -236,7 +236,11 @@ impl<R, C: ResponseCodec<R>> Fresh<R, C> {
 
     /// Stores `response` (and the member it concerns, so erasing the member
     /// deletes it) with the key, and commits the effect.
-    pub async fn commit(mut self, response: &R, subject: Option<uuid::Uuid>) -> Result<(), sqlx::Error> {
+    pub async fn commit(
+        mut self,
+        response: &R,
+        subject: Option<uuid::Uuid>,
+    ) -> Result<(), sqlx::Error> {
         let stored = self.codec.encode(&self.program, response);
         sqlx::query(
             "UPDATE idempotency_keys SET response = $5, subject = $6
@@ -265,7 +269,6 @@ pub enum Claim {
     /// Seen before with the same request: the stored response.
     Replay(Vec<u8>),
 }
-
 
 /// A claimed key awaiting its response.
 #[derive(Debug)]

@@ -2,6 +2,7 @@
 //! gRPC server assembly, request context, errors, Postgres, Redis,
 //! idempotency and the event backbone (outbox, relay, consumer with inbox).
 
+pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod card;

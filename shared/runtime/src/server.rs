@@ -9,7 +9,7 @@ use laurel_proto::common::v1::{
     EchoRequest, EchoResponse,
     echo_service_server::{EchoService, EchoServiceServer},
 };
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, service::Routes};
@@ -73,22 +73,33 @@ async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: Serv
     }
 }
 
+/// Follows Postgres on a connection of its own, so a pool exhausted by
+/// load never turns a busy pod NOT_SERVING; the pool only feeds gauges.
 async fn watch_readiness(
     reporter: HealthReporter,
     names: Vec<&'static str>,
+    config: RuntimeConfig,
     pool: PgPool,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last = None;
+    let mut conn: Option<PgConnection> = None;
     while !*stop.borrow() {
-        let ping = tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&pool),
-        )
+        let ping = tokio::time::timeout(Duration::from_secs(2), async {
+            if conn.is_none() {
+                let options = crate::db::options(&config.database_url, &config.db_schema)?;
+                conn = Some(PgConnection::connect_with(&options).await?);
+            }
+            let c = conn.as_mut().expect("connected above");
+            sqlx::query("SELECT 1").execute(c).await.map(|_| ())
+        })
         .await;
         let status = match ping {
-            Ok(Ok(_)) => ServingStatus::Serving,
-            _ => ServingStatus::NotServing,
+            Ok(Ok(())) => ServingStatus::Serving,
+            _ => {
+                conn = None;
+                ServingStatus::NotServing
+            }
         };
         if last != Some(status) {
             tracing::info!(?status, "readiness changed");
@@ -125,6 +136,7 @@ pub async fn serve(
     let readiness = tokio::spawn(watch_readiness(
         reporter.clone(),
         service.names.clone(),
+        config.clone(),
         pool,
         stop_rx,
     ));

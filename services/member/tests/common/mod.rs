@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use laurel_member::{Application, Config};
+use laurel_member::Config;
 use laurel_proto::member::v1::{self as pb, member_service_client::MemberServiceClient};
 use laurel_runtime::{clock::ManualClock, config::RuntimeConfig};
 use laurel_test_support as support;
@@ -77,7 +77,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
         phone_region: Some(phonenumber::country::Id::DE),
     };
     let clock = ManualClock::new(chrono::Utc::now());
-    let app = Application::build(config, Some(Arc::new(clock.clone())))
+    let app = laurel_member::build(config, Some(Arc::new(clock.clone())))
         .await
         .expect("service builds");
     let addr = app.local_addr();
