@@ -1,10 +1,21 @@
 //! Test support: the real Postgres and Redis the tests run against (from
 //! `DATABASE_URL`/`REDIS_URL`, or the local defaults), a fresh schema and
-//! Redis key prefix per test, a private Redis server that a test may stop,
-//! and an `eventually` helper for asynchronous effects.
+//! Redis key prefix per test, a harness that runs any service built on
+//! [`laurel_runtime::app::App`] and drops its schema afterwards, a private
+//! Redis server that a test may stop, and an `eventually` helper for
+//! asynchronous effects.
 
-use std::{future::Future, net::TcpListener, process::Stdio, sync::Once, time::Duration};
+use std::{
+    future::Future,
+    net::{SocketAddr, TcpListener},
+    process::Stdio,
+    sync::Once,
+    time::Duration,
+};
 
+use laurel_runtime::{app::App, config::RuntimeConfig};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 /// Postgres for tests.
@@ -120,4 +131,134 @@ impl PrivateRedis {
         }
         anyhow::bail!("private redis did not start on port {}", self.port)
     }
+}
+
+/// The production settings of `service` with what a test must not share: a
+/// fresh schema and Redis prefix, a free port, no metrics port, and short
+/// timeouts.
+pub fn runtime_config(service: &'static str) -> RuntimeConfig {
+    RuntimeConfig {
+        service,
+        grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        metrics_addr: None,
+        database_url: database_url(),
+        db_schema: fresh_schema(service),
+        db_max_connections: 8,
+        redis_url: redis_url(),
+        redis_prefix: fresh_prefix(),
+        default_program: "default".into(),
+        api_keys: Vec::new(),
+        request_timeout: Duration::from_secs(10),
+        max_concurrent_requests: 256,
+        shutdown_grace: Duration::from_secs(5),
+        run_relay: true,
+    }
+}
+
+/// A service running inside a test, with a gRPC channel to it. Dropping it
+/// stops the service and drops its schema.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// A connected channel.
+    pub channel: Channel,
+    /// Its Postgres schema.
+    pub schema: String,
+    /// Its Redis key prefix.
+    pub prefix: String,
+    keep_schema: bool,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Runs a built service until the test stops or drops it.
+pub async fn start(app: App) -> Running {
+    init_tracing();
+    let addr = app.local_addr();
+    let schema = app.config().db_schema.clone();
+    let prefix = app.config().redis_prefix.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connects to the service");
+    Running {
+        addr,
+        channel,
+        schema,
+        prefix,
+        keep_schema: false,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl Running {
+    /// Leaves the schema behind on drop (another instance shares it).
+    pub fn keep_schema(&mut self) {
+        self.keep_schema = true;
+    }
+
+    /// Stops the service gracefully and returns how its run ended.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the service to end by itself (a failing job stops it).
+    pub async fn exited(&mut self) -> anyhow::Result<()> {
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        if !self.keep_schema {
+            drop_schema(&self.schema);
+        }
+    }
+}
+
+/// Drops a test schema, on a thread of its own so it works from `Drop`
+/// inside any runtime.
+pub fn drop_schema(schema: &str) {
+    let schema = schema.to_owned();
+    let done = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use sqlx::Connection;
+            let Ok(options) = laurel_runtime::db::options(&database_url(), "public") else {
+                return;
+            };
+            if let Ok(mut conn) = sqlx::PgConnection::connect_with(&options).await {
+                let _ = sqlx::query("SET lock_timeout = '5s'")
+                    .execute(&mut conn)
+                    .await;
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    });
+    let _ = done.join();
 }

@@ -3,14 +3,13 @@
 
 #![allow(dead_code)]
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use laurel_member::Config;
 use laurel_proto::member::v1::{self as pb, member_service_client::MemberServiceClient};
-use laurel_runtime::{clock::ManualClock, config::RuntimeConfig};
+use laurel_runtime::clock::ManualClock;
 use laurel_test_support as support;
 use sqlx::PgPool;
-use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
 #[allow(unused_imports)]
@@ -26,8 +25,7 @@ pub struct TestApp {
     pub redis_url: String,
     pub db: PgPool,
     pub clock: ManualClock,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    running: support::Running,
 }
 
 /// Options for [`spawn_with`].
@@ -48,29 +46,27 @@ pub async fn spawn() -> TestApp {
     .await
 }
 
+/// Starts the member service from its production wiring (`laurel_member::build`)
+/// through the generic harness, with a fresh schema, prefix and port.
 pub async fn spawn_with(options: Options) -> TestApp {
-    support::init_tracing();
-    let schema = options
-        .schema
-        .unwrap_or_else(|| support::fresh_schema("member"));
-    let prefix = options.prefix.unwrap_or_else(support::fresh_prefix);
-    let redis_url = options.redis_url.unwrap_or_else(support::redis_url);
-    let runtime = RuntimeConfig {
-        service: "member",
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        metrics_addr: None,
-        database_url: support::database_url(),
-        db_schema: schema.clone(),
-        db_max_connections: 8,
-        redis_url: redis_url.clone(),
-        redis_prefix: prefix.clone(),
-        default_program: "default".into(),
-        api_keys: options.api_keys,
-        request_timeout: Duration::from_secs(10),
-        max_concurrent_requests: 256,
-        shutdown_grace: Duration::from_secs(5),
-        run_relay: options.relay,
-    };
+    let mut runtime = support::runtime_config("member");
+    let shared_schema = options.schema.is_some();
+    if let Some(schema) = options.schema {
+        runtime.db_schema = schema;
+    }
+    if let Some(prefix) = options.prefix {
+        runtime.redis_prefix = prefix;
+    }
+    if let Some(url) = options.redis_url {
+        runtime.redis_url = url;
+    }
+    runtime.api_keys = options.api_keys;
+    runtime.run_relay = options.relay;
+    let (schema, prefix, redis_url) = (
+        runtime.db_schema.clone(),
+        runtime.redis_prefix.clone(),
+        runtime.redis_url.clone(),
+    );
     let config = Config {
         runtime,
         pii_key: [42; 32],
@@ -80,40 +76,28 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let app = laurel_member::build(config, Some(Arc::new(clock.clone())))
         .await
         .expect("service builds");
-    let addr = app.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connects");
+    let mut running = support::start(app).await;
+    if shared_schema {
+        running.keep_schema();
+    }
     let db = laurel_runtime::db::pool(&support::database_url(), &schema, 4).unwrap();
     TestApp {
-        addr,
-        client: MemberServiceClient::new(channel.clone()),
-        channel,
+        addr: running.addr,
+        client: MemberServiceClient::new(running.channel.clone()),
+        channel: running.channel.clone(),
         schema,
         prefix,
         redis_url,
         db,
         clock,
-        stop: Some(stop),
-        task: Some(task),
+        running,
     }
 }
 
 impl TestApp {
     /// Stops the server gracefully and waits for it.
     pub async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+        let _ = self.running.stop().await;
     }
 }
 
