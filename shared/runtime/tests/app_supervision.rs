@@ -1,0 +1,82 @@
+//! The application builder's supervision of background jobs, over a real
+//! service (echo, health) on real Postgres and Redis.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use laurel_proto::common::v1::{EchoRequest, echo_service_client::EchoServiceClient};
+use laurel_runtime::app::{App, MAX_FAILURES_PER_MINUTE};
+use laurel_test_support as support;
+
+static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+
+async fn app() -> App {
+    App::build(support::runtime_config("apptest"), &NO_MIGRATIONS)
+        .await
+        .expect("app builds")
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_failing_stops_the_process_with_an_error() {
+    let app = app()
+        .await
+        .job("doomed", |_stop| async { anyhow::bail!("cannot work") });
+    let mut running = support::start(app).await;
+    let ended = tokio::time::timeout(Duration::from_secs(60), running.exited())
+        .await
+        .expect("the process stops by itself");
+    let error = ended.expect_err("it ends with an error");
+    assert!(error.to_string().contains("doomed"), "{error}");
+}
+
+#[tokio::test]
+async fn a_panicking_job_is_restarted_and_the_service_keeps_serving() {
+    let starts = Arc::new(AtomicUsize::new(0));
+    let counter = starts.clone();
+    let app = app().await.job("flaky", move |mut stop| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n < 2 {
+                panic!("flaky job panics on start {n}");
+            }
+            let _ = stop.changed().await;
+            Ok(())
+        }
+    });
+    let mut running = support::start(app).await;
+    support::eventually(Duration::from_secs(10), "the job restarted twice", || {
+        let starts = starts.clone();
+        async move { (starts.load(Ordering::SeqCst) >= 3).then_some(()) }
+    })
+    .await;
+    let mut echo = EchoServiceClient::new(running.channel.clone());
+    echo.echo(EchoRequest {
+        payload: b"hi".to_vec(),
+    })
+    .await
+    .expect("still serving");
+    assert!(MAX_FAILURES_PER_MINUTE >= 2);
+    running.stop().await.expect("a clean stop");
+}
+
+#[tokio::test]
+async fn jobs_are_told_to_stop_after_the_server_drains() {
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let seen = stopped.clone();
+    let app = app().await.job("patient", move |mut stop| {
+        let seen = seen.clone();
+        async move {
+            let _ = stop.changed().await;
+            seen.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let mut running = support::start(app).await;
+    running.stop().await.expect("a clean stop");
+    assert_eq!(stopped.load(Ordering::SeqCst), 1);
+}
