@@ -355,7 +355,8 @@ impl<T: Send + Sync + 'static> Cards<T> {
                 },
                 _ = heartbeat.tick() => {
                     // A silently dead connection would hide invalidations.
-                    let ping: redis::RedisResult<String> =
+                    // In subscribed mode PING answers an array, not PONG.
+                    let ping: redis::RedisResult<redis::Value> =
                         match tokio::time::timeout(Duration::from_secs(1), sink.ping()).await {
                             Ok(result) => result,
                             Err(_) => anyhow::bail!("subscription heartbeat timed out"),
