@@ -10,8 +10,8 @@
 # `<bin> serve` (which applies its migrations) in the background with its own
 # LAUREL_GRPC_ADDR and LAUREL_METRICS_ADDR. If one exits, all stop and
 # the script exits with that service's status. Other settings the services
-# read (LAUREL_PII_KEY, LAUREL_API_KEYS, RUST_LOG, ...) pass through from the
-# environment.
+# read (LAUREL_PII_KEYS, LAUREL_API_KEYS, RUST_LOG, ...) pass through from the
+# environment. LAUREL_DEV_MODE defaults to 1 here (see below).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/stack.sh
@@ -46,6 +46,14 @@ for line in "${selected[@]}"; do
 done
 
 laurel_stack_up
+
+# The services refuse to start without API keys and a PII key unless the
+# development switch is on. This script is for trying Laurel locally, so it
+# turns the switch on unless the caller decided otherwise, and says so.
+export LAUREL_DEV_MODE=${LAUREL_DEV_MODE:-1}
+if [[ $LAUREL_DEV_MODE == 1 ]]; then
+  echo "run: LAUREL_DEV_MODE=1: development mode (no API keys: authentication off; a development PII key unless LAUREL_PII_KEYS is set). Never use it in production." >&2
+fi
 
 cargo build --release "${packages[@]}"
 
