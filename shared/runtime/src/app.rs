@@ -60,6 +60,7 @@ struct Job {
 pub struct App {
     config: RuntimeConfig,
     pool: PgPool,
+    db: db::Db,
     redis: Redis,
     clock: SharedClock,
     listener: TcpListener,
@@ -88,6 +89,7 @@ impl App {
         }
         let listener = TcpListener::bind(config.grpc_addr).await?;
         Ok(Self {
+            db: db::Db::new(pool.clone(), db::DEFAULT_ADMITTED_PER_CONNECTION),
             config,
             pool,
             redis,
@@ -113,6 +115,11 @@ impl App {
     /// The service's pool (its schema first on the search path).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The pool behind admission control: what request handlers use.
+    pub fn db(&self) -> &db::Db {
+        &self.db
     }
 
     /// Redis with the service's key prefix.

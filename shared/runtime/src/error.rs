@@ -174,6 +174,8 @@ pub enum DbErrorKind {
     CheckViolation(String),
     /// Serialization failure or deadlock: retry the transaction.
     Conflict,
+    /// Too many requests wait for the pool already: refused at once.
+    Overloaded,
     /// The database could not be reached or the pool is exhausted.
     Unavailable,
     /// Anything else: a bug or an operational fault.
@@ -195,6 +197,13 @@ pub fn db_error_kind(error: &sqlx::Error) -> DbErrorKind {
                 }
                 _ => DbErrorKind::Other,
             }
+        }
+        sqlx::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|e| e.is::<crate::db::Overloaded>()) =>
+        {
+            DbErrorKind::Overloaded
         }
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
             DbErrorKind::Unavailable
@@ -220,6 +229,14 @@ pub fn from_db(domain: &str, error: &sqlx::Error) -> Status {
             "concurrent change, retry",
         )
         .retry_after(Duration::from_millis(50))
+        .build(),
+        DbErrorKind::Overloaded => ErrorBuilder::new(
+            Code::ResourceExhausted,
+            domain,
+            "OVERLOADED",
+            "server overloaded, retry later",
+        )
+        .retry_after(Duration::from_millis(100))
         .build(),
         DbErrorKind::Unavailable => {
             tracing::warn!(error = %error, "database unavailable");

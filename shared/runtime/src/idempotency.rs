@@ -3,7 +3,7 @@
 //! the effect commits.
 //!
 //! ```text
-//! match idempotency.begin(&pool, key, &request, &codec).await? {
+//! match idempotency.begin(&db, key, &request, codec).await? {
 //!     Begun::Replay(response) => return Ok(response),
 //!     Begun::Fresh(mut fresh) => {
 //!         let response = effect(fresh.tx()).await?;   // in the key's transaction
@@ -25,11 +25,12 @@ use std::{marker::PhantomData, sync::Arc};
 use chrono::{DateTime, Duration, Utc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::PgConnection;
 
 use crate::{
     clock::SharedClock,
     context::{Caller, ProgramId},
+    db::{Db, Tx},
     error::Violations,
 };
 
@@ -124,7 +125,7 @@ pub enum Begun<R, C> {
 /// A claimed key and the transaction its effect runs in.
 #[must_use = "the effect commits only through Fresh::commit"]
 pub struct Fresh<R, C> {
-    tx: Transaction<'static, Postgres>,
+    tx: Tx,
     program: ProgramId,
     caller: String,
     operation: &'static str,
@@ -167,12 +168,12 @@ impl Idempotency {
     /// Opens the effect's transaction and claims the key in it.
     pub async fn begin<R, C: ResponseCodec<R>>(
         &self,
-        pool: &PgPool,
+        db: &Db,
         key: RequestKey<'_>,
         request: &impl prost::Message,
         codec: C,
     ) -> Result<Begun<R, C>, IdempotencyError> {
-        let mut tx = pool.begin().await?;
+        let mut tx = db.begin().await?;
         let hash = self.digest(request);
         let now = self.now();
         let caller = caller_name(key.caller);

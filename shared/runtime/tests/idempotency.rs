@@ -8,6 +8,7 @@ use laurel_proto::common::v1::EchoRequest;
 use laurel_runtime::{
     clock::ManualClock,
     context::{Caller, ProgramId},
+    db::Db,
     idempotency::{Begun, DEFAULT_WINDOW, Idempotency, IdempotencyError, Plain, RequestKey},
 };
 use laurel_test_support as support;
@@ -17,6 +18,7 @@ static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT
 
 struct Store {
     pool: PgPool,
+    db: Db,
     idempotency: Idempotency,
     clock: ManualClock,
     schema: String,
@@ -41,6 +43,7 @@ async fn store() -> Store {
     let clock = ManualClock::new(chrono::Utc::now());
     let idempotency = Idempotency::new(DEFAULT_WINDOW, b"test-digest-key", Arc::new(clock.clone()));
     Store {
+        db: Db::new(pool.clone(), 8),
         pool,
         idempotency,
         clock,
@@ -75,11 +78,7 @@ async fn effect(
         request_id,
     };
     let req = request(payload);
-    match store
-        .idempotency
-        .begin(&store.pool, key, &req, Plain)
-        .await?
-    {
+    match store.idempotency.begin(&store.db, key, &req, Plain).await? {
         Begun::Replay(response) => Ok(response),
         Begun::Fresh(mut fresh) => {
             let (id,): (i64,) =
@@ -203,7 +202,7 @@ async fn an_effect_that_fails_leaves_the_key_free() {
     };
     let begun = store
         .idempotency
-        .begin::<EchoRequest, _>(&store.pool, key, &request("a"), Plain)
+        .begin::<EchoRequest, _>(&store.db, key, &request("a"), Plain)
         .await
         .unwrap();
     // The effect fails before commit: the transaction rolls back.
