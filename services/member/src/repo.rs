@@ -486,7 +486,6 @@ pub async fn move_to_survivor(
         "UPDATE members SET merged_into = $3 WHERE program_id = $1 AND merged_into = $2",
         "UPDATE members SET referred_by = $3 WHERE program_id = $1 AND referred_by = $2 AND member_id <> $3",
         "UPDATE members SET referred_by = NULL WHERE program_id = $1 AND member_id = $3 AND referred_by = $2",
-        "DELETE FROM consents WHERE program_id = $1 AND member_id = $2",
     ] {
         sqlx::query(sql)
             .bind(program)
@@ -495,6 +494,13 @@ pub async fn move_to_survivor(
             .execute(&mut *conn)
             .await?;
     }
+    // Bound with exactly its own parameters: a statement prepared with an
+    // extra one would be cached that way and break its next use.
+    sqlx::query("DELETE FROM consents WHERE program_id = $1 AND member_id = $2")
+        .bind(program)
+        .bind(from)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -192,7 +192,11 @@ pub fn db_error_kind(error: &sqlx::Error) -> DbErrorKind {
                 Some("23503") => DbErrorKind::ForeignKeyViolation(constraint),
                 Some("23514") => DbErrorKind::CheckViolation(constraint),
                 Some("40001") | Some("40P01") => DbErrorKind::Conflict,
-                Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+                // Connection exceptions and shutdowns; 08P01 (protocol
+                // violation) is a bug, not an outage.
+                Some(code)
+                    if (code.starts_with("08") && code != "08P01") || code.starts_with("57P") =>
+                {
                     DbErrorKind::Unavailable
                 }
                 _ => DbErrorKind::Other,
