@@ -46,7 +46,7 @@ async fn requests_beyond_what_the_pool_can_serve_are_refused_at_once() {
     assert!(status.get_error_details().retry_info().is_some());
 
     // The waiting one times out on the pool: UNAVAILABLE with RetryInfo.
-    let timed_out = waiting.await.unwrap().err().expect("pool timeout");
+    let timed_out = waiting.await.unwrap().expect_err("pool timeout");
     let status = from_db("laurel.test", &timed_out);
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.get_error_details().retry_info().is_some());
