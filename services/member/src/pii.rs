@@ -33,11 +33,16 @@
 //! dropped only once nothing sealed under it remains; a pass that re-seals
 //! old rows is future work, so for now old keys stay in the ring.
 //!
+//! Values sealed before key ids existed (AES-256-GCM, a random 96-bit nonce
+//! and no header) still open under any key of the ring; they are re-sealed
+//! in the new format whenever their row is written again.
+//!
 //! The blind index and request digests are keyed from the LAST key of the
 //! ring (the oldest), because their values must stay stable to be found:
 //! rotating that key needs a re-index pass (future work), so new keys are
 //! always added at the front.
 
+use aes_gcm::Aes256Gcm;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chacha20poly1305::{
     KeyInit, XChaCha20Poly1305, XNonce,
@@ -161,7 +166,12 @@ fn derive(master: &[u8], purpose: &[u8]) -> [u8; 32] {
 struct Sealer {
     /// (key id, cipher); the first seals.
     keys: Vec<(String, XChaCha20Poly1305)>,
+    /// Ciphers of the format before key ids, to open old values only.
+    legacy: Vec<Aes256Gcm>,
 }
+
+/// Nonce length of the format before key ids.
+const LEGACY_NONCE_LEN: usize = 12;
 
 impl Sealer {
     fn new(ring: &Keyring, purpose: &[u8]) -> Self {
@@ -176,7 +186,41 @@ impl Sealer {
                 )
             })
             .collect();
-        Self { keys }
+        Self {
+            keys,
+            legacy: Vec::new(),
+        }
+    }
+
+    /// Also opens values sealed before key ids under `purpose`.
+    fn opening_legacy(mut self, ring: &Keyring, purpose: &[u8]) -> Self {
+        self.legacy = ring
+            .keys
+            .iter()
+            .map(|k| Aes256Gcm::new_from_slice(&derive(&k.secret, purpose)).expect("32-byte key"))
+            .collect();
+        self
+    }
+
+    fn open_legacy(&self, sealed: &[u8], context: &str) -> Result<Vec<u8>, DecryptError> {
+        if sealed.len() < LEGACY_NONCE_LEN {
+            return Err(DecryptError);
+        }
+        let (nonce, data) = sealed.split_at(LEGACY_NONCE_LEN);
+        self.legacy
+            .iter()
+            .find_map(|cipher| {
+                cipher
+                    .decrypt(
+                        aes_gcm::Nonce::from_slice(nonce),
+                        Payload {
+                            msg: data,
+                            aad: context.as_bytes(),
+                        },
+                    )
+                    .ok()
+            })
+            .ok_or(DecryptError)
     }
 
     fn seal(&self, plain: &[u8], context: &str) -> Vec<u8> {
@@ -205,6 +249,13 @@ impl Sealer {
     }
 
     fn open(&self, sealed: &[u8], context: &str) -> Result<Vec<u8>, DecryptError> {
+        // An old value's random nonce may start like a header: authentication
+        // tells the formats apart.
+        self.open_current(sealed, context)
+            .or_else(|_| self.open_legacy(sealed, context))
+    }
+
+    fn open_current(&self, sealed: &[u8], context: &str) -> Result<Vec<u8>, DecryptError> {
         let (&format, rest) = sealed.split_first().ok_or(DecryptError)?;
         let (&id_len, rest) = rest.split_first().ok_or(DecryptError)?;
         let id_len = usize::from(id_len);
@@ -258,7 +309,8 @@ impl Pii {
     pub fn new(ring: &Keyring) -> Self {
         let root = &ring.index_root().secret;
         Self {
-            at_rest: Sealer::new(ring, b"laurel-member-encryption-v2"),
+            at_rest: Sealer::new(ring, b"laurel-member-encryption-v2")
+                .opening_legacy(ring, b"laurel-member-encryption-v1"),
             card: Sealer::new(ring, b"laurel-member-card-v1"),
             index_key: derive(root, b"laurel-member-blind-index-v1"),
             digest_key: derive(root, b"laurel-member-request-digest-v1"),
@@ -379,6 +431,30 @@ mod tests {
             value: "a@b.c".into(),
         };
         assert_eq!(old.identity_hash("p", &id), rotated.identity_hash("p", &id));
+    }
+
+    #[test]
+    fn values_sealed_before_key_ids_still_open() {
+        let master = [7u8; 32];
+        let legacy =
+            Aes256Gcm::new_from_slice(&derive(&master, b"laurel-member-encryption-v1")).unwrap();
+        let nonce = [3u8; LEGACY_NONCE_LEN];
+        let mut sealed = nonce.to_vec();
+        sealed.extend(
+            legacy
+                .encrypt(
+                    aes_gcm::Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: b"Ada",
+                        aad: b"p/m/given_name",
+                    },
+                )
+                .unwrap(),
+        );
+        let pii = Pii::new(&Keyring::single(master));
+        assert_eq!(pii.open(&sealed, "p/m/given_name").unwrap(), b"Ada");
+        assert!(pii.open(&sealed, "p/other/given_name").is_err());
+        assert!(pii.open_card(&sealed, "p/m/given_name").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use chrono::DateTime;
 use laurel_proto::member::v1 as pb;
 use laurel_runtime::{context::ProgramId, error::Violations};
 use prost::Message;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{Members, Result, status_name, strip_free_text};
@@ -17,6 +18,22 @@ use crate::{
     requests::{self, MemberRef, OrderMoney, to_timestamp},
 };
 
+/// What a replayed request is compared by.
+struct RequestDigest {
+    /// Keyed digest, as stored.
+    keyed: Vec<u8>,
+    /// The request, for rows stored before digests were keyed.
+    encoded: Vec<u8>,
+}
+
+impl RequestDigest {
+    fn matches(&self, stored: &[u8]) -> bool {
+        // Rows recorded before digests were keyed hold a plain SHA-256; they
+        // still replay, and erasure forgets them like the keyed ones.
+        stored == self.keyed || stored == Sha256::digest(&self.encoded).as_slice()
+    }
+}
+
 impl Members {
     /// Records an activity; returns it, whether it is new, and whether the
     /// member was enrolled by it.
@@ -26,9 +43,11 @@ impl Members {
         req: &pb::RecordActivityRequest,
     ) -> Result<(pb::Activity, bool, bool)> {
         let cmd = requests::new_activity(req, self.check_context())?;
-        let digest = self
-            .pii
-            .request_digest(program.as_str(), &req.encode_to_vec());
+        let encoded = req.encode_to_vec();
+        let digest = RequestDigest {
+            keyed: self.pii.request_digest(program.as_str(), &encoded),
+            encoded,
+        };
         // Two callers racing to enrol one identity or record one activity:
         // the loser retries and finds the winner's result.
         let mut attempt = 0;
@@ -47,7 +66,7 @@ impl Members {
         &self,
         program: &ProgramId,
         cmd: &requests::NewActivity,
-        digest: &[u8],
+        digest: &RequestDigest,
     ) -> Result<(pb::Activity, bool, bool)> {
         let activity = &cmd.activity;
         let mut tx = self.pool.begin().await?;
@@ -64,7 +83,7 @@ impl Members {
             let Some(stored_digest) = existing.request_hash else {
                 return Err(MemberError::NotActive(status_name(status::ERASED)));
             };
-            if stored_digest != digest {
+            if !digest.matches(&stored_digest) {
                 return Err(MemberError::ActivityConflict);
             }
             let stored = pb::Activity::decode(existing.body.as_slice())
@@ -135,7 +154,7 @@ impl Members {
             currency: cmd.money.as_ref().map(|m| m.currency.clone()),
             amount_minor: cmd.money.as_ref().map(|m| m.amount_minor),
             body: stored.encode_to_vec(),
-            request_hash: Some(digest.to_vec()),
+            request_hash: Some(digest.keyed.clone()),
         };
         repo::insert_activity(&mut tx, program.as_str(), &row)
             .await
