@@ -8,6 +8,8 @@ use laurel_runtime::error::Violations;
 use rand::Rng;
 use uuid::Uuid;
 
+use crate::codes;
+
 /// Channel of an identity, as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IdentityKind {
@@ -211,17 +213,18 @@ pub fn check_profile_field(profile: &Profile, name: &str, today: NaiveDate, v: &
         }
         "gender" => v.check(!(0..=4).contains(&profile.gender), field, "unknown gender"),
         "region" => v.check(
-            !profile.region.is_empty() && !is_region(&profile.region),
+            !profile.region.is_empty() && !codes::is_region(&profile.region),
             field,
-            "must be an ISO 3166 code such as DE or CN-31",
+            "must be an ISO 3166-1 alpha-2 country or ISO 3166-2 subdivision such as DE or CN-SH",
         ),
         "preferred_language" => v.check(
-            !profile.preferred_language.is_empty() && !is_language_tag(&profile.preferred_language),
+            !profile.preferred_language.is_empty()
+                && !codes::is_language_tag(&profile.preferred_language),
             field,
             "must be a BCP 47 tag such as en-GB",
         ),
         "time_zone" => v.check(
-            !profile.time_zone.is_empty() && !is_time_zone(&profile.time_zone),
+            !profile.time_zone.is_empty() && !codes::is_time_zone(&profile.time_zone),
             field,
             "must be an IANA time zone such as Europe/Berlin",
         ),
@@ -253,38 +256,18 @@ fn check_name(name: &str, field: &str, v: &mut Violations) {
     }
 }
 
-fn is_region(s: &str) -> bool {
-    let (country, sub) = match s.split_once('-') {
-        Some((c, s)) => (c, Some(s)),
-        None => (s, None),
-    };
-    country.len() == 2
-        && country.chars().all(|c| c.is_ascii_uppercase())
-        && sub.is_none_or(|s| {
-            (1..=3).contains(&s.len())
-                && s.chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-}
-
-fn is_language_tag(s: &str) -> bool {
-    let mut parts = s.split('-');
-    let primary = parts.next().unwrap_or_default();
-    (2..=3).contains(&primary.len())
-        && primary.chars().all(|c| c.is_ascii_alphabetic())
-        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
-}
-
-fn is_time_zone(s: &str) -> bool {
-    s == "UTC"
-        || (s.len() <= 64
-            && s.contains('/')
-            && s.split('/').all(|p| {
-                !p.is_empty()
-                    && p.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-                    && p.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))
-            }))
+/// Copies one profile field, by its name within `Profile`, from `from`.
+pub fn set_profile_field(to: &mut Profile, from: &Profile, name: &str) {
+    match name {
+        "given_name" => to.given_name.clone_from(&from.given_name),
+        "family_name" => to.family_name.clone_from(&from.family_name),
+        "birth_date" => to.birth_date.clone_from(&from.birth_date),
+        "gender" => to.gender = from.gender,
+        "region" => to.region.clone_from(&from.region),
+        "preferred_language" => to.preferred_language.clone_from(&from.preferred_language),
+        "time_zone" => to.time_zone.clone_from(&from.time_zone),
+        _ => {}
+    }
 }
 
 /// Normalises tags: trimmed, lower case, unique, sorted.
@@ -430,6 +413,19 @@ mod tests {
     }
 
     #[test]
+    fn an_update_at_the_same_time_wins_and_new_channels_are_added() {
+        let t0 = DateTime::from_timestamp(0, 0).unwrap();
+        let c = |channel, granted| Consent {
+            channel,
+            granted,
+            source: String::new(),
+            updated_at: t0,
+        };
+        let out = merge_consents(&[c(2, true)], &[c(2, false), c(1, true)]);
+        assert_eq!(out, [c(1, true), c(2, false)]);
+    }
+
+    #[test]
     fn referral_codes_round_trip() {
         let code = new_referral_code();
         assert_eq!(normalise_referral_code(&code.to_lowercase()).unwrap(), code);
@@ -448,7 +444,8 @@ mod tests {
         let profile = Profile {
             birth_date: "1990-13-01".into(),
             region: "germany".into(),
-            time_zone: "nowhere".into(),
+            preferred_language: "english_GB".into(),
+            time_zone: "Mars/Olympus".into(),
             ..Profile::default()
         };
         let mut v = Violations::new();
@@ -459,7 +456,12 @@ mod tests {
         );
         assert_eq!(
             v.fields(),
-            ["profile.birth_date", "profile.region", "profile.time_zone"]
+            [
+                "profile.birth_date",
+                "profile.region",
+                "profile.preferred_language",
+                "profile.time_zone"
+            ]
         );
     }
 }

@@ -1,63 +1,124 @@
 //! The Laurel member service: members, channel identities, consents, tags,
 //! referrals, merges, erasure and the activity log.
 
+pub mod activity_kind;
+pub mod codes;
 pub mod domain;
 pub mod error;
 mod grpc;
 pub mod members;
+pub mod merging;
+pub mod money;
 pub mod pii;
 pub mod repo;
 pub mod requests;
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use laurel_proto::member::v1::member_service_server::MemberServiceServer;
 use laurel_runtime::{
     app::App,
     card::CardField,
     clock::SharedClock,
-    config::{ConfigError, RuntimeConfig, env_opt},
+    config::{ConfigError, RuntimeConfig, env_opt, env_or},
 };
 use sqlx::migrate::Migrator;
 
-use crate::{members::Members, pii::Pii};
+use crate::{
+    members::Members,
+    pii::{Keyring, Pii},
+};
 
 /// This service's migrations.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-/// Development key used when `LAUREL_PII_KEY` is unset; never for production.
+/// Development key, used only with `LAUREL_DEV_MODE=1` and no key configured.
 const DEV_PII_KEY: [u8; 32] = *b"laurel-development-key-not-safe!";
 
-/// The member service's configuration.
-#[derive(Clone, Debug)]
+/// The member service's configuration. Its `Debug` names key ids, never keys.
+#[derive(Clone)]
 pub struct Config {
     /// Shared settings.
     pub runtime: RuntimeConfig,
-    /// Master key for personal data (`LAUREL_PII_KEY`, base64 of 32 bytes).
-    pub pii_key: [u8; 32],
+    /// Master keys for personal data (`LAUREL_PII_KEYS` as
+    /// `id:base64,id:base64`, the first sealing, or one base64 key in
+    /// `LAUREL_PII_KEY`); see [`pii`] for the rotation procedure.
+    pub pii_keys: Keyring,
     /// Region for phone numbers without a country code
     /// (`LAUREL_DEFAULT_PHONE_REGION`, ISO 3166 alpha-2).
     pub phone_region: Option<phonenumber::country::Id>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("runtime", &self.runtime)
+            .field("pii_keys", &self.pii_keys)
+            .field("phone_region", &self.phone_region)
+            .finish()
+    }
+}
+
+/// A yes/no environment switch: `1`, `true`, `yes`, `on` or their opposites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Switch(bool);
+
+impl std::str::FromStr for Switch {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(Self(true)),
+            "0" | "false" | "no" | "off" => Ok(Self(false)),
+            _ => Err("must be 1 or 0"),
+        }
+    }
+}
+
+/// The PII keyring from `LAUREL_PII_KEYS` or `LAUREL_PII_KEY`. Without either
+/// the service refuses to start, unless `LAUREL_DEV_MODE=1` allows the
+/// development key.
+fn pii_keys_from_env() -> Result<Keyring, ConfigError> {
+    let refuse = |name: &str, reason: String| ConfigError {
+        name: name.into(),
+        value: "<redacted>".into(),
+        reason,
+    };
+    match (env_opt("LAUREL_PII_KEYS"), env_opt("LAUREL_PII_KEY")) {
+        (Some(_), Some(_)) => Err(refuse(
+            "LAUREL_PII_KEYS",
+            "set LAUREL_PII_KEYS or LAUREL_PII_KEY, not both".into(),
+        )),
+        (Some(ring), None) => Keyring::parse(&ring).map_err(|r| refuse("LAUREL_PII_KEYS", r)),
+        (None, Some(key)) => pii::decode_key(&key).map(Keyring::single).ok_or_else(|| {
+            refuse(
+                "LAUREL_PII_KEY",
+                "must be base64 of exactly 32 bytes".into(),
+            )
+        }),
+        (None, None) => {
+            if env_or("LAUREL_DEV_MODE", Switch(false))?.0 {
+                tracing::warn!(
+                    "LAUREL_DEV_MODE=1 and no LAUREL_PII_KEYS: personal data is encrypted with the PUBLIC development key; never use this outside development"
+                );
+                eprintln!(
+                    "WARNING: LAUREL_DEV_MODE=1: personal data is encrypted with the public development key"
+                );
+                Ok(Keyring::single(DEV_PII_KEY))
+            } else {
+                Err(ConfigError {
+                    name: "LAUREL_PII_KEYS".into(),
+                    value: String::new(),
+                    reason: "unset: set LAUREL_PII_KEYS (or LAUREL_PII_KEY) to the personal-data keys, or LAUREL_DEV_MODE=1 to use the development key".into(),
+                })
+            }
+        }
+    }
 }
 
 impl Config {
     /// Reads the configuration from the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         let runtime = RuntimeConfig::from_env("member")?;
-        let pii_key = match env_opt("LAUREL_PII_KEY") {
-            None => {
-                tracing::warn!("LAUREL_PII_KEY is unset: using the development key");
-                DEV_PII_KEY
-            }
-            Some(raw) => STANDARD
-                .decode(raw.trim())
-                .ok()
-                .and_then(|k| <[u8; 32]>::try_from(k).ok())
-                .ok_or_else(|| ConfigError {
-                    name: "LAUREL_PII_KEY".into(),
-                    value: "<redacted>".into(),
-                    reason: "must be base64 of exactly 32 bytes".into(),
-                })?,
-        };
+        let pii_keys = pii_keys_from_env()?;
         let phone_region = match env_opt("LAUREL_DEFAULT_PHONE_REGION") {
             None => None,
             Some(raw) => {
@@ -75,7 +136,7 @@ impl Config {
         };
         Ok(Self {
             runtime,
-            pii_key,
+            pii_keys,
             phone_region,
         })
     }
@@ -91,7 +152,7 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     let members = Members {
         pool: app.pool().clone(),
         redis: app.redis().clone(),
-        pii: Pii::new(&config.pii_key),
+        pii: Pii::new(&config.pii_keys),
         clock: app.clock(),
         phone_region: config.phone_region,
     };

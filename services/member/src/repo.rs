@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
-use crate::domain::Consent;
+use crate::{activity_kind::ActivityKind, domain::Consent};
 
 /// Stored member status codes, equal to the proto enum values.
 pub mod status {
@@ -124,17 +124,19 @@ pub async fn consents(
     .await
 }
 
-/// Inserts a member.
+/// Inserts a member; false, inserting nothing, when its referral code is
+/// taken in the programme.
 pub async fn insert_member(
     conn: &mut PgConnection,
     program: &str,
     m: &MemberRow,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
         "INSERT INTO members (program_id, member_id, status, given_name_enc, family_name_enc, birth_date_enc,
             gender, region, preferred_language, time_zone, tags, referral_code, referred_by, merged_into,
             enrolled_at, updated_at, version)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)",
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)
+         ON CONFLICT ON CONSTRAINT members_referral_code_key DO NOTHING",
     )
     .bind(program)
     .bind(m.member_id)
@@ -155,7 +157,7 @@ pub async fn insert_member(
     .bind(m.version)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Writes every mutable column of a member.
@@ -354,7 +356,9 @@ pub struct ActivityRow {
     pub currency: Option<String>,
     pub amount_minor: Option<i64>,
     pub body: Vec<u8>,
-    pub request_hash: Vec<u8>,
+    /// Keyed digest of the recording request; `None` once the member was
+    /// erased.
+    pub request_hash: Option<Vec<u8>>,
 }
 
 const ACTIVITY_COLUMNS: &str = "activity_id, member_id, activity_type, source, external_id, occurred_at, recorded_at, order_id, currency, amount_minor, body, request_hash";
@@ -412,26 +416,29 @@ pub async fn lock_purchase(
     order_id: &str,
 ) -> Result<Option<ActivityRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {ACTIVITY_COLUMNS} FROM activities WHERE program_id = $1 AND order_id = $2 AND activity_type = 1 FOR UPDATE"
+        "SELECT {ACTIVITY_COLUMNS} FROM activities WHERE program_id = $1 AND order_id = $2 AND activity_type = $3 FOR UPDATE"
     ))
     .bind(program)
     .bind(order_id)
+    .bind(ActivityKind::Purchase.code())
     .fetch_optional(conn)
     .await
 }
 
-/// What has been refunded of an order so far.
-pub async fn refunded_total(
+/// The amounts refunded of an order so far; the caller sums them with
+/// checked arithmetic.
+pub async fn refund_amounts(
     conn: &mut PgConnection,
     program: &str,
     order_id: &str,
-) -> Result<i64, sqlx::Error> {
+) -> Result<Vec<i64>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT COALESCE(SUM(amount_minor), 0)::bigint FROM activities WHERE program_id = $1 AND order_id = $2 AND activity_type = 2",
+        "SELECT COALESCE(amount_minor, 0) FROM activities WHERE program_id = $1 AND order_id = $2 AND activity_type = $3",
     )
     .bind(program)
     .bind(order_id)
-    .fetch_one(conn)
+    .bind(ActivityKind::Refund.code())
+    .fetch_all(conn)
     .await
 }
 
@@ -470,6 +477,23 @@ pub async fn set_activity_body(
         .bind(body)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Forgets the request digests of a member's activities: they were derived
+/// from requests that may have held an identity.
+pub async fn clear_request_digests(
+    conn: &mut PgConnection,
+    program: &str,
+    member: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE activities SET request_hash = NULL WHERE program_id = $1 AND member_id = $2",
+    )
+    .bind(program)
+    .bind(member)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

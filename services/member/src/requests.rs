@@ -8,7 +8,10 @@ use laurel_runtime::{error::Violations, idempotency::check_request_id, paginatio
 use uuid::Uuid;
 
 use crate::{
+    activity_kind::ActivityKind,
+    codes,
     domain::{self, Consent, IdentityKey, Profile},
+    money::{MAX_AMOUNT_MINOR, MAX_LINE_QUANTITY},
     repo::{MemberFilter, status},
 };
 
@@ -369,9 +372,20 @@ pub struct NewActivity {
     pub auto_enroll: bool,
     /// The activity as it will be stored, ids still empty.
     pub activity: pb::Activity,
-    pub kind: i16,
-    /// Order id, currency and amount for purchases and refunds.
-    pub money: Option<(String, String, i64)>,
+    pub kind: ActivityKind,
+    /// The order and amount of purchases and refunds.
+    pub money: Option<OrderMoney>,
+}
+
+/// The order a purchase or refund concerns, and its amount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderMoney {
+    /// Order id.
+    pub order_id: String,
+    /// ISO 4217 currency.
+    pub currency: String,
+    /// Amount in minor units, within `0..=MAX_AMOUNT_MINOR`.
+    pub amount_minor: i64,
 }
 
 fn check_text(value: &str, field: &str, max: usize, required: bool, v: &mut Violations) {
@@ -396,27 +410,27 @@ fn check_money(
         v.add(field, "required");
         return None;
     };
-    let ok_currency =
-        currency_code.len() == 3 && currency_code.chars().all(|c| c.is_ascii_uppercase());
     v.check(
-        !ok_currency,
+        !codes::is_currency(currency_code),
         format!("{field}.currency_code"),
-        "must be an ISO 4217 code such as EUR",
+        "must be an ISO 4217 currency code such as EUR",
     );
-    let ok_amount = if positive {
-        *amount_minor > 0
-    } else {
-        *amount_minor >= 0
-    };
-    v.check(
-        !ok_amount,
-        format!("{field}.amount_minor"),
-        if positive {
-            "must be positive"
-        } else {
-            "must not be negative"
-        },
-    );
+    let low = if positive { 1 } else { 0 };
+    if *amount_minor < low {
+        v.add(
+            format!("{field}.amount_minor"),
+            if positive {
+                "must be positive"
+            } else {
+                "must not be negative"
+            },
+        );
+    } else if *amount_minor > MAX_AMOUNT_MINOR {
+        v.add(
+            format!("{field}.amount_minor"),
+            format!("at most {MAX_AMOUNT_MINOR} minor units"),
+        );
+    }
     Some((currency_code.clone(), *amount_minor))
 }
 
@@ -432,11 +446,15 @@ fn check_lines(lines: &[pb::OrderLine], field: &str, v: &mut Violations) {
         let f = format!("{field}[{i}]");
         check_text(sku, &format!("{f}.sku"), 64, true, v);
         check_text(category, &format!("{f}.category"), 64, false, v);
-        v.check(*quantity < 1, format!("{f}.quantity"), "must be at least 1");
         v.check(
-            *unit_price_minor < 0,
+            !(1..=MAX_LINE_QUANTITY).contains(quantity),
+            format!("{f}.quantity"),
+            format!("must be 1 to {MAX_LINE_QUANTITY}"),
+        );
+        v.check(
+            !(0..=MAX_AMOUNT_MINOR).contains(unit_price_minor),
             format!("{f}.unit_price_minor"),
-            "must not be negative",
+            format!("must be 0 to {MAX_AMOUNT_MINOR} minor units"),
         );
     }
 }
@@ -510,13 +528,13 @@ pub fn new_activity(
         );
     }
     let mut money = None;
-    let kind: i16 = match detail {
+    let kind = detail.as_ref().map(ActivityKind::of);
+    match detail {
         None => {
             v.add(
                 "activity.detail",
                 "say what happened: purchase, refund, review, share, check_in, feedback or custom",
             );
-            0
         }
         Some(Detail::Purchase(pb::Purchase {
             order_id,
@@ -534,8 +552,11 @@ pub fn new_activity(
                 "activity.purchase.channel",
                 "unknown sales channel",
             );
-            money = total.map(|(currency, amount)| (order_id.clone(), currency, amount));
-            1
+            money = total.map(|(currency, amount_minor)| OrderMoney {
+                order_id: order_id.clone(),
+                currency,
+                amount_minor,
+            });
         }
         Some(Detail::Refund(pb::Refund {
             order_id,
@@ -545,8 +566,11 @@ pub fn new_activity(
             check_text(order_id, "activity.refund.order_id", 128, true, &mut v);
             let amount = check_money(amount.as_ref(), "activity.refund.amount", true, &mut v);
             check_lines(lines, "activity.refund.lines", &mut v);
-            money = amount.map(|(currency, amount)| (order_id.clone(), currency, amount));
-            2
+            money = amount.map(|(currency, amount_minor)| OrderMoney {
+                order_id: order_id.clone(),
+                currency,
+                amount_minor,
+            });
         }
         Some(Detail::Review(pb::Review { sku, rating, text })) => {
             check_text(sku, "activity.review.sku", 64, true, &mut v);
@@ -556,12 +580,10 @@ pub fn new_activity(
                 "must be 1 to 5",
             );
             check_text(text, "activity.review.text", 5000, false, &mut v);
-            3
         }
         Some(Detail::Share(pb::Share { platform, url })) => {
             check_text(platform, "activity.share.platform", 32, true, &mut v);
             check_text(url, "activity.share.url", 2048, false, &mut v);
-            4
         }
         Some(Detail::CheckIn(pb::CheckIn { location_id })) => {
             check_text(
@@ -571,7 +593,6 @@ pub fn new_activity(
                 true,
                 &mut v,
             );
-            5
         }
         Some(Detail::Feedback(pb::Feedback { nps_score, comment })) => {
             v.check(
@@ -580,7 +601,6 @@ pub fn new_activity(
                 "must be 0 to 10",
             );
             check_text(comment, "activity.feedback.comment", 5000, false, &mut v);
-            6
         }
         Some(Detail::Custom(pb::Custom { name })) => {
             let ok = !name.is_empty()
@@ -593,12 +613,12 @@ pub fn new_activity(
                 "activity.custom.name",
                 "1 to 64 of a-z, 0-9, '_', '.', '-'",
             );
-            7
         }
-    };
+    }
     v.finish()?;
+    let kind = kind.expect("checked above");
     let mut activity = activity.clone();
-    activity.r#type = i32::from(kind);
+    activity.r#type = kind.proto() as i32;
     activity.occurred_at = Some(to_timestamp(occurred));
     Ok(NewActivity {
         member: member.expect("checked above"),

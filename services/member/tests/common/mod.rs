@@ -69,7 +69,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
     );
     let config = Config {
         runtime,
-        pii_key: [42; 32],
+        pii_keys: laurel_member::pii::Keyring::single([42; 32]),
         phone_region: Some(phonenumber::country::Id::DE),
     };
     let clock = ManualClock::new(chrono::Utc::now());

@@ -1,0 +1,170 @@
+//! The member service's use cases, one module each: each runs one Postgres
+//! transaction that holds the change, its outbox event and its idempotency
+//! record, then invalidates the member card in Redis. Sealing personal data
+//! and mapping rows to the wire live in `sealing`.
+
+mod enrol;
+mod erase;
+mod export;
+mod get;
+mod identities;
+mod list;
+mod list_activities;
+mod merge;
+mod record_activity;
+mod sealing;
+mod update;
+
+use chrono::{DateTime, Utc};
+use laurel_proto::member::v1 as pb;
+use laurel_runtime::{
+    cache::Redis,
+    clock::SharedClock,
+    context::ProgramId,
+    events::outbox::{self, NewEvent},
+    idempotency::{self, Claim},
+};
+use prost::{Message, Name};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+pub use self::sealing::strip_free_text;
+use crate::{
+    error::MemberError,
+    pii::Pii,
+    repo::{self, MemberRow, status},
+    requests::CheckContext,
+};
+
+/// Event source and stream name of this service.
+pub const SOURCE: &str = "member";
+/// The member card field this service owns.
+pub const CARD_FIELD: &str = "member";
+
+type Result<T> = std::result::Result<T, MemberError>;
+
+/// The member service's state.
+#[derive(Clone, Debug)]
+pub struct Members {
+    pub(crate) pool: PgPool,
+    pub(crate) redis: Redis,
+    pub(crate) pii: Pii,
+    pub(crate) clock: SharedClock,
+    pub(crate) phone_region: Option<phonenumber::country::Id>,
+}
+
+fn status_name(code: i16) -> &'static str {
+    match code {
+        status::MERGED => "merged",
+        status::ERASED => "erased",
+        status::SUSPENDED => "suspended",
+        _ => "active",
+    }
+}
+
+impl Members {
+    /// What request checks need.
+    pub fn check_context(&self) -> CheckContext {
+        CheckContext {
+            now: self.clock.now(),
+            phone_region: self.phone_region,
+        }
+    }
+
+    /// Loads a member as stored (no redirect for merged members).
+    async fn load(
+        &self,
+        conn: &mut PgConnection,
+        program: &ProgramId,
+        id: Uuid,
+    ) -> Result<Option<(MemberRow, pb::Member)>> {
+        let Some(row) = repo::member(conn, program.as_str(), id, false).await? else {
+            return Ok(None);
+        };
+        let identities = repo::identities(conn, program.as_str(), &[id]).await?;
+        let consents: Vec<_> = repo::consents(conn, program.as_str(), &[id])
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let member = self.to_proto(program, &row, &identities, &consents)?;
+        Ok(Some((row, member)))
+    }
+
+    /// Tells Redis a member changed (the relay repeats it if Redis is away).
+    async fn invalidate(&self, program: &ProgramId, id: Uuid, version: i64) {
+        let key = self.redis.card_key(program, &id.to_string());
+        self.redis.card_invalidate(&key, CARD_FIELD, version).await;
+    }
+
+    async fn emit<P: Message + Name>(
+        &self,
+        tx: &mut PgConnection,
+        program: &ProgramId,
+        member: Uuid,
+        occurred_at: DateTime<Utc>,
+        card_version: Option<i64>,
+        payload: &P,
+    ) -> Result<()> {
+        outbox::enqueue(
+            tx,
+            SOURCE,
+            NewEvent {
+                program,
+                member_id: Some(member),
+                occurred_at,
+                recorded_at: self.clock.now(),
+                card_version,
+                payload,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Runs a change to one existing member under idempotency: locks the row,
+    /// applies `change`, bumps the version, emits, stores the response and
+    /// invalidates the card.
+    async fn change_member<F>(
+        &self,
+        program: &ProgramId,
+        operation: &'static str,
+        request_id: &str,
+        req: &impl Message,
+        id: Uuid,
+        change: F,
+    ) -> Result<pb::Member>
+    where
+        F: for<'c> FnOnce(
+            &'c Self,
+            &'c mut PgConnection,
+            &'c mut MemberRow,
+        ) -> futures::future::BoxFuture<'c, Result<()>>,
+    {
+        let mut tx = self.pool.begin().await?;
+        let key = match idempotency::claim(&mut tx, program, operation, request_id, req).await? {
+            Claim::Replay(stored) => return self.replay_member(program, &stored),
+            Claim::New(key) => key,
+        };
+        let mut row = repo::member(&mut tx, program.as_str(), id, true)
+            .await?
+            .ok_or(MemberError::MemberNotFound)?;
+        if row.status == status::MERGED || row.status == status::ERASED {
+            return Err(MemberError::NotActive(status_name(row.status)));
+        }
+        // The change sees the version it produces, for its event.
+        row.version += 1;
+        row.updated_at = self.clock.now();
+        change(self, &mut tx, &mut row).await?;
+        repo::save_member(&mut tx, program.as_str(), &row).await?;
+        let (_, member) = self
+            .load(&mut tx, program, id)
+            .await?
+            .ok_or(MemberError::MemberNotFound)?;
+        key.complete(&mut tx, &self.seal_response(program, &member), Some(id))
+            .await?;
+        tx.commit().await?;
+        self.invalidate(program, id, row.version).await;
+        Ok(member)
+    }
+}
