@@ -1,10 +1,10 @@
 //! The member service's errors and their gRPC mapping.
 
 use laurel_runtime::{
-    error::{DbErrorKind, ErrorBuilder, Violations, db_error_kind, from_db, internal},
+    error::{DbErrorKind, ErrorKind, ServiceError, Violations, db_error_kind},
     idempotency::IdempotencyError,
 };
-use tonic::{Code, Status};
+use tonic::Code;
 
 /// ErrorInfo domain of this service.
 pub const DOMAIN: &str = "laurel.member";
@@ -25,10 +25,10 @@ pub enum MemberError {
     #[error("identity belongs to another member")]
     IdentityTaken,
     /// The request_id was used with a different request.
-    #[error("request_id reused with a different request")]
+    #[error("request_id was used with a different request")]
     RequestIdReused,
     /// (source, external_id) was recorded with different content.
-    #[error("activity already recorded with different content")]
+    #[error("source and external_id were recorded with different content")]
     ActivityConflict,
     /// The member is merged or erased.
     #[error("member is {0}")]
@@ -40,13 +40,13 @@ pub enum MemberError {
     #[error("referral would close a cycle")]
     ReferralCycle,
     /// A refund names an order not recorded for this member.
-    #[error("refunded order not found")]
+    #[error("refunded order is not recorded for this member")]
     OrderNotFound,
     /// A refund exceeds what is left of its order.
-    #[error("refund exceeds the order")]
+    #[error("refunds would exceed the order total")]
     RefundExceedsOrder,
     /// An order id was recorded before as another purchase.
-    #[error("order already recorded")]
+    #[error("a purchase with this order id was recorded before")]
     OrderAlreadyRecorded,
     /// Merging a member with itself or a merged/erased member.
     #[error("members cannot be merged: {0}")]
@@ -91,69 +91,33 @@ impl MemberError {
     }
 }
 
-fn status(code: Code, reason: &str, message: &str) -> Status {
-    ErrorBuilder::new(code, DOMAIN, reason, message).build()
-}
+impl ServiceError for MemberError {
+    const DOMAIN: &'static str = DOMAIN;
 
-impl From<MemberError> for Status {
-    fn from(error: MemberError) -> Self {
+    fn kind(&self) -> ErrorKind<'_> {
         use MemberError::*;
-        match error {
-            Invalid(v) => v.into_status(DOMAIN),
-            MemberNotFound => status(Code::NotFound, "MEMBER_NOT_FOUND", "member not found"),
-            IdentityNotFound => status(Code::NotFound, "IDENTITY_NOT_FOUND", "identity not found"),
-            IdentityTaken => status(
-                Code::AlreadyExists,
-                "IDENTITY_TAKEN",
-                "identity belongs to another member",
-            ),
-            RequestIdReused => status(
-                Code::AlreadyExists,
-                "REQUEST_ID_REUSED",
-                "request_id was used with a different request",
-            ),
-            ActivityConflict => status(
-                Code::AlreadyExists,
-                "ACTIVITY_CONFLICT",
-                "source and external_id were recorded with different content",
-            ),
-            NotActive(state) => status(
-                Code::FailedPrecondition,
-                "MEMBER_NOT_ACTIVE",
-                &format!("member is {state}"),
-            ),
-            SelfReferral => status(
-                Code::FailedPrecondition,
-                "SELF_REFERRAL",
-                "a member cannot refer themselves",
-            ),
-            ReferralCycle => status(
-                Code::FailedPrecondition,
-                "REFERRAL_CYCLE",
-                "referral would close a cycle",
-            ),
-            OrderNotFound => status(
-                Code::FailedPrecondition,
-                "ORDER_NOT_FOUND",
-                "refunded order is not recorded for this member",
-            ),
-            RefundExceedsOrder => status(
-                Code::FailedPrecondition,
-                "REFUND_EXCEEDS_ORDER",
-                "refunds would exceed the order total",
-            ),
-            OrderAlreadyRecorded => status(
-                Code::AlreadyExists,
-                "ORDER_ALREADY_RECORDED",
-                "a purchase with this order id was recorded before",
-            ),
-            MergeRefused(why) => status(
-                Code::FailedPrecondition,
-                "MERGE_REFUSED",
-                &format!("members cannot be merged: {why}"),
-            ),
-            Db(e) => from_db(DOMAIN, &e),
-            Internal(e) => internal(DOMAIN, &e),
+        match self {
+            Invalid(v) => ErrorKind::Invalid(v),
+            MemberNotFound => ErrorKind::Refused(Code::NotFound, "MEMBER_NOT_FOUND"),
+            IdentityNotFound => ErrorKind::Refused(Code::NotFound, "IDENTITY_NOT_FOUND"),
+            IdentityTaken => ErrorKind::Refused(Code::AlreadyExists, "IDENTITY_TAKEN"),
+            RequestIdReused => ErrorKind::Refused(Code::AlreadyExists, "REQUEST_ID_REUSED"),
+            ActivityConflict => ErrorKind::Refused(Code::AlreadyExists, "ACTIVITY_CONFLICT"),
+            NotActive(_) => ErrorKind::Refused(Code::FailedPrecondition, "MEMBER_NOT_ACTIVE"),
+            SelfReferral => ErrorKind::Refused(Code::FailedPrecondition, "SELF_REFERRAL"),
+            ReferralCycle => ErrorKind::Refused(Code::FailedPrecondition, "REFERRAL_CYCLE"),
+            OrderNotFound => ErrorKind::Refused(Code::FailedPrecondition, "ORDER_NOT_FOUND"),
+            RefundExceedsOrder => {
+                ErrorKind::Refused(Code::FailedPrecondition, "REFUND_EXCEEDS_ORDER")
+            }
+            OrderAlreadyRecorded => {
+                ErrorKind::Refused(Code::AlreadyExists, "ORDER_ALREADY_RECORDED")
+            }
+            MergeRefused(_) => ErrorKind::Refused(Code::FailedPrecondition, "MERGE_REFUSED"),
+            Db(e) => ErrorKind::Db(e),
+            Internal(_) => ErrorKind::Internal,
         }
     }
 }
+
+laurel_runtime::impl_status!(MemberError);

@@ -14,7 +14,7 @@ impl MemberService for Members {
         request: Request<pb::CreateMemberRequest>,
     ) -> Result<Response<pb::CreateMemberResponse>, Status> {
         let ctx = request_context(&request)?;
-        let member = self.create(&ctx.program, request.get_ref()).await?;
+        let member = self.create(&ctx, request.get_ref()).await?;
         Ok(Response::new(pb::CreateMemberResponse {
             member: Some(member),
         }))
@@ -69,7 +69,7 @@ impl MemberService for Members {
         request: Request<pb::UpdateMemberRequest>,
     ) -> Result<Response<pb::UpdateMemberResponse>, Status> {
         let ctx = request_context(&request)?;
-        let member = self.update(&ctx.program, request.get_ref()).await?;
+        let member = self.update(&ctx, request.get_ref()).await?;
         Ok(Response::new(pb::UpdateMemberResponse {
             member: Some(member),
         }))
@@ -80,7 +80,7 @@ impl MemberService for Members {
         request: Request<pb::LinkIdentityRequest>,
     ) -> Result<Response<pb::LinkIdentityResponse>, Status> {
         let ctx = request_context(&request)?;
-        let member = self.link(&ctx.program, request.get_ref()).await?;
+        let member = self.link(&ctx, request.get_ref()).await?;
         Ok(Response::new(pb::LinkIdentityResponse {
             member: Some(member),
         }))
@@ -91,7 +91,7 @@ impl MemberService for Members {
         request: Request<pb::UnlinkIdentityRequest>,
     ) -> Result<Response<pb::UnlinkIdentityResponse>, Status> {
         let ctx = request_context(&request)?;
-        let member = self.unlink(&ctx.program, request.get_ref()).await?;
+        let member = self.unlink(&ctx, request.get_ref()).await?;
         Ok(Response::new(pb::UnlinkIdentityResponse {
             member: Some(member),
         }))
@@ -102,7 +102,7 @@ impl MemberService for Members {
         request: Request<pb::MergeMembersRequest>,
     ) -> Result<Response<pb::MergeMembersResponse>, Status> {
         let ctx = request_context(&request)?;
-        let survivor = self.merge(&ctx.program, request.get_ref()).await?;
+        let survivor = self.merge(&ctx, request.get_ref()).await?;
         Ok(Response::new(pb::MergeMembersResponse {
             survivor: Some(survivor),
         }))
@@ -150,7 +150,7 @@ impl MemberService for Members {
         request: Request<pb::EraseMemberRequest>,
     ) -> Result<Response<pb::EraseMemberResponse>, Status> {
         let ctx = request_context(&request)?;
-        let member = self.erase(&ctx.program, request.get_ref()).await?;
+        let member = self.erase(&ctx, request.get_ref()).await?;
         Ok(Response::new(pb::EraseMemberResponse {
             member: Some(member),
         }))

@@ -149,10 +149,13 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     if let Some(clock) = clock {
         app = app.with_clock(clock);
     }
+    let pii = Pii::new(&config.pii_keys);
     let members = Members {
-        pool: app.pool().clone(),
-        redis: app.redis().clone(),
-        pii: Pii::new(&config.pii_keys),
+        db: app.db().clone(),
+        cards: app.cards(CardField::Member),
+        identities: members::identity_cache(),
+        idempotency: app.idempotency(&pii.request_digest_key()),
+        pii,
         clock: app.clock(),
         phone_region: config.phone_region,
     };

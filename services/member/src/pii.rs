@@ -368,6 +368,12 @@ impl Pii {
         )
     }
 
+    /// The key of the runtime's idempotency digests: stored request digests
+    /// may cover identities, so they are keyed, never plain hashes.
+    pub fn request_digest_key(&self) -> [u8; 32] {
+        derive(&self.digest_key, b"laurel-idempotency-digest-v1")
+    }
+
     /// A keyed digest of a request within a programme, compared when a
     /// request is replayed; unlike a plain hash it cannot be used to guess
     /// the phone number or email the request held.

@@ -92,6 +92,19 @@ pub async fn member(
         .await
 }
 
+/// A member's current version, the order of its card's writes.
+pub async fn member_version(
+    conn: &mut PgConnection,
+    program: &str,
+    id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT version FROM members WHERE program_id = $1 AND member_id = $2")
+        .bind(program)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// Identities of some members.
 pub async fn identities(
     conn: &mut PgConnection,

@@ -775,7 +775,7 @@ async fn the_card_is_invalidated_by_the_relay_when_redis_missed_the_write() {
     );
 
     let mut config = RelayConfig::new(&app.prefix, &app.schema);
-    config.card_field = Some(laurel_member::members::CARD_FIELD);
+    config.card_field = Some(laurel_runtime::card::CardField::Member.name());
     let relay = start_relay(relay(&app, app.db.clone(), config));
     eventually(WAIT, "the relay drops the stale card", || {
         let mut client = app.client.clone();

@@ -1,12 +1,7 @@
 //! Redis: one shared connection manager with short timeouts, and a breaker
 //! that skips Redis for a moment after a failure, so a dead Redis makes
-//! calls slower for an instant, never failing.
-//!
-//! The member card is one Redis hash per member (`<prefix>:card:<program>:<member>`)
-//! holding a field per owner service (`member`, `tier`, `points`), each with a
-//! version field `<field>:v`. Writers bump the version and delete the value;
-//! readers fill the value only when their copy is not older than the version
-//! there, so a slow reader cannot put back what a writer just replaced.
+//! calls slower for an instant, never failing. The member card built on it
+//! is in [`crate::card`].
 
 use std::{
     sync::{
@@ -16,21 +11,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redis::{AsyncCommands, aio::ConnectionManager};
-
-use crate::context::ProgramId;
-
-pub use crate::card::{CARD_TTL_SECS, INVALIDATE};
-
-const FILL_IF_CURRENT: &str = r"
-local v = redis.call('HGET', KEYS[1], ARGV[1] .. ':v')
-if (not v) or tonumber(v) <= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3], ARGV[1] .. ':v', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  return 1
-end
-return 0
-";
+use redis::aio::ConnectionManager;
 
 /// Shared Redis access for one service.
 #[derive(Clone)]
@@ -39,8 +20,6 @@ pub struct Redis {
     url: Arc<str>,
     prefix: Arc<str>,
     down_until_ms: Arc<AtomicU64>,
-    fill: Arc<redis::Script>,
-    invalidate: Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -80,8 +59,6 @@ impl Redis {
             url: url.into(),
             prefix: prefix.into(),
             down_until_ms: Arc::new(AtomicU64::new(0)),
-            fill: Arc::new(redis::Script::new(FILL_IF_CURRENT)),
-            invalidate: Arc::new(redis::Script::new(INVALIDATE)),
         })
     }
 
@@ -93,11 +70,6 @@ impl Redis {
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// The card key of a member.
-    pub fn card_key(&self, program: &ProgramId, member_id: &str) -> String {
-        format!("{}:card:{}:{}", self.prefix, program, member_id)
     }
 
     /// A clone of the shared connection.
@@ -120,52 +92,6 @@ impl Redis {
                 None
             }
         }
-    }
-
-    /// Reads an owner's field of a card; `None` on a miss or when Redis is away.
-    pub async fn card_get(&self, key: &str, field: &str) -> Option<Vec<u8>> {
-        if self.is_skipped() {
-            return None;
-        }
-        let mut conn = self.conn.clone();
-        let result: redis::RedisResult<Option<Vec<u8>>> = conn.hget(key, field).await;
-        let hit = self.record(result, "card_get").flatten();
-        metrics::counter!("laurel_cache_lookups_total", "field" => field.to_owned(), "result" => if hit.is_some() { "hit" } else { "miss" }).increment(1);
-        hit
-    }
-
-    /// Fills an owner's field with `value` read at `version`, unless a writer
-    /// has since moved the field past it.
-    pub async fn card_fill(&self, key: &str, field: &str, version: i64, value: &[u8]) {
-        if self.is_skipped() {
-            return;
-        }
-        let mut conn = self.conn.clone();
-        let result: redis::RedisResult<i64> = self
-            .fill
-            .key(key)
-            .arg(field)
-            .arg(version)
-            .arg(value)
-            .arg(CARD_TTL_SECS)
-            .invoke_async(&mut conn)
-            .await;
-        self.record(result, "card_fill");
-    }
-
-    /// Drops an owner's field after a write that produced `version`.
-    /// Returns false when Redis could not be told; the relay tells it later.
-    pub async fn card_invalidate(&self, key: &str, field: &str, version: i64) -> bool {
-        let mut conn = self.conn.clone();
-        let result: redis::RedisResult<i64> = self
-            .invalidate
-            .key(key)
-            .arg(field)
-            .arg(version)
-            .arg(CARD_TTL_SECS)
-            .invoke_async(&mut conn)
-            .await;
-        self.record(result, "card_invalidate").is_some()
     }
 
     /// Whether Redis answers a PING now.

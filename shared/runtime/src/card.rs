@@ -249,10 +249,18 @@ impl<T: Send + Sync + 'static> Cards<T> {
     }
 
     /// Fills the owner's field in Redis with `value` read at `version`,
-    /// unless a writer has since moved it past that version.
-    pub async fn fill(&self, program: &ProgramId, member: &Uuid, version: i64, value: &[u8]) {
+    /// unless a writer has since moved it past that version. Returns
+    /// whether Redis answered (keep a copy in memory only then, so the
+    /// shared card fills again after an outage).
+    pub async fn fill(
+        &self,
+        program: &ProgramId,
+        member: &Uuid,
+        version: i64,
+        value: &[u8],
+    ) -> bool {
         if self.redis.is_skipped() {
-            return;
+            return false;
         }
         let mut conn = self.redis.connection();
         let result: redis::RedisResult<i64> = self
@@ -264,7 +272,7 @@ impl<T: Send + Sync + 'static> Cards<T> {
             .arg(CARD_TTL_SECS)
             .invoke_async(&mut conn)
             .await;
-        self.redis.record(result, "card_fill");
+        self.redis.record(result, "card_fill").is_some()
     }
 
     /// Tells Redis and every replica that a write produced `version`: drops

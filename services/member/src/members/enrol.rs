@@ -3,9 +3,9 @@
 
 use laurel_proto::member::v1 as pb;
 use laurel_runtime::{
-    context::ProgramId,
+    context::{ProgramId, RequestContext},
     error::Violations,
-    idempotency::{self, Claim},
+    idempotency::Begun,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -50,25 +50,19 @@ impl Members {
     /// Enrols a member.
     pub async fn create(
         &self,
-        program: &ProgramId,
+        ctx: &RequestContext,
         req: &pb::CreateMemberRequest,
     ) -> Result<pb::Member> {
         let cmd = requests::new_member(req, self.check_context())?;
-        let mut tx = self.pool.begin().await?;
-        let key = match idempotency::claim(&mut tx, program, "CreateMember", &req.request_id, req)
+        let mut fresh = match self
+            .begin_idempotent(ctx, "CreateMember", &req.request_id, req)
             .await?
         {
-            Claim::Replay(stored) => return self.replay_member(program, &stored),
-            Claim::New(key) => key,
+            Begun::Replay(member) => return Ok(member),
+            Begun::Fresh(fresh) => fresh,
         };
-        let (row, member) = self.enrol(&mut tx, program, cmd, false).await?;
-        key.complete(
-            &mut tx,
-            &self.seal_response(program, &member),
-            Some(row.member_id),
-        )
-        .await?;
-        tx.commit().await?;
+        let (row, member) = self.enrol(fresh.tx(), &ctx.program, cmd, false).await?;
+        fresh.commit(&member, Some(row.member_id)).await?;
         Ok(member)
     }
 

@@ -2,9 +2,9 @@
 
 use laurel_proto::member::v1 as pb;
 use laurel_runtime::{
-    context::ProgramId,
+    context::RequestContext,
     error::Violations,
-    idempotency::{self, Claim},
+    idempotency::{self, Begun},
 };
 use prost::Message;
 
@@ -27,7 +27,7 @@ impl Members {
     /// records nothing.
     pub async fn erase(
         &self,
-        program: &ProgramId,
+        ctx: &RequestContext,
         req: &pb::EraseMemberRequest,
     ) -> Result<pb::Member> {
         let pb::EraseMemberRequest {
@@ -39,40 +39,43 @@ impl Members {
         let id = requests::member_id(member_id, "member_id", &mut v);
         v.finish()?;
         let id = id.expect("checked");
-        let mut tx = self.pool.begin().await?;
-        let key = match idempotency::claim(&mut tx, program, "EraseMember", request_id, req).await?
+        let program = &ctx.program;
+        let mut fresh = match self
+            .begin_idempotent(ctx, "EraseMember", request_id, req)
+            .await?
         {
-            Claim::Replay(stored) => return self.replay_member(program, &stored),
-            Claim::New(key) => key,
+            Begun::Replay(member) => return Ok(member),
+            Begun::Fresh(fresh) => fresh,
         };
-        let mut row = repo::member(&mut tx, program.as_str(), id, true)
+        let tx = fresh.tx();
+        let mut row = repo::member(&mut *tx, program.as_str(), id, true)
             .await?
             .ok_or(MemberError::MemberNotFound)?;
-        repo::delete_personal_rows(&mut tx, program.as_str(), id).await?;
+        repo::delete_personal_rows(&mut *tx, program.as_str(), id).await?;
         let activities =
-            repo::list_activities(&mut tx, program.as_str(), id, None, i64::MAX).await?;
+            repo::list_activities(&mut *tx, program.as_str(), id, None, i64::MAX).await?;
         for a in activities {
             let mut activity = pb::Activity::decode(a.body.as_slice())
                 .map_err(|e| MemberError::Internal(e.into()))?;
             strip_free_text(&mut activity);
             repo::set_activity_body(
-                &mut tx,
+                &mut *tx,
                 program.as_str(),
                 a.activity_id,
                 &activity.encode_to_vec(),
             )
             .await?;
         }
-        repo::clear_request_digests(&mut tx, program.as_str(), id).await?;
+        repo::clear_request_digests(&mut *tx, program.as_str(), id).await?;
         let now = self.clock.now();
         row.status = status::ERASED;
         self.seal_profile(program, id, &mut row, &Profile::default());
         row.tags.clear();
         row.version += 1;
         row.updated_at = now;
-        repo::save_member(&mut tx, program.as_str(), &row).await?;
+        repo::save_member(&mut *tx, program.as_str(), &row).await?;
         self.emit(
-            &mut tx,
+            &mut *tx,
             program,
             id,
             now,
@@ -85,9 +88,7 @@ impl Members {
         let member = self.to_proto(program, &row, &[], &[])?;
         // The stored response holds no personal data any more; keep it so a
         // retry replays, but not tied to the member.
-        key.complete(&mut tx, &self.seal_response(program, &member), None)
-            .await?;
-        tx.commit().await?;
+        fresh.commit(&member, None).await?;
         self.invalidate(program, id, row.version).await;
         Ok(member)
     }

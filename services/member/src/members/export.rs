@@ -20,7 +20,7 @@ impl Members {
         let id = requests::member_id(member_id, "member_id", &mut v);
         v.finish()?;
         let id = id.expect("checked");
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let (_, member) = self
             .load(&mut conn, program, id)
             .await?

@@ -1,7 +1,7 @@
 //! LinkIdentity and UnlinkIdentity.
 
 use laurel_proto::member::v1 as pb;
-use laurel_runtime::{context::ProgramId, error::Violations, idempotency};
+use laurel_runtime::{context::RequestContext, error::Violations, idempotency};
 use uuid::Uuid;
 
 use super::{Members, Result};
@@ -11,14 +11,14 @@ impl Members {
     /// Links an identity.
     pub async fn link(
         &self,
-        program: &ProgramId,
+        ctx: &RequestContext,
         req: &pb::LinkIdentityRequest,
     ) -> Result<pb::Member> {
         let (id, key) =
             self.identity_request(&req.request_id, &req.member_id, req.identity.as_ref())?;
-        let program_c = program.clone();
+        let program_c = ctx.program.clone();
         self.change_member(
-            program,
+            ctx,
             "LinkIdentity",
             &req.request_id,
             req,
@@ -58,14 +58,14 @@ impl Members {
     /// Unlinks an identity.
     pub async fn unlink(
         &self,
-        program: &ProgramId,
+        ctx: &RequestContext,
         req: &pb::UnlinkIdentityRequest,
     ) -> Result<pb::Member> {
         let (id, key) =
             self.identity_request(&req.request_id, &req.member_id, req.identity.as_ref())?;
-        let program_c = program.clone();
+        let program_c = ctx.program.clone();
         self.change_member(
-            program,
+            ctx,
             "UnlinkIdentity",
             &req.request_id,
             req,

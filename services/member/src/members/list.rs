@@ -19,7 +19,7 @@ impl Members {
         req: &pb::ListMembersRequest,
     ) -> Result<(Vec<pb::Member>, String)> {
         let (filter, size) = requests::member_listing(req)?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = repo::list_members(&mut conn, program.as_str(), &filter, size + 1).await?;
         let more = rows.len() as i64 > size;
         let rows = &rows[..rows.len().min(size as usize)];

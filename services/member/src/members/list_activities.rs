@@ -30,7 +30,7 @@ impl Members {
         let survivor = self.get(program, id).await?;
         let id =
             Uuid::parse_str(&survivor.member_id).map_err(|e| MemberError::Internal(e.into()))?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = repo::list_activities(&mut conn, program.as_str(), id, before, size + 1).await?;
         let more = rows.len() as i64 > size;
         let rows = &rows[..rows.len().min(size as usize)];

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use laurel_proto::member::v1 as pb;
 use laurel_runtime::{
-    context::ProgramId,
+    context::RequestContext,
     error::Violations,
-    idempotency::{self, Claim},
+    idempotency::{self, Begun},
 };
 
 use super::{Members, Result, sealing::consent_proto};
@@ -22,7 +22,7 @@ impl Members {
     /// Folds one member into another.
     pub async fn merge(
         &self,
-        program: &ProgramId,
+        ctx: &RequestContext,
         req: &pb::MergeMembersRequest,
     ) -> Result<pb::Member> {
         let pb::MergeMembersRequest {
@@ -41,18 +41,21 @@ impl Members {
         );
         v.finish()?;
         let (survivor, merged) = (survivor.expect("checked"), merged.expect("checked"));
-        let mut tx = self.pool.begin().await?;
-        let key =
-            match idempotency::claim(&mut tx, program, "MergeMembers", request_id, req).await? {
-                Claim::Replay(stored) => return self.replay_member(program, &stored),
-                Claim::New(key) => key,
-            };
+        let program = &ctx.program;
+        let mut fresh = match self
+            .begin_idempotent(ctx, "MergeMembers", request_id, req)
+            .await?
+        {
+            Begun::Replay(member) => return Ok(member),
+            Begun::Fresh(fresh) => fresh,
+        };
+        let tx = fresh.tx();
         // Lock both rows in id order so concurrent merges cannot deadlock.
         let mut rows = HashMap::new();
         let mut ids = [survivor, merged];
         ids.sort();
         for id in ids {
-            let row = repo::member(&mut tx, program.as_str(), id, true)
+            let row = repo::member(&mut *tx, program.as_str(), id, true)
                 .await?
                 .ok_or(MemberError::MemberNotFound)?;
             if row.status == status::MERGED || row.status == status::ERASED {
@@ -65,7 +68,7 @@ impl Members {
         let now = self.clock.now();
         let mut s = rows.remove(&survivor).expect("locked");
         let mut m = rows.remove(&merged).expect("locked");
-        let both: Vec<Consent> = repo::consents(&mut tx, program.as_str(), &[survivor, merged])
+        let both: Vec<Consent> = repo::consents(&mut *tx, program.as_str(), &[survivor, merged])
             .await?
             .into_iter()
             .map(Into::into)
@@ -73,10 +76,10 @@ impl Members {
         let consents = domain::merge_consents(&[], &both);
         // Read before the merged member's referrals move to the survivor.
         let chain_above_survivor =
-            repo::referrer_chain(&mut tx, program.as_str(), survivor).await?;
-        repo::move_to_survivor(&mut tx, program.as_str(), merged, survivor).await?;
+            repo::referrer_chain(&mut *tx, program.as_str(), survivor).await?;
+        repo::move_to_survivor(&mut *tx, program.as_str(), merged, survivor).await?;
         for c in &consents {
-            repo::upsert_consent(&mut tx, program.as_str(), survivor, c).await?;
+            repo::upsert_consent(&mut *tx, program.as_str(), survivor, c).await?;
         }
         let profile = merging::fill_profile_gaps(
             &self.open_profile(program, &s)?,
@@ -92,15 +95,15 @@ impl Members {
         m.merged_into = Some(survivor);
         m.version += 1;
         m.updated_at = now;
-        repo::save_member(&mut tx, program.as_str(), &s).await?;
-        repo::save_member(&mut tx, program.as_str(), &m).await?;
+        repo::save_member(&mut *tx, program.as_str(), &s).await?;
+        repo::save_member(&mut *tx, program.as_str(), &m).await?;
         let event = pb::MemberMerged {
             survivor_member_id: survivor.to_string(),
             merged_member_id: merged.to_string(),
         };
         // The merged member's stream ends with its merge; the survivor's
         // card changed too (identities, tags, consents, profile gaps).
-        self.emit(&mut tx, program, merged, now, Some(m.version), &event)
+        self.emit(&mut *tx, program, merged, now, Some(m.version), &event)
             .await?;
         let survivor_changed = pb::MemberUpdated {
             member_id: survivor.to_string(),
@@ -115,7 +118,7 @@ impl Members {
             consents: consents.iter().map(consent_proto).collect(),
         };
         self.emit(
-            &mut tx,
+            &mut *tx,
             program,
             survivor,
             now,
@@ -124,16 +127,10 @@ impl Members {
         )
         .await?;
         let (_, member) = self
-            .load(&mut tx, program, survivor)
+            .load(&mut *tx, program, survivor)
             .await?
             .ok_or(MemberError::MemberNotFound)?;
-        key.complete(
-            &mut tx,
-            &self.seal_response(program, &member),
-            Some(survivor),
-        )
-        .await?;
-        tx.commit().await?;
+        fresh.commit(&member, Some(survivor)).await?;
         self.invalidate(program, survivor, s.version).await;
         self.invalidate(program, merged, m.version).await;
         Ok(member)

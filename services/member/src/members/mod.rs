@@ -7,6 +7,7 @@ mod enrol;
 mod erase;
 mod export;
 mod get;
+pub(crate) use get::identity_cache;
 mod identities;
 mod list;
 mod list_activities;
@@ -18,16 +19,18 @@ mod update;
 use chrono::{DateTime, Utc};
 use laurel_proto::member::v1 as pb;
 use laurel_runtime::{
-    cache::Redis,
+    card::Cards,
     clock::SharedClock,
-    context::ProgramId,
+    context::{ProgramId, RequestContext},
+    db::Db,
     events::outbox::{self, NewEvent},
-    idempotency::{self, Claim},
+    idempotency::{Begun, Idempotency, RequestKey},
 };
 use prost::{Message, Name};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
+use self::sealing::SealedResponses;
 pub use self::sealing::strip_free_text;
 use crate::{
     error::MemberError,
@@ -38,16 +41,16 @@ use crate::{
 
 /// Event source and stream name of this service.
 pub const SOURCE: &str = "member";
-/// The member card field this service owns.
-pub const CARD_FIELD: &str = "member";
 
 type Result<T> = std::result::Result<T, MemberError>;
 
 /// The member service's state.
 #[derive(Clone, Debug)]
 pub struct Members {
-    pub(crate) pool: PgPool,
-    pub(crate) redis: Redis,
+    pub(crate) db: Db,
+    pub(crate) cards: Cards<pb::Member>,
+    pub(crate) identities: get::IdentityCache,
+    pub(crate) idempotency: Idempotency,
     pub(crate) pii: Pii,
     pub(crate) clock: SharedClock,
     pub(crate) phone_region: Option<phonenumber::country::Id>,
@@ -91,10 +94,31 @@ impl Members {
         Ok(Some((row, member)))
     }
 
-    /// Tells Redis a member changed (the relay repeats it if Redis is away).
+    /// Tells Redis and every replica a member's card changed at `version`
+    /// (the relay repeats it if Redis is away).
     async fn invalidate(&self, program: &ProgramId, id: Uuid, version: i64) {
-        let key = self.redis.card_key(program, &id.to_string());
-        self.redis.card_invalidate(&key, CARD_FIELD, version).await;
+        self.cards.invalidate(program, &id, version).await;
+    }
+
+    /// Opens the effect's transaction under the request's idempotency key;
+    /// the stored response is sealed (it holds personal data).
+    async fn begin_idempotent(
+        &self,
+        ctx: &RequestContext,
+        operation: &'static str,
+        request_id: &str,
+        req: &impl Message,
+    ) -> Result<Begun<pb::Member, SealedResponses<'_>>> {
+        let key = RequestKey {
+            program: &ctx.program,
+            caller: &ctx.caller,
+            operation,
+            request_id,
+        };
+        Ok(self
+            .idempotency
+            .begin(&self.db, key, req, SealedResponses(&self.pii))
+            .await?)
     }
 
     async fn emit<P: Message + Name>(
@@ -127,7 +151,7 @@ impl Members {
     /// invalidates the card.
     async fn change_member<F>(
         &self,
-        program: &ProgramId,
+        ctx: &RequestContext,
         operation: &'static str,
         request_id: &str,
         req: &impl Message,
@@ -141,12 +165,16 @@ impl Members {
             &'c mut MemberRow,
         ) -> futures::future::BoxFuture<'c, Result<()>>,
     {
-        let mut tx = self.pool.begin().await?;
-        let key = match idempotency::claim(&mut tx, program, operation, request_id, req).await? {
-            Claim::Replay(stored) => return self.replay_member(program, &stored),
-            Claim::New(key) => key,
+        let program = &ctx.program;
+        let mut fresh = match self
+            .begin_idempotent(ctx, operation, request_id, req)
+            .await?
+        {
+            Begun::Replay(member) => return Ok(member),
+            Begun::Fresh(fresh) => fresh,
         };
-        let mut row = repo::member(&mut tx, program.as_str(), id, true)
+        let tx = fresh.tx();
+        let mut row = repo::member(tx, program.as_str(), id, true)
             .await?
             .ok_or(MemberError::MemberNotFound)?;
         if row.status == status::MERGED || row.status == status::ERASED {
@@ -155,15 +183,13 @@ impl Members {
         // The change sees the version it produces, for its event.
         row.version += 1;
         row.updated_at = self.clock.now();
-        change(self, &mut tx, &mut row).await?;
-        repo::save_member(&mut tx, program.as_str(), &row).await?;
+        change(self, &mut *tx, &mut row).await?;
+        repo::save_member(tx, program.as_str(), &row).await?;
         let (_, member) = self
-            .load(&mut tx, program, id)
+            .load(tx, program, id)
             .await?
             .ok_or(MemberError::MemberNotFound)?;
-        key.complete(&mut tx, &self.seal_response(program, &member), Some(id))
-            .await?;
-        tx.commit().await?;
+        fresh.commit(&member, Some(id)).await?;
         self.invalidate(program, id, row.version).await;
         Ok(member)
     }

@@ -69,7 +69,7 @@ impl Members {
         digest: &RequestDigest,
     ) -> Result<(pb::Activity, bool, bool)> {
         let activity = &cmd.activity;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         if let Some(existing) = repo::activity_by_source(
             &mut tx,
             program.as_str(),

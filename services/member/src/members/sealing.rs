@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use laurel_proto::member::v1 as pb;
-use laurel_runtime::context::ProgramId;
+use laurel_runtime::{context::ProgramId, idempotency::ResponseCodec};
 use prost::Message;
 use uuid::Uuid;
 
@@ -11,6 +11,7 @@ use super::{Members, Result};
 use crate::{
     domain::{Consent, IdentityKey, Profile},
     error::MemberError,
+    pii::Pii,
     repo::{IdentityRow, MemberRow},
     requests::to_timestamp,
 };
@@ -154,19 +155,21 @@ impl Members {
         let plain = self.pii.open_card(sealed, key).ok()?;
         pb::Member::decode(plain.as_slice()).ok()
     }
+}
 
-    /// Stored responses hold personal data: sealed, bound to the programme.
-    pub(super) fn seal_response(&self, program: &ProgramId, member: &pb::Member) -> Vec<u8> {
-        self.pii
+/// Stored idempotent responses hold personal data: sealed, bound to the
+/// programme.
+pub(crate) struct SealedResponses<'a>(pub(crate) &'a Pii);
+
+impl ResponseCodec<pb::Member> for SealedResponses<'_> {
+    fn encode(&self, program: &ProgramId, member: &pb::Member) -> Vec<u8> {
+        self.0
             .seal(&member.encode_to_vec(), &response_context(program))
     }
 
-    pub(super) fn replay_member(&self, program: &ProgramId, stored: &[u8]) -> Result<pb::Member> {
-        let plain = self
-            .pii
-            .open(stored, &response_context(program))
-            .map_err(|e| MemberError::Internal(e.into()))?;
-        pb::Member::decode(plain.as_slice()).map_err(|e| MemberError::Internal(e.into()))
+    fn decode(&self, program: &ProgramId, stored: &[u8]) -> Option<pb::Member> {
+        let plain = self.0.open(stored, &response_context(program)).ok()?;
+        pb::Member::decode(plain.as_slice()).ok()
     }
 }
 

@@ -1,7 +1,7 @@
 //! UpdateMember: the fields named by the update mask.
 
 use laurel_proto::member::v1 as pb;
-use laurel_runtime::context::ProgramId;
+use laurel_runtime::context::RequestContext;
 
 use super::{Members, Result, sealing::consent_proto};
 use crate::{
@@ -14,14 +14,14 @@ impl Members {
     /// Changes the fields named by the mask.
     pub async fn update(
         &self,
-        program: &ProgramId,
+        ctx: &RequestContext,
         req: &pb::UpdateMemberRequest,
     ) -> Result<pb::Member> {
         let cmd = requests::member_update(req, self.check_context())?;
         let id = cmd.member_id;
-        let program_c = program.clone();
+        let program_c = ctx.program.clone();
         self.change_member(
-            program,
+            ctx,
             "UpdateMember",
             &req.request_id,
             req,

@@ -155,7 +155,7 @@ impl Relay {
                 (self.config.card_field, member, card_version)
             {
                 pipe.cmd("EVAL")
-                    .arg(crate::cache::INVALIDATE)
+                    .arg(crate::card::INVALIDATE)
                     .arg(1)
                     .arg(format!(
                         "{}:card:{}:{}",
@@ -163,7 +163,7 @@ impl Relay {
                     ))
                     .arg(field)
                     .arg(version)
-                    .arg(crate::cache::CARD_TTL_SECS)
+                    .arg(crate::card::CARD_TTL_SECS)
                     .ignore();
             }
         }
