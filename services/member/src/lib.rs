@@ -131,16 +131,14 @@ impl Application {
     ) -> anyhow::Result<()> {
         let rt = &self.config.runtime;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let relay = rt.run_relay.then(|| {
+        let relay = if rt.run_relay {
             let mut relay_config = RelayConfig::new(&rt.redis_prefix, &rt.db_schema);
             relay_config.card_field = Some(members::CARD_FIELD);
-            let relay = Relay::new(
-                self.members.pool.clone(),
-                self.members.redis.connection(),
-                relay_config,
-            );
-            tokio::spawn(relay.run(stop_rx))
-        });
+            let relay = Relay::new(self.members.pool.clone(), &rt.redis_url, relay_config)?;
+            Some(tokio::spawn(relay.run(stop_rx)))
+        } else {
+            None
+        };
         let pool = self.members.pool.clone();
         let routes = ServiceRoutes {
             routes: tonic::service::Routes::new(MemberServiceServer::new(self.members)),
