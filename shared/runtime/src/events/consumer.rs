@@ -129,10 +129,12 @@ for i = 3, #ARGV do
     owned[#owned + 1] = ARGV[i]
   end
 end
-if #owned > 0 then
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(owned), 'JUSTID')
+local n = #owned
+if n > 0 then
+  owned[n + 1] = 'JUSTID'
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(owned))
 end
-return #owned
+return n
 ";
 
 /// Lua: remove the consumers of group ARGV[1] on stream KEYS[1], other than

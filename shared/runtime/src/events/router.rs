@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! let router = Router::new()
-//!     .on::<pb::ActivityRecorded, _>(|tx, event, activity| {
+//!     .on(|tx, event, activity: pb::ActivityRecorded| {
 //!         Box::pin(async move { earn(tx, event, activity).await })
 //!     });
 //! ```
@@ -11,7 +11,7 @@
 //! Routes match the envelope's event type, `<source>.<MessageName>` as
 //! [`super::outbox::event_type`] makes it. [`Router::on`] takes the source
 //! from the message's proto package (`laurel.<source>.v1`); [`Router::on_source`]
-//! names it. Events no route matches are acknowledged and counted as skipped.
+//! names it; [`Router::route`] takes a handler type instead of a function. Events no route matches are acknowledged and counted as skipped.
 
 use std::{collections::HashMap, marker::PhantomData, sync::Arc};
 
@@ -120,14 +120,21 @@ impl Router {
     }
 
     /// Routes `T`, published by the service its package names
-    /// (`laurel.<source>.v1`), to `handler`.
+    /// (`laurel.<source>.v1`), to the function `handler`.
     ///
     /// # Panics
     /// When `T`'s package does not name a source: use [`Router::on_source`].
-    pub fn on<T, H>(self, handler: H) -> Self
+    pub fn on<T, F>(self, handler: F) -> Self
     where
         T: Message + Name + Default + 'static,
-        H: Handle<T>,
+        F: for<'a> Fn(
+                &'a mut PgConnection,
+                &'a EventContext,
+                T,
+            ) -> BoxFuture<'a, Result<(), HandlerError>>
+            + Send
+            + Sync
+            + 'static,
     {
         let source = source_of_package(T::PACKAGE).unwrap_or_else(|| {
             panic!(
@@ -136,12 +143,29 @@ impl Router {
             )
         });
         let source = source.to_owned();
-        self.on_source::<T, H>(&source, handler)
+        self.route::<T, F>(&source, handler)
     }
 
-    /// Routes `T` published by `source` to `handler`; a later route for the
-    /// same event type replaces an earlier one.
-    pub fn on_source<T, H>(mut self, source: &str, handler: H) -> Self
+    /// Routes `T` published by `source` to the function `handler`.
+    pub fn on_source<T, F>(self, source: &str, handler: F) -> Self
+    where
+        T: Message + Name + Default + 'static,
+        F: for<'a> Fn(
+                &'a mut PgConnection,
+                &'a EventContext,
+                T,
+            ) -> BoxFuture<'a, Result<(), HandlerError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.route::<T, F>(source, handler)
+    }
+
+    /// Routes `T` published by `source` to `handler` (a type implementing
+    /// [`Handle`]); a later route for the same event type replaces an
+    /// earlier one.
+    pub fn route<T, H>(mut self, source: &str, handler: H) -> Self
     where
         T: Message + Name + Default + 'static,
         H: Handle<T>,
