@@ -500,9 +500,14 @@ impl Consumer {
         loop {
             let failed = match attempts {
                 // A redelivered event may have failed before: read its count.
-                None => self.stored_attempts(event.event_id).await.map(|stored| {
-                    attempts = Some(stored);
-                }),
+                // Not knowing the count is no fault of the event: wait.
+                None => match self.stored_attempts(event.event_id).await {
+                    Ok(stored) => {
+                        attempts = Some(stored);
+                        Ok(())
+                    }
+                    Err(error) => Err(Failure::Unavailable(error.to_string())),
+                },
                 Some(done) if done >= self.config.max_attempts => {
                     let reason = format!("failed {done} attempts");
                     return self.dead_letter(key, entry, &reason).await;
@@ -578,6 +583,14 @@ impl Consumer {
         accepted: bool,
         failed_before: bool,
     ) -> Result<Outcome, Failure> {
+        let tracked = match event.member_id {
+            Some(member) if event.sequence > 0 => Some(member),
+            _ => None,
+        };
+        if !accepted && tracked.is_none() {
+            // Nothing to apply and no sequence to advance.
+            return Ok(Outcome::Skipped);
+        }
         let mut tx = self.pool.begin().await?;
         if accepted {
             let fresh = sqlx::query(
@@ -597,10 +610,6 @@ impl Consumer {
                 return Ok(Outcome::Duplicate);
             }
         }
-        let tracked = match event.member_id {
-            Some(member) if event.sequence > 0 => Some(member),
-            _ => None,
-        };
         if let Some(member) = tracked {
             let last = self.lock_sequence(&mut tx, event, member).await?;
             event.sequence_check = SequenceCheck::of(last, event.sequence);
@@ -662,7 +671,7 @@ impl Consumer {
         .await
     }
 
-    async fn stored_attempts(&self, event_id: Uuid) -> Result<u32, Failure> {
+    async fn stored_attempts(&self, event_id: Uuid) -> Result<u32, sqlx::Error> {
         let attempts: Option<i32> = sqlx::query_scalar(
             "SELECT attempts FROM event_attempts WHERE consumer = $1 AND event_id = $2",
         )

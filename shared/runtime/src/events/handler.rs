@@ -103,8 +103,8 @@ pub enum Handled {
 /// is the usual one.
 pub trait EventHandler: Send + Sync + 'static {
     /// Whether this handler wants events of `event_type`; events it does not
-    /// want are acknowledged (and counted as skipped) without a transaction
-    /// of their own beyond the sequence bookkeeping.
+    /// want get no inbox row and no handler call, only the advance of their
+    /// member's sequence, and are acknowledged and counted as skipped.
     fn accepts(&self, event_type: &str) -> bool {
         let _ = event_type;
         true

@@ -23,8 +23,9 @@
 //! down longer than the retention) cannot replay history from it, and must:
 //!
 //! 1. Record its starting position before it reads any state: create its
-//!    group at the stream's current end (`XGROUP CREATE <stream> <group> $`),
-//!    or note the id of the stream's last entry.
+//!    group at the stream's current end (`XGROUP CREATE <stream> <group> $`;
+//!    [`super::consumer::Consumer::new`] then joins that group as it is,
+//!    where on its own it would create the group at the stream's start).
 //! 2. Bootstrap from the owner's list RPCs (for the member service:
 //!    `ListMembers` per programme, then `ListActivities` per member), writing
 //!    its projection as if it had applied every event up to then.
