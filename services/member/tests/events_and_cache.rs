@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use laurel_proto::{common::v1::EventEnvelope, member::v1 as pb};
 use laurel_runtime::events::{
     ENVELOPE_FIELD,
-    consumer::{Consumer, ConsumerConfig, EventHandler},
+    consumer::{Consumer, ConsumerConfig, EventContext, EventHandler, Handled, HandlerError},
     dead_letter_key,
     relay::{Relay, RelayConfig},
     stream_key,
@@ -58,22 +58,26 @@ impl EventHandler for Recorder {
     fn handle<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        event: &'a EventContext,
+    ) -> BoxFuture<'a, Result<Handled, HandlerError>> {
+        let event = &event.envelope;
         Box::pin(async move {
             if self.refuse == Some(event.event_type.as_str()) {
                 self.refused.fetch_add(1, Ordering::SeqCst);
-                anyhow::bail!("this handler refuses {}", event.event_type);
+                return Err(HandlerError::retryable(anyhow::anyhow!(
+                    "this handler refuses {}",
+                    event.event_type
+                )));
             }
             sqlx::query(
                 "INSERT INTO seen_events (event_id, member_id, event_type) VALUES ($1, $2, $3)",
             )
-            .bind(Uuid::parse_str(&event.event_id)?)
+            .bind(Uuid::parse_str(&event.event_id).map_err(HandlerError::terminal)?)
             .bind(Uuid::parse_str(&event.member_id).ok())
             .bind(&event.event_type)
             .execute(&mut *tx)
             .await?;
-            Ok(())
+            Ok(Handled::Applied)
         })
     }
 }
@@ -133,9 +137,7 @@ async fn start_consumer(
 }
 
 fn relay(app: &TestApp, pool: PgPool, config: RelayConfig) -> Relay {
-    let redis =
-        laurel_runtime::cache::connection_manager(&app.redis_url, Duration::from_secs(2)).unwrap();
-    Relay::new(pool, redis, config)
+    Relay::new(pool, &app.redis_url, config).unwrap()
 }
 
 fn start_relay(relay: Relay) -> Running {

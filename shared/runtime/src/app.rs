@@ -40,7 +40,14 @@ use crate::{
     clock::{SharedClock, SystemClock},
     config::RuntimeConfig,
     db,
-    events::relay::{Relay, RelayConfig},
+    events::{
+        consumer::{Consumer, ConsumerConfig},
+        dead_letter_key,
+        relay::{Relay, RelayConfig},
+        retention::RetentionConfig,
+        router::Router,
+        stream_key,
+    },
     idempotency::{self, Idempotency},
     server,
 };
@@ -67,6 +74,7 @@ pub struct App {
     routes: Routes,
     names: Vec<&'static str>,
     jobs: Vec<Job>,
+    retention: RetentionConfig,
 }
 
 impl App {
@@ -88,7 +96,11 @@ impl App {
             crate::metrics::install_exporter(addr)?;
         }
         let listener = TcpListener::bind(config.grpc_addr).await?;
+        // The service's own stream is trimmed by its owner.
+        let retention = RetentionConfig::from_env()?
+            .with_stream(stream_key(&config.redis_prefix, config.service));
         Ok(Self {
+            retention,
             db: db::Db::new(pool.clone(), db::DEFAULT_ADMITTED_PER_CONNECTION),
             config,
             pool,
@@ -138,8 +150,11 @@ impl App {
     }
 
     /// The idempotency store; request digests are keyed with `digest_key`.
+    /// Keys live for the idempotency retention (24 hours by default).
     pub fn idempotency(&self, digest_key: &[u8]) -> Idempotency {
-        Idempotency::new(idempotency::DEFAULT_WINDOW, digest_key, self.clock.clone())
+        let window = chrono::Duration::from_std(self.retention.idempotency)
+            .unwrap_or(idempotency::DEFAULT_WINDOW);
+        Idempotency::new(window, digest_key, self.clock.clone())
     }
 
     /// The card field this service owns, with its in-process copy; the
@@ -179,11 +194,35 @@ impl App {
         let mut config = RelayConfig::new(&self.config.redis_prefix, &self.config.db_schema);
         config.card_field = card_field.map(CardField::name);
         let pool = self.pool.clone();
-        let redis = self.redis.clone();
+        let redis_url = self.config.redis_url.clone();
         self.spawn_job("outbox-relay".to_owned(), move |stop| {
-            let relay = Relay::new(pool.clone(), redis.connection(), config.clone());
+            let relay = Relay::new(pool.clone(), &redis_url, config.clone());
             async move {
-                relay.run(stop).await;
+                relay?.run(stop).await;
+                Ok(())
+            }
+        });
+        self
+    }
+
+    /// Consumes the streams of `sources` as consumer group `group`, each
+    /// event applied through `router` exactly once; several replicas share
+    /// the work.
+    pub fn consumer(mut self, group: &str, sources: &[&str], router: Router) -> Self {
+        let config = ConsumerConfig::new(&self.config.redis_prefix, group, sources);
+        self.retention = std::mem::take(&mut self.retention)
+            .with_dead_letter_stream(dead_letter_key(&self.config.redis_prefix, group));
+        let router = Arc::new(router);
+        let pool = self.pool.clone();
+        let redis_url = self.config.redis_url.clone();
+        self.spawn_job(format!("consumer-{group}"), move |stop| {
+            let (pool, redis_url, config) = (pool.clone(), redis_url.clone(), config.clone());
+            let router = router.clone();
+            async move {
+                Consumer::new(pool, &redis_url, config, router)
+                    .await?
+                    .run(stop)
+                    .await;
                 Ok(())
             }
         });

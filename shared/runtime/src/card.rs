@@ -66,7 +66,7 @@ impl CardField {
 }
 
 /// The Redis key of a member's card.
-pub fn card_key(prefix: &str, program: &ProgramId, member: &Uuid) -> String {
+pub fn card_key(prefix: &str, program: &str, member: &Uuid) -> String {
     format!("{prefix}:card:{program}:{member}")
 }
 
@@ -193,7 +193,7 @@ impl<T: Send + Sync + 'static> Cards<T> {
 
     /// The Redis key of a member's card.
     pub fn key(&self, program: &ProgramId, member: &Uuid) -> String {
-        card_key(self.redis.prefix(), program, member)
+        card_key(self.redis.prefix(), program.as_str(), member)
     }
 
     /// The in-process copy, while invalidations are being heard.
@@ -399,7 +399,7 @@ mod tests {
     fn invalidation_messages_round_trip_through_the_key() {
         let program = ProgramId::parse("brand-a").unwrap();
         let member = Uuid::now_v7();
-        let key = card_key("t:pre:fix", &program, &member);
+        let key = card_key("t:pre:fix", program.as_str(), &member);
         let message = format!("member 7 {key}");
         let parsed = parse_invalidation(message.as_bytes()).unwrap();
         assert_eq!(parsed, (CardField::Member, 7, program, member));

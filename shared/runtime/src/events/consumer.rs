@@ -1,18 +1,34 @@
 //! A consumer of Redis Streams with a consumer group and an inbox table:
 //! each event's effect and its inbox row commit in one transaction, so an
 //! event redelivered after a crash or republished by the relay has no second
-//! effect. Failed events are retried with backoff; events that keep failing,
-//! or cannot be decoded, go to a dead-letter stream. Entries left pending by
-//! a consumer that died are claimed by the others after `claim_idle`.
+//! effect.
+//!
+//! Failures are the handler's to classify ([`HandlerError`]): retryable ones
+//! are retried with backoff and counted in `event_attempts` (so a reclaimed
+//! or redelivered event keeps its count and an event nobody tried is never
+//! dead-lettered), terminal ones and events that cannot be decoded go to the
+//! dead-letter stream `<prefix>:dlq:<group>` at once, and an unavailable
+//! dependency (or Postgres itself) pauses the consumer without spending an
+//! attempt. Only a generous cap on raw deliveries catches an entry that
+//! kills the process each time it is tried.
+//!
+//! Entries left pending by a consumer that died are claimed by the others
+//! after `claim_idle`; while a consumer works on a batch, it keeps the
+//! entries it still holds fresh, so a slow batch is never taken from a live
+//! owner. Consumer names are stable (`LAUREL_CONSUMER_NAME`, else
+//! `HOSTNAME`), a restarted consumer first resumes its own pending entries,
+//! and consumers idle for `consumer_expiry` with nothing pending are removed
+//! from the group.
 //!
 //! Several replicas share one group and split the work. Entries of one
 //! stream reach them in stream order, but two replicas may apply events of
-//! one member concurrently: handlers must tolerate that (a refund whose
-//! order is not yet known fails and is retried).
+//! one member in either order: the handler is told, through
+//! [`SequenceCheck`], whether the event is the member's next one, follows a
+//! gap, or is older than one already applied.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures::future::BoxFuture;
+use chrono::{DateTime, Utc};
 use laurel_proto::common::v1::EventEnvelope;
 use prost::Message;
 use redis::{
@@ -27,17 +43,9 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{ENVELOPE_FIELD, dead_letter_key, stream_key};
-
-/// Applies one event inside the consumer's transaction.
-pub trait EventHandler: Send + Sync + 'static {
-    /// Applies `event` using `tx`; an error rolls back and retries.
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>>;
-}
+pub use super::handler::{EventContext, EventHandler, Handled, HandlerError};
+use super::{ENVELOPE_FIELD, dead_letter_key, sequence::SequenceCheck, stream_key};
+use crate::error::{DbErrorKind, db_error_kind};
 
 /// Consumer settings.
 #[derive(Clone, Debug)]
@@ -46,7 +54,7 @@ pub struct ConsumerConfig {
     pub prefix: String,
     /// Consumer group: one per consuming service (and purpose).
     pub group: String,
-    /// This replica's name within the group.
+    /// This replica's name within the group; stable across restarts.
     pub consumer: String,
     /// Services whose streams to read, for example `["member"]`.
     pub sources: Vec<String>,
@@ -54,30 +62,96 @@ pub struct ConsumerConfig {
     pub batch: usize,
     /// How long one read waits for new entries.
     pub block: Duration,
-    /// Attempts before an event goes to the dead-letter stream.
+    /// Failed handler attempts before an event goes to the dead-letter stream.
     pub max_attempts: u32,
-    /// First retry delay; doubles per attempt.
+    /// Deliveries of one entry after which it is dead-lettered untried: it
+    /// most likely kills the consumer. Far above `max_attempts`, since
+    /// reclaims and restarts deliver valid entries again too.
+    pub max_deliveries: u64,
+    /// First retry delay; doubles per attempt up to `retry_max`.
     pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
     /// Idle time after which another consumer's pending entry is claimed.
     pub claim_idle: Duration,
+    /// Idle time after which a consumer of the group holding nothing is
+    /// removed from it.
+    pub consumer_expiry: Duration,
+}
+
+/// Environment variable naming this replica within its consumer groups.
+pub const CONSUMER_NAME_ENV: &str = "LAUREL_CONSUMER_NAME";
+
+/// The consumer name: `explicit` (from `LAUREL_CONSUMER_NAME`), else the
+/// host name (the pod name on Kubernetes), else a new unique name.
+pub fn consumer_name(explicit: Option<String>, hostname: Option<String>, group: &str) -> String {
+    explicit
+        .into_iter()
+        .chain(hostname)
+        .map(|name| name.trim().to_owned())
+        .find(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("{group}-{}", Uuid::now_v7()))
 }
 
 impl ConsumerConfig {
-    /// Defaults for `group` reading `sources`.
+    /// Defaults for `group` reading `sources`; the consumer name comes from
+    /// `LAUREL_CONSUMER_NAME` or `HOSTNAME`.
     pub fn new(prefix: &str, group: &str, sources: &[&str]) -> Self {
         Self {
             prefix: prefix.to_owned(),
             group: group.to_owned(),
-            consumer: format!("{}-{}", group, Uuid::now_v7()),
+            consumer: consumer_name(
+                std::env::var(CONSUMER_NAME_ENV).ok(),
+                std::env::var("HOSTNAME").ok(),
+                group,
+            ),
             sources: sources.iter().map(|s| (*s).to_owned()).collect(),
             batch: 100,
             block: Duration::from_millis(500),
             max_attempts: 5,
+            max_deliveries: 100,
             retry_base: Duration::from_millis(50),
+            retry_max: Duration::from_secs(30),
             claim_idle: Duration::from_secs(30),
+            consumer_expiry: Duration::from_secs(3600),
         }
     }
 }
+
+/// Lua: reset the idle time of the entries in ARGV[3..] that `ARGV[2]`
+/// still owns in group ARGV[1] of stream KEYS[1], without counting a
+/// delivery; entries a peer took meanwhile stay the peer's.
+const KEEP_FRESH: &str = r"
+local owned = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    owned[#owned + 1] = ARGV[i]
+  end
+end
+local n = #owned
+if n > 0 then
+  owned[n + 1] = 'JUSTID'
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(owned))
+end
+return n
+";
+
+/// Lua: remove the consumers of group ARGV[1] on stream KEYS[1], other than
+/// ARGV[2], that hold nothing and were idle at least ARGV[3] ms. Checked and
+/// removed in one step, so a consumer that just read entries keeps them.
+const REMOVE_IDLE_CONSUMERS: &str = r"
+local removed = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    removed = removed + 1
+  end
+end
+return removed
+";
 
 /// A running member of a consumer group.
 pub struct Consumer {
@@ -85,31 +159,63 @@ pub struct Consumer {
     redis: ConnectionManager,
     config: ConsumerConfig,
     handler: Arc<dyn EventHandler>,
-    stopping: Option<watch::Receiver<bool>>,
+    stopping: watch::Receiver<bool>,
+    keep_fresh: redis::Script,
+    remove_idle: redis::Script,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Applied,
+    Skipped,
     Duplicate,
     DeadLettered,
-    /// Shutting down while storage is away: left pending for later.
+    /// Shutting down mid-way: left pending for later.
     Abandoned,
 }
 
-/// Whether an error means Postgres is unreachable, as opposed to the event
-/// or its handler being at fault.
-fn storage_unavailable(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause.downcast_ref::<sqlx::Error>().is_some_and(|e| {
-            crate::error::db_error_kind(e) == crate::error::DbErrorKind::Unavailable
-        })
-    })
+/// Why one attempt failed, as the consumer acts on it.
+enum Failure {
+    Retryable(String),
+    Terminal(String),
+    Unavailable(String),
+}
+
+impl From<HandlerError> for Failure {
+    fn from(error: HandlerError) -> Self {
+        match error {
+            HandlerError::Retryable(e) => Self::Retryable(format!("{e:#}")),
+            HandlerError::Terminal(e) => Self::Terminal(format!("{e:#}")),
+            HandlerError::Unavailable(e) => Self::Unavailable(format!("{e:#}")),
+        }
+    }
+}
+
+/// The runtime's own storage errors: Postgres being away pauses, anything
+/// else (a conflict, a deadlock) is retried as an attempt.
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        match db_error_kind(&error) {
+            DbErrorKind::Unavailable => Self::Unavailable(error.to_string()),
+            _ => Self::Retryable(error.to_string()),
+        }
+    }
+}
+
+fn timestamp(at: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)
+}
+
+/// The delay before retrying after `attempts` failures.
+fn retry_delay(base: Duration, max: Duration, attempts: u32) -> Duration {
+    base.saturating_mul(1 << attempts.saturating_sub(1).min(20))
+        .min(max)
 }
 
 impl Consumer {
     /// Joins the group (creating it at the start of each stream, so a new
-    /// group replays history) on a connection of its own: blocking reads
-    /// must not stall the shared one.
+    /// group replays what the stream still holds) on a Redis connection of
+    /// its own: blocking reads must not stall the shared one.
     pub async fn new(
         pool: PgPool,
         redis_url: &str,
@@ -133,26 +239,43 @@ impl Consumer {
             redis,
             config,
             handler,
-            stopping: None,
+            stopping: watch::channel(false).1,
+            keep_fresh: redis::Script::new(KEEP_FRESH),
+            remove_idle: redis::Script::new(REMOVE_IDLE_CONSUMERS),
         })
     }
 
-    /// Reads and applies events until `shutdown` turns true.
+    /// The name this consumer reads under.
+    pub fn name(&self) -> &str {
+        &self.config.consumer
+    }
+
+    /// Reads and applies events until `shutdown` turns true: first the
+    /// entries this consumer held when it last stopped, then new ones,
+    /// reclaiming dead peers' entries every `claim_idle / 2`.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        self.stopping = Some(shutdown.clone());
+        self.stopping = shutdown.clone();
         let keys: Vec<String> = self
             .config
             .sources
             .iter()
             .map(|s| stream_key(&self.config.prefix, s))
             .collect();
-        let mut last_claim = tokio::time::Instant::now();
+        for key in &keys {
+            if let Err(error) = self.resume_own(key).await {
+                tracing::warn!(%error, stream = %key, "resuming own pending entries failed");
+            }
+        }
+        let mut last_maintenance: Option<tokio::time::Instant> = None;
         while !*shutdown.borrow() {
-            if last_claim.elapsed() >= self.config.claim_idle / 2 {
-                last_claim = tokio::time::Instant::now();
+            if last_maintenance.is_none_or(|at| at.elapsed() >= self.config.claim_idle / 2) {
+                last_maintenance = Some(tokio::time::Instant::now());
                 for key in &keys {
                     if let Err(error) = self.reclaim(key).await {
                         tracing::warn!(%error, stream = %key, "reclaiming pending entries failed");
+                    }
+                    if let Err(error) = self.remove_idle_consumers(key).await {
+                        tracing::warn!(%error, stream = %key, "removing idle consumers failed");
                     }
                 }
             }
@@ -168,9 +291,8 @@ impl Consumer {
             match read {
                 Ok(Some(reply)) => {
                     for stream in reply.keys {
-                        for entry in stream.ids {
-                            self.process(&stream.key, &entry).await;
-                        }
+                        let fresh = vec![1; stream.ids.len()];
+                        self.process_batch(&stream.key, &stream.ids, &fresh).await;
                     }
                 }
                 Ok(None) => {}
@@ -185,68 +307,148 @@ impl Consumer {
         }
     }
 
-    /// Claims entries another consumer left pending too long, and applies
-    /// them; entries delivered too often go to the dead-letter stream.
+    /// Applies the entries this consumer name still holds from before a
+    /// restart, oldest first.
+    async fn resume_own(&mut self, key: &str) -> anyhow::Result<usize> {
+        let mut after = "0-0".to_owned();
+        let mut resumed = 0;
+        while !*self.stopping.borrow() {
+            let options = StreamReadOptions::default()
+                .group(&self.config.group, &self.config.consumer)
+                .count(self.config.batch);
+            let reply: Option<StreamReadReply> = self
+                .redis
+                .xread_options(&[key], &[&after], &options)
+                .await?;
+            let entries: Vec<StreamId> = reply
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .flat_map(|k| k.ids)
+                .collect();
+            let Some(last) = entries.last() else { break };
+            after = last.id.clone();
+            let deliveries = self.deliveries(key, &entries).await?;
+            resumed += entries.len();
+            self.process_batch(key, &entries, &deliveries).await;
+        }
+        Ok(resumed)
+    }
+
+    /// Claims entries other consumers left pending longer than `claim_idle`
+    /// (following the cursor to the end) and applies them; returns how many.
     pub async fn reclaim(&mut self, key: &str) -> anyhow::Result<usize> {
-        let reply: StreamAutoClaimReply = self
-            .redis
-            .xautoclaim_options(
-                key,
-                &self.config.group,
-                &self.config.consumer,
-                self.config.claim_idle.as_millis() as u64,
-                "0-0",
-                StreamAutoClaimOptions::default().count(self.config.batch),
-            )
-            .await?;
-        let claimed = reply.claimed.len();
-        for entry in &reply.claimed {
-            let deliveries = self.deliveries(key, &entry.id).await.unwrap_or(1);
-            if deliveries > u64::from(self.config.max_attempts) {
-                self.dead_letter(key, entry, "delivered too many times")
-                    .await;
-            } else {
-                self.process(key, entry).await;
+        let mut cursor = "0-0".to_owned();
+        let mut claimed = 0;
+        loop {
+            let reply: StreamAutoClaimReply = self
+                .redis
+                .xautoclaim_options(
+                    key,
+                    &self.config.group,
+                    &self.config.consumer,
+                    self.config.claim_idle.as_millis() as u64,
+                    &cursor,
+                    StreamAutoClaimOptions::default().count(self.config.batch),
+                )
+                .await?;
+            if !reply.deleted_ids.is_empty() {
+                tracing::warn!(
+                    count = reply.deleted_ids.len(),
+                    stream = key,
+                    "pending entries were trimmed before anyone applied them"
+                );
+            }
+            if !reply.claimed.is_empty() {
+                claimed += reply.claimed.len();
+                let deliveries = self.deliveries(key, &reply.claimed).await?;
+                self.process_batch(key, &reply.claimed, &deliveries).await;
+            }
+            cursor = reply.next_stream_id;
+            if cursor == "0-0" || *self.stopping.borrow() {
+                return Ok(claimed);
             }
         }
-        Ok(claimed)
     }
 
-    async fn deliveries(&mut self, key: &str, id: &str) -> redis::RedisResult<u64> {
-        let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-            .arg(key)
+    /// Removes consumers of the group that hold nothing and were idle
+    /// longer than `consumer_expiry`; returns how many.
+    pub async fn remove_idle_consumers(&mut self, key: &str) -> anyhow::Result<usize> {
+        let removed: usize = self
+            .remove_idle
+            .key(key)
             .arg(&self.config.group)
-            .arg(id)
-            .arg(id)
-            .arg(1)
-            .query_async(&mut self.redis)
+            .arg(&self.config.consumer)
+            .arg(self.config.consumer_expiry.as_millis() as u64)
+            .invoke_async(&mut self.redis)
             .await?;
-        Ok(rows.first().map_or(1, |r| r.3))
+        if removed > 0 {
+            tracing::info!(removed, stream = key, group = %self.config.group, "removed idle consumers");
+        }
+        Ok(removed)
     }
 
-    async fn process(&mut self, key: &str, entry: &StreamId) {
-        let envelope = entry
-            .get::<Vec<u8>>(ENVELOPE_FIELD)
-            .and_then(|bytes| EventEnvelope::decode(bytes.as_slice()).ok());
-        let Some(envelope) = envelope else {
-            self.dead_letter(key, entry, "undecodable envelope").await;
-            return;
+    /// How often each of `entries` (held by this consumer) was delivered.
+    async fn deliveries(&mut self, key: &str, entries: &[StreamId]) -> anyhow::Result<Vec<u64>> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(Vec::new());
         };
-        let Ok(event_id) = Uuid::parse_str(&envelope.event_id) else {
-            self.dead_letter(key, entry, "invalid event id").await;
-            return;
+        let reply: redis::streams::StreamPendingCountReply = self
+            .redis
+            .xpending_consumer_count(
+                key,
+                &self.config.group,
+                &first.id,
+                &last.id,
+                entries.len(),
+                &self.config.consumer,
+            )
+            .await?;
+        let counts: HashMap<String, u64> = reply
+            .ids
+            .into_iter()
+            .map(|p| (p.id, p.times_delivered as u64))
+            .collect();
+        Ok(entries
+            .iter()
+            .map(|e| counts.get(&e.id).copied().unwrap_or(1))
+            .collect())
+    }
+
+    /// Applies a batch in order while keeping its unfinished entries fresh,
+    /// so that no peer reclaims them from a live owner.
+    async fn process_batch(&mut self, key: &str, entries: &[StreamId], deliveries: &[u64]) {
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        let beat = keep_fresh(
+            self.redis.clone(),
+            self.keep_fresh.clone(),
+            key.to_owned(),
+            self.config.group.clone(),
+            self.config.consumer.clone(),
+            ids,
+            self.config.claim_idle / 3,
+        );
+        let work = async {
+            for (entry, deliveries) in entries.iter().zip(deliveries) {
+                if *self.stopping.borrow() {
+                    break;
+                }
+                self.process(key, entry, *deliveries).await;
+            }
         };
-        let span = tracing::info_span!("event", event_type = %envelope.event_type, %event_id, group = %self.config.group);
-        crate::trace_context::set_parent_from_map(&span, &envelope.trace_context);
-        let outcome = self
-            .apply_with_retries(key, entry, event_id, &envelope)
-            .instrument(span)
-            .await;
-        if let Outcome::Applied | Outcome::Duplicate = outcome {
+        tokio::select! {
+            () = work => {}
+            () = beat => {}
+        }
+    }
+
+    async fn process(&mut self, key: &str, entry: &StreamId, deliveries: u64) {
+        let outcome = self.outcome(key, entry, deliveries).await;
+        if let Outcome::Applied | Outcome::Skipped | Outcome::Duplicate = outcome {
             self.ack(key, &entry.id).await;
         }
         let label = match outcome {
             Outcome::Applied => "applied",
+            Outcome::Skipped => "skipped",
             Outcome::Duplicate => "duplicate",
             Outcome::DeadLettered => "dead_lettered",
             Outcome::Abandoned => "abandoned",
@@ -254,70 +456,247 @@ impl Consumer {
         metrics::counter!("laurel_events_consumed_total", "group" => self.config.group.clone(), "outcome" => label).increment(1);
     }
 
+    async fn outcome(&mut self, key: &str, entry: &StreamId, deliveries: u64) -> Outcome {
+        let envelope = entry
+            .get::<Vec<u8>>(ENVELOPE_FIELD)
+            .and_then(|bytes| EventEnvelope::decode(bytes.as_slice()).ok());
+        let Some(envelope) = envelope else {
+            return self.dead_letter(key, entry, "undecodable envelope").await;
+        };
+        let Ok(event_id) = Uuid::parse_str(&envelope.event_id) else {
+            return self.dead_letter(key, entry, "invalid event id").await;
+        };
+        if deliveries > self.config.max_deliveries {
+            let reason = format!("delivered {deliveries} times without being acknowledged");
+            return self.dead_letter(key, entry, &reason).await;
+        }
+        let span = tracing::info_span!("event", event_type = %envelope.event_type, %event_id, group = %self.config.group);
+        crate::trace_context::set_parent_from_map(&span, &envelope.trace_context);
+        let event = EventContext {
+            event_id,
+            member_id: Uuid::parse_str(&envelope.member_id).ok(),
+            occurred_at: envelope.occurred_at.as_ref().and_then(timestamp),
+            sequence: envelope.member_sequence,
+            sequence_check: SequenceCheck::Unsequenced,
+            stream_id: entry.id.clone(),
+            attempt: 1,
+            envelope,
+        };
+        self.apply_with_retries(key, entry, event, deliveries > 1)
+            .instrument(span)
+            .await
+    }
+
     async fn apply_with_retries(
         &mut self,
         key: &str,
         entry: &StreamId,
-        event_id: Uuid,
-        envelope: &EventEnvelope,
+        mut event: EventContext,
+        redelivered: bool,
     ) -> Outcome {
-        let mut attempt = 0;
-        let mut delay = self.config.retry_base;
+        let accepted = self.handler.accepts(&event.envelope.event_type);
         let mut pause = self.config.retry_base;
+        let mut attempts: Option<u32> = (!redelivered).then_some(0);
         loop {
-            match self.apply_once(event_id, &entry.id, envelope).await {
-                Ok(true) => return Outcome::Applied,
-                Ok(false) => return Outcome::Duplicate,
-                // Postgres being away is no fault of the event: wait for it
-                // without spending attempts, so an outage dead-letters nothing.
-                Err(error) if storage_unavailable(&error) => {
-                    if self.stopping.as_ref().is_some_and(|s| *s.borrow()) {
+            let failed = match attempts {
+                // A redelivered event may have failed before: read its count.
+                // Not knowing the count is no fault of the event: wait.
+                None => match self.stored_attempts(event.event_id).await {
+                    Ok(stored) => {
+                        attempts = Some(stored);
+                        Ok(())
+                    }
+                    Err(error) => Err(Failure::Unavailable(error.to_string())),
+                },
+                Some(done) if done >= self.config.max_attempts => {
+                    let reason = format!("failed {done} attempts");
+                    return self.dead_letter(key, entry, &reason).await;
+                }
+                Some(done) => {
+                    event.attempt = done + 1;
+                    match self.apply_once(&mut event, accepted, done > 0).await {
+                        Ok(outcome) => return outcome,
+                        Err(failure) => Err(failure),
+                    }
+                }
+            };
+            let Err(failure) = failed else { continue };
+            match failure {
+                Failure::Terminal(reason) => {
+                    tracing::error!(%reason, "event failed for good");
+                    return self.dead_letter(key, entry, &reason).await;
+                }
+                // A dependency being away is no fault of the event: wait for
+                // it without spending attempts, so an outage dead-letters
+                // nothing.
+                Failure::Unavailable(reason) => {
+                    tracing::warn!(%reason, "dependency unavailable, pausing");
+                    if !self.sleep(pause).await {
                         return Outcome::Abandoned;
                     }
-                    tracing::warn!(%error, "storage unavailable, pausing");
-                    tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
-                Err(error) => {
-                    attempt += 1;
-                    if attempt >= self.config.max_attempts {
-                        tracing::error!(%error, attempt, "event failed for good");
-                        self.dead_letter(key, entry, &error.to_string()).await;
-                        return Outcome::DeadLettered;
+                Failure::Retryable(reason) => {
+                    let done = match self.record_attempt(event.event_id, &reason).await {
+                        Ok(done) => done,
+                        Err(error) => {
+                            // Not counted: try again once storage answers.
+                            tracing::warn!(%error, "recording a failed attempt failed");
+                            if !self.sleep(pause).await {
+                                return Outcome::Abandoned;
+                            }
+                            continue;
+                        }
+                    };
+                    attempts = Some(done);
+                    if done >= self.config.max_attempts {
+                        tracing::error!(%reason, attempts = done, "event failed for good");
+                        return self.dead_letter(key, entry, &reason).await;
                     }
-                    tracing::warn!(%error, attempt, "event failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    tracing::warn!(%reason, attempts = done, "event failed, retrying");
+                    let delay = retry_delay(self.config.retry_base, self.config.retry_max, done);
+                    if !self.sleep(delay).await {
+                        return Outcome::Abandoned;
+                    }
                 }
             }
         }
     }
 
-    /// Applies the event unless the inbox has it; true when applied now.
+    /// Sleeps unless shutting down; false when the consumer should stop.
+    async fn sleep(&self, duration: Duration) -> bool {
+        let mut stopping = self.stopping.clone();
+        if *stopping.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => true,
+            _ = stopping.changed() => false,
+        }
+    }
+
+    /// One transaction: the inbox row (unless the handler skips the type),
+    /// the member's sequence, the effect.
     async fn apply_once(
         &self,
-        event_id: Uuid,
-        stream_id: &str,
-        envelope: &EventEnvelope,
-    ) -> anyhow::Result<bool> {
+        event: &mut EventContext,
+        accepted: bool,
+        failed_before: bool,
+    ) -> Result<Outcome, Failure> {
+        let tracked = match event.member_id {
+            Some(member) if event.sequence > 0 => Some(member),
+            _ => None,
+        };
+        if !accepted && tracked.is_none() {
+            // Nothing to apply and no sequence to advance.
+            return Ok(Outcome::Skipped);
+        }
         let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO inbox (consumer, event_id, program_id, stream_id)
-             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        if accepted {
+            let fresh = sqlx::query(
+                "INSERT INTO inbox (consumer, event_id, program_id, stream_id)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.config.group)
+            .bind(event.event_id)
+            .bind(&event.envelope.program_id)
+            .bind(&event.stream_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !fresh {
+                tx.commit().await?;
+                return Ok(Outcome::Duplicate);
+            }
+        }
+        if let Some(member) = tracked {
+            let last = self.lock_sequence(&mut tx, event, member).await?;
+            event.sequence_check = SequenceCheck::of(last, event.sequence);
+        }
+        let handled = if accepted {
+            self.handler.handle(&mut tx, event).await?
+        } else {
+            Handled::Skipped
+        };
+        if let Some(member) = tracked {
+            sqlx::query(
+                "UPDATE consumer_sequences
+                 SET last_sequence = GREATEST(last_sequence, $5), updated_at = now()
+                 WHERE consumer = $1 AND program_id = $2 AND member_id = $3 AND source = $4",
+            )
+            .bind(&self.config.group)
+            .bind(&event.envelope.program_id)
+            .bind(member)
+            .bind(&event.envelope.source)
+            .bind(event.sequence)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if failed_before {
+            sqlx::query("DELETE FROM event_attempts WHERE consumer = $1 AND event_id = $2")
+                .bind(&self.config.group)
+                .bind(event.event_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(match handled {
+            Handled::Applied => Outcome::Applied,
+            Handled::Skipped => Outcome::Skipped,
+        })
+    }
+
+    /// The highest sequence of the member the group applied, with its row
+    /// locked until the transaction ends: the member's events apply one at
+    /// a time across replicas.
+    async fn lock_sequence(
+        &self,
+        tx: &mut PgConnection,
+        event: &EventContext,
+        member: Uuid,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "INSERT INTO consumer_sequences (consumer, program_id, member_id, source, last_sequence)
+             VALUES ($1, $2, $3, $4, 0)
+             ON CONFLICT (consumer, program_id, member_id, source)
+             DO UPDATE SET last_sequence = consumer_sequences.last_sequence
+             RETURNING last_sequence",
+        )
+        .bind(&self.config.group)
+        .bind(&event.envelope.program_id)
+        .bind(member)
+        .bind(&event.envelope.source)
+        .fetch_one(&mut *tx)
+        .await
+    }
+
+    async fn stored_attempts(&self, event_id: Uuid) -> Result<u32, sqlx::Error> {
+        let attempts: Option<i32> = sqlx::query_scalar(
+            "SELECT attempts FROM event_attempts WHERE consumer = $1 AND event_id = $2",
         )
         .bind(&self.config.group)
         .bind(event_id)
-        .bind(&envelope.program_id)
-        .bind(stream_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if fresh {
-            self.handler.handle(&mut tx, envelope).await?;
-        }
-        tx.commit().await?;
-        Ok(fresh)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(attempts.map_or(0, |a| a.max(0) as u32))
+    }
+
+    /// Counts a failed attempt durably; returns the attempts so far.
+    async fn record_attempt(&self, event_id: Uuid, reason: &str) -> Result<u32, sqlx::Error> {
+        let attempts: i32 = sqlx::query_scalar(
+            "INSERT INTO event_attempts (consumer, event_id, attempts, last_error)
+             VALUES ($1, $2, 1, $3)
+             ON CONFLICT (consumer, event_id)
+             DO UPDATE SET attempts = event_attempts.attempts + 1, last_error = $3, updated_at = now()
+             RETURNING attempts",
+        )
+        .bind(&self.config.group)
+        .bind(event_id)
+        .bind(reason)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(attempts.max(0) as u32)
     }
 
     async fn ack(&mut self, key: &str, id: &str) {
@@ -329,7 +708,7 @@ impl Consumer {
         }
     }
 
-    async fn dead_letter(&mut self, key: &str, entry: &StreamId, reason: &str) {
+    async fn dead_letter(&mut self, key: &str, entry: &StreamId, reason: &str) -> Outcome {
         let raw = entry.get::<Vec<u8>>(ENVELOPE_FIELD).unwrap_or_default();
         let added: redis::RedisResult<String> = self
             .redis
@@ -348,8 +727,70 @@ impl Consumer {
             Ok(_) => {
                 tracing::error!(stream = key, id = %entry.id, reason, "event dead-lettered");
                 self.ack(key, &entry.id).await;
+                Outcome::DeadLettered
             }
-            Err(error) => tracing::warn!(%error, "dead-lettering failed; entry stays pending"),
+            Err(error) => {
+                tracing::warn!(%error, "dead-lettering failed; entry stays pending");
+                Outcome::Abandoned
+            }
         }
+    }
+}
+
+/// Keeps `ids` that `consumer` still holds fresh every `every`, until
+/// dropped.
+async fn keep_fresh(
+    mut redis: ConnectionManager,
+    script: redis::Script,
+    key: String,
+    group: String,
+    consumer: String,
+    ids: Vec<String>,
+    every: Duration,
+) {
+    let every = every.max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        let mut call = script.key(&key);
+        call.arg(&group).arg(&consumer);
+        for id in &ids {
+            call.arg(id);
+        }
+        let kept: redis::RedisResult<usize> = call.invoke_async(&mut redis).await;
+        match kept {
+            Ok(0) => return std::future::pending().await,
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "keeping pending entries fresh failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{consumer_name, retry_delay};
+
+    #[test]
+    fn the_consumer_name_prefers_the_explicit_name_then_the_host() {
+        let name = |e: Option<&str>, h: Option<&str>| {
+            consumer_name(e.map(str::to_owned), h.map(str::to_owned), "g")
+        };
+        assert_eq!(name(Some("replica-1"), Some("pod-a")), "replica-1");
+        assert_eq!(name(None, Some("pod-a")), "pod-a");
+        assert_eq!(name(Some(" "), Some("pod-a")), "pod-a");
+        let generated = name(None, None);
+        assert!(generated.starts_with("g-"), "{generated}");
+        assert_ne!(generated, name(None, None));
+    }
+
+    #[test]
+    fn the_retry_delay_doubles_up_to_the_cap() {
+        let (base, max) = (Duration::from_millis(50), Duration::from_secs(1));
+        assert_eq!(retry_delay(base, max, 1), Duration::from_millis(50));
+        assert_eq!(retry_delay(base, max, 2), Duration::from_millis(100));
+        assert_eq!(retry_delay(base, max, 3), Duration::from_millis(200));
+        assert_eq!(retry_delay(base, max, 10), max);
+        assert_eq!(retry_delay(base, max, u32::MAX), max);
     }
 }

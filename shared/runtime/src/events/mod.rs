@@ -1,11 +1,17 @@
 //! The event backbone: services write events to their outbox in the same
-//! transaction as the change ([`outbox`]); a relay publishes the outbox to
-//! Redis Streams in order ([`relay`]); consumers apply each event exactly
-//! once through an inbox table ([`consumer`]).
+//! transaction as the change, numbered per member ([`outbox`]); a relay
+//! publishes the outbox to Redis Streams in order, one fenced batch at a
+//! time ([`relay`]); consumers apply each event exactly once through an
+//! inbox table ([`consumer`]), dispatching to typed handlers ([`router`]);
+//! a pruning job keeps every store to its retention ([`retention`]).
 
 pub mod consumer;
+pub mod handler;
 pub mod outbox;
 pub mod relay;
+pub mod retention;
+pub mod router;
+pub mod sequence;
 
 /// The stream a service publishes to: `<prefix>:events:<source>`.
 pub fn stream_key(prefix: &str, source: &str) -> String {

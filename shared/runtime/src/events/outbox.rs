@@ -1,4 +1,10 @@
 //! Writing events into the outbox, inside the caller's transaction.
+//!
+//! Each event about a member gets the next number of that member's sequence
+//! (per programme, member and source) in the same transaction: a rolled back
+//! change gives its number back, so the numbers a consumer sees are 1, 2,
+//! 3... without gaps. The counter row also serialises a member's writers, so
+//! outbox order and sequence order agree for each member.
 
 use chrono::{DateTime, Utc};
 use laurel_proto::common::v1::EventEnvelope;
@@ -48,6 +54,10 @@ pub async fn enqueue<P: Message + Name>(
 ) -> Result<Uuid, sqlx::Error> {
     let event_id = Uuid::now_v7();
     let event_type = event_type::<P>(source);
+    let member_sequence = match event.member_id {
+        Some(member) => next_member_sequence(tx, event.program, member, source).await?,
+        None => 0,
+    };
     let envelope = EventEnvelope {
         event_id: event_id.to_string(),
         event_type: event_type.clone(),
@@ -61,10 +71,11 @@ pub async fn enqueue<P: Message + Name>(
             prost_types::Any::from_msg(event.payload)
                 .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
         ),
+        member_sequence,
     };
     sqlx::query(
-        "INSERT INTO outbox (event_id, program_id, member_id, source, event_type, envelope, card_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO outbox (event_id, program_id, member_id, source, event_type, envelope, card_version, member_sequence)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(event_id)
     .bind(event.program.as_str())
@@ -73,7 +84,29 @@ pub async fn enqueue<P: Message + Name>(
     .bind(&event_type)
     .bind(envelope.encode_to_vec())
     .bind(event.card_version)
+    .bind(member_sequence)
     .execute(&mut *tx)
     .await?;
     Ok(event_id)
+}
+
+/// Hands out the next number of a member's event sequence within `tx`.
+async fn next_member_sequence(
+    tx: &mut PgConnection,
+    program: &ProgramId,
+    member: Uuid,
+    source: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO member_sequences (program_id, member_id, source, last_sequence)
+         VALUES ($1, $2, $3, 1)
+         ON CONFLICT (program_id, member_id, source)
+         DO UPDATE SET last_sequence = member_sequences.last_sequence + 1
+         RETURNING last_sequence",
+    )
+    .bind(program.as_str())
+    .bind(member)
+    .bind(source)
+    .fetch_one(&mut *tx)
+    .await
 }

@@ -1,31 +1,50 @@
 //! The outbox relay: publishes unpublished outbox rows to Redis Streams in
 //! outbox order, then marks them published.
 //!
-//! One replica at a time is the relay (a Postgres advisory lock held on a
-//! dedicated connection), so a member's events keep their order. A crash
-//! between publishing and marking publishes those rows again on restart:
-//! delivery is at-least-once and consumers deduplicate by event id.
+//! Any number of replicas run a relay; each batch is fenced by the
+//! transaction that marks its rows. That transaction takes a transaction
+//! level advisory lock (`pg_try_advisory_xact_lock`), selects the oldest
+//! unpublished rows `FOR UPDATE`, publishes them, marks them and commits.
+//! The lock lives exactly as long as the transaction: there is no session
+//! lock on an idle connection that can die unnoticed while its owner keeps
+//! publishing. A relay whose connection dies mid-batch cannot mark its rows
+//! (its transaction is gone), so the next batch republishes them: delivery
+//! is at-least-once and consumers deduplicate by event id. A batch goes to
+//! Redis as one `MULTI`/`EXEC`, so it lands whole or not at all and never
+//! interleaves with another batch.
+//!
+//! The relay talks to Redis over a connection of its own, with a response
+//! timeout long enough for a full batch: a slow pipeline must neither be
+//! cut short and republished whole, nor stall the cache's reads behind it.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{ENVELOPE_FIELD, stream_key};
+
+/// Response timeout of the relay's own Redis connection.
+pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Relay settings.
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
     /// Redis key prefix.
     pub prefix: String,
-    /// Name of the leader lock; one relay per name runs at a time.
+    /// Name of the fence lock; one batch per name is published at a time.
     pub lock_name: String,
-    /// Rows published per round.
+    /// `application_name` of the relay's Postgres sessions, so operators
+    /// (and tests) can find them in `pg_stat_activity`.
+    pub application_name: String,
+    /// Rows published per batch.
     pub batch_size: i64,
     /// Pause when the outbox is empty.
     pub idle_poll: Duration,
+    /// Pause when another relay is publishing a batch.
+    pub standby_poll: Duration,
     /// Member card field this service owns, invalidated at the version an
     /// event carries: the invalidation of last resort when Redis was away at
     /// write time.
@@ -38,11 +57,32 @@ impl RelayConfig {
         Self {
             prefix: prefix.to_owned(),
             lock_name: format!("laurel-relay:{schema}"),
+            application_name: application_name(schema),
             batch_size: 500,
             idle_poll: Duration::from_millis(20),
+            standby_poll: Duration::from_millis(200),
             card_field: None,
         }
     }
+}
+
+/// The `application_name` relay sessions of `schema` carry by default.
+pub fn application_name(schema: &str) -> String {
+    // Postgres keeps the first 63 bytes of an application name.
+    let mut name = format!("laurel-relay:{schema}");
+    name.truncate(63);
+    name
+}
+
+/// What one call of [`Relay::publish_batch`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batch {
+    /// Published and marked this many rows.
+    Published(usize),
+    /// Nothing was waiting.
+    Empty,
+    /// Another relay holds the fence right now.
+    Fenced,
 }
 
 /// Publishes one service's outbox.
@@ -63,86 +103,86 @@ type Row = (
 );
 
 impl Relay {
-    /// A relay for the outbox reachable through `pool`.
-    pub fn new(pool: PgPool, redis: ConnectionManager, config: RelayConfig) -> Self {
-        Self {
+    /// A relay for the outbox `pool` reaches, with sessions of its own
+    /// (named `config.application_name`) and a Redis connection of its own.
+    pub fn new(pool: PgPool, redis_url: &str, config: RelayConfig) -> anyhow::Result<Self> {
+        let options = (*pool.connect_options())
+            .clone()
+            .application_name(&config.application_name);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        let redis = crate::cache::connection_manager(redis_url, REDIS_RESPONSE_TIMEOUT)?;
+        Ok(Self {
             pool,
             redis,
             config,
-        }
+        })
     }
 
-    /// Runs until `shutdown` turns true: waits to become leader, then
-    /// publishes.
+    /// Publishes until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         while !*shutdown.borrow() {
-            let leader = match self.acquire_leadership().await {
-                Ok(Some(conn)) => conn,
-                Ok(None) => {
-                    sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
-                    continue;
+            let pause = match self.publish_batch().await {
+                Ok(batch) => {
+                    backoff = Duration::from_millis(100);
+                    match batch {
+                        Batch::Published(_) => continue,
+                        Batch::Empty => self.config.idle_poll,
+                        Batch::Fenced => self.config.standby_poll,
+                    }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "relay cannot reach postgres");
-                    sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
-                    continue;
+                    metrics::counter!("laurel_relay_errors_total").increment(1);
+                    tracing::warn!(%error, "relay batch failed, retrying");
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    pause
                 }
             };
-            tracing::info!(lock = %self.config.lock_name, "outbox relay is leader");
-            let mut leader = leader;
-            while !*shutdown.borrow() {
-                match self.publish_batch().await {
-                    Ok(0) => {
-                        backoff = Duration::from_millis(100);
-                        sleep_or_shutdown(self.config.idle_poll, &mut shutdown).await;
-                    }
-                    Ok(_) => backoff = Duration::from_millis(100),
-                    Err(error) => {
-                        metrics::counter!("laurel_relay_errors_total").increment(1);
-                        tracing::warn!(%error, "relay round failed, retrying");
-                        sleep_or_shutdown(backoff, &mut shutdown).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        if leader.ping().await.is_err() {
-                            tracing::warn!("relay lost its lock connection");
-                            break;
-                        }
-                    }
-                }
-            }
-            let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
-                .bind(&self.config.lock_name)
-                .execute(&mut leader)
-                .await;
+            sleep_or_shutdown(pause, &mut shutdown).await;
         }
     }
 
-    /// The lock lives on a connection taken out of the pool, so a relay that
-    /// is dropped mid-way closes it and frees the lock instead of handing a
-    /// locked connection back to the pool.
-    async fn acquire_leadership(&self) -> Result<Option<PgConnection>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?.detach();
-        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(hashtext($1))")
+    /// Publishes up to one batch inside the transaction that fences it.
+    pub async fn publish_batch(&self) -> anyhow::Result<Batch> {
+        let mut tx = self.pool.begin().await?;
+        let (fenced,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock(hashtext($1))")
             .bind(&self.config.lock_name)
-            .fetch_one(&mut conn)
+            .fetch_one(&mut *tx)
             .await?;
-        Ok(locked.then_some(conn))
-    }
-
-    /// Publishes up to one batch; returns how many rows it published.
-    pub async fn publish_batch(&self) -> anyhow::Result<usize> {
+        if !fenced {
+            return Ok(Batch::Fenced);
+        }
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT seq, program_id, member_id, source, event_type, envelope, card_version FROM outbox
-             WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+             WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE",
         )
         .bind(self.config.batch_size)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Batch::Empty);
         }
+        let mut redis = self.redis.clone();
+        self.pipeline(&rows).query_async::<()>(&mut redis).await?;
+        let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
+            .bind(&seqs)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        metrics::counter!("laurel_relay_published_total").increment(rows.len() as u64);
+        Ok(Batch::Published(rows.len()))
+    }
+
+    fn pipeline(&self, rows: &[Row]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        for (_, program, member, source, event_type, envelope, card_version) in &rows {
+        pipe.atomic();
+        for (_, program, member, source, event_type, envelope, card_version) in rows {
             pipe.cmd("XADD")
                 .arg(stream_key(&self.config.prefix, source))
                 .arg("*")
@@ -157,25 +197,16 @@ impl Relay {
                 pipe.cmd("EVAL")
                     .arg(crate::card::INVALIDATE)
                     .arg(1)
-                    .arg(format!(
-                        "{}:card:{}:{}",
-                        self.config.prefix, program, member
-                    ))
+                    .arg(crate::card::card_key(&self.config.prefix, program, member))
                     .arg(field)
                     .arg(version)
                     .arg(crate::card::CARD_TTL_SECS)
+                    // Replicas drop their in-process copies too.
+                    .arg(crate::card::invalidation_channel(&self.config.prefix))
                     .ignore();
             }
         }
-        let mut redis = self.redis.clone();
-        pipe.query_async::<()>(&mut redis).await?;
-        let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
-            .bind(&seqs)
-            .execute(&self.pool)
-            .await?;
-        metrics::counter!("laurel_relay_published_total").increment(rows.len() as u64);
-        Ok(rows.len())
+        pipe
     }
 }
 
