@@ -1,0 +1,164 @@
+"""Fixtures for the Python client suite: generated stubs, channels, metadata.
+
+The suite talks to real running Laurel services. Each service's address comes
+from `LAUREL_<SERVICE>_ADDR` (host:port), for example `LAUREL_MEMBER_ADDR`;
+`scripts/test-python.sh` starts the services and sets them. When a service's
+address is missing its tests fail rather than skip, so a broken setup cannot
+pass as green.
+
+Stubs are generated from `proto/` with grpcio-tools when the suite starts,
+into a temporary directory put first on `sys.path`, so tests import them as
+`from laurel.member.v1 import member_pb2`.
+
+To add a service (say points): add a `points_channel` fixture with
+`_channel("points")` and a `points` stub fixture beside `member` below, then
+write `test_points.py` with its calls. Metadata (`md`, `md_for`) and the fresh
+programme per test (`program`) work for every service.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+import grpc
+import pytest
+from grpc_tools import protoc
+
+from support import new_program
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+PROTO_ROOT = REPO / "proto"
+CONNECT_TIMEOUT_S = 15.0
+# Every call gets a deadline so a hung server fails the test instead of the run.
+CALL_TIMEOUT_S = 10.0
+
+
+def generate_stubs(proto_root: pathlib.Path, out_dir: pathlib.Path) -> list[str]:
+    """Generates *_pb2.py and *_pb2_grpc.py for every .proto under proto_root."""
+    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
+    if not protos:
+        raise RuntimeError(f"no .proto files under {proto_root}")
+    # google/protobuf/*.proto ship inside grpcio-tools.
+    well_known = pathlib.Path(protoc.__file__).parent / "_proto"
+    args = [
+        "grpc_tools.protoc",
+        f"-I{proto_root}",
+        f"-I{well_known}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *protos,
+    ]
+    if protoc.main(args) != 0:
+        raise RuntimeError(f"protoc failed on {proto_root}")
+    return protos
+
+
+def _install_stubs() -> None:
+    out = pathlib.Path(tempfile.mkdtemp(prefix="laurel-py-stubs-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    generate_stubs(PROTO_ROOT, out)
+    sys.path.insert(0, str(out))
+
+
+# Before the test modules are collected, so they can import the stubs at the top.
+_install_stubs()
+
+from grpc_health.v1 import health_pb2_grpc  # noqa: E402
+from laurel.common.v1 import echo_pb2_grpc  # noqa: E402
+from laurel.member.v1 import member_pb2_grpc  # noqa: E402
+
+
+def service_addr(service: str) -> str:
+    """The host:port of a running service, from LAUREL_<SERVICE>_ADDR."""
+    var = f"LAUREL_{service.upper()}_ADDR"
+    addr = os.environ.get(var, "").strip()
+    if not addr:
+        pytest.fail(f"{var} is not set: run the suite with scripts/test-python.sh", pytrace=False)
+    # Accept a URL too, as the Rust tools take one.
+    for scheme in ("http://", "grpc://"):
+        if addr.startswith(scheme):
+            addr = addr[len(scheme):]
+    return addr.rstrip("/")
+
+
+def _channel(service: str):
+    addr = service_addr(service)
+    channel = grpc.insecure_channel(addr)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+    except grpc.FutureTimeoutError:
+        channel.close()
+        pytest.fail(f"{service} at {addr} did not accept a connection", pytrace=False)
+    return channel
+
+
+class Stub:
+    """A generated stub whose unary calls get a default deadline."""
+
+    def __init__(self, stub):
+        self._stub = stub
+
+    def __getattr__(self, name):
+        method = getattr(self._stub, name)
+
+        def call(request, **kwargs):
+            kwargs.setdefault("timeout", CALL_TIMEOUT_S)
+            return method(request, **kwargs)
+
+        return call
+
+
+@pytest.fixture(scope="session")
+def member_channel():
+    channel = _channel("member")
+    yield channel
+    channel.close()
+
+
+@pytest.fixture
+def member(member_channel):
+    """laurel.member.v1.MemberService."""
+    return Stub(member_pb2_grpc.MemberServiceStub(member_channel))
+
+
+@pytest.fixture
+def echo(member_channel):
+    """laurel.common.v1.EchoService as the member service serves it."""
+    return Stub(echo_pb2_grpc.EchoServiceStub(member_channel))
+
+
+@pytest.fixture
+def health(member_channel):
+    """grpc.health.v1.Health of the member service."""
+    return Stub(health_pb2_grpc.HealthStub(member_channel))
+
+
+@pytest.fixture
+def program() -> str:
+    return new_program()
+
+
+@pytest.fixture
+def md_for():
+    """Builds call metadata for a programme: x-laurel-program, plus x-api-key
+    when LAUREL_API_KEY is set."""
+    api_key = os.environ.get("LAUREL_API_KEY", "")
+
+    def build(program: str) -> tuple[tuple[str, str], ...]:
+        md = [("x-laurel-program", program)]
+        if api_key:
+            md.append(("x-api-key", api_key))
+        return tuple(md)
+
+    return build
+
+
+@pytest.fixture
+def md(md_for, program):
+    """Call metadata for this test's own programme."""
+    return md_for(program)
