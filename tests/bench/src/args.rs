@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::h2load;
 use crate::paths::PathKind;
 
 pub const USAGE: &str = "\
@@ -27,6 +28,26 @@ FLAGS:
   --api-key KEY        x-api-key metadata          [env: LAUREL_API_KEY]
   --timeout SECS       per-call deadline           [default: 10]
   --json               print one JSON line with the results at the end
+
+  Server-bound figures (all optional; see deploy/bench/run-all.sh):
+  --h2load             also drive echo, get-member and lookup-member with h2load
+                       (one seeded member per path; grpc-status checked first)
+  --h2load-n N         calls per h2load run           [default: 100000]
+  --h2load-c N         h2load connections             [default: 50]
+  --h2load-m N         h2load streams per connection  [default: 10]
+  --h2load-t N         h2load threads                 [default: 1]
+  --h2load-warmup N    unmeasured calls before each h2load run [default: 10000]
+  --bare-addr URL      a laurel-bare-echo server: its echo is measured too
+                       (tonic client, and h2load with --h2load) and Laurel's
+                       echo is reported as a ratio of it
+  --metrics-url URL    the server's Prometheus endpoint (http://host:port/metrics):
+                       gRPC codes of the h2load runs are read from it
+  --server-pid PID     server process whose memory (VmRSS, VmHWM) is sampled
+                       under load [default: whatever listens on --addr's port here]
+  --replica-addr URL   a second replica of the member service (same Postgres and
+                       Redis): measures how long it serves a card after a write on
+                       --addr
+  --staleness-writes N writes for the staleness measurement [default: 200]
   -h, --help           this text
 ";
 
@@ -47,6 +68,13 @@ pub struct Args {
     pub api_key: Option<String>,
     pub timeout: Duration,
     pub json: bool,
+    /// h2load's shape, when `--h2load` was given.
+    pub h2load: Option<h2load::Shape>,
+    pub bare_addr: Option<String>,
+    pub metrics_url: Option<String>,
+    pub server_pid: Option<u32>,
+    pub replica_addr: Option<String>,
+    pub staleness_writes: usize,
 }
 
 impl Default for Args {
@@ -65,6 +93,12 @@ impl Default for Args {
             api_key: None,
             timeout: Duration::from_secs(10),
             json: false,
+            h2load: None,
+            bare_addr: None,
+            metrics_url: None,
+            server_pid: None,
+            replica_addr: None,
+            staleness_writes: 200,
         }
     }
 }
@@ -84,6 +118,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
             .filter(|k| !k.is_empty()),
         ..Args::default()
     };
+    let mut use_h2load = false;
+    let mut shape = h2load::Shape::default();
     let mut it = argv.into_iter();
     while let Some(raw) = it.next() {
         let (flag, inline) = match raw.split_once('=') {
@@ -118,6 +154,20 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
             "--api-key" => args.api_key = Some(value()?).filter(|k| !k.is_empty()),
             "--timeout" => args.timeout = secs(&flag, &value()?)?,
             "--json" => args.json = true,
+            "--h2load" => use_h2load = true,
+            "--h2load-n" => shape.calls = positive(&flag, &value()?)? as u64,
+            "--h2load-c" => shape.connections = small(&flag, &value()?)?,
+            "--h2load-m" => shape.streams = small(&flag, &value()?)?,
+            "--h2load-t" => shape.threads = small(&flag, &value()?)?,
+            "--h2load-warmup" => {
+                let v = value()?;
+                shape.warmup_calls = v.parse().with_context(|| format!("{flag} {v}"))?;
+            }
+            "--bare-addr" => args.bare_addr = Some(value()?),
+            "--metrics-url" => args.metrics_url = Some(value()?),
+            "--server-pid" => args.server_pid = Some(small(&flag, &value()?)?),
+            "--replica-addr" => args.replica_addr = Some(value()?),
+            "--staleness-writes" => args.staleness_writes = positive(&flag, &value()?)?,
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
@@ -130,6 +180,12 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
     if args.members > 10_000 {
         bail!("--members is at most 10000");
     }
+    if use_h2load {
+        if shape.threads > shape.connections {
+            bail!("--h2load-t must not exceed --h2load-c");
+        }
+        args.h2load = Some(shape);
+    }
     Ok(Parsed::Run(Box::new(args)))
 }
 
@@ -140,6 +196,13 @@ fn secs(flag: &str, v: &str) -> Result<Duration> {
 
 fn positive(flag: &str, v: &str) -> Result<usize> {
     match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => bail!("{flag} must be a positive integer, got {v:?}"),
+    }
+}
+
+fn small(flag: &str, v: &str) -> Result<u32> {
+    match v.parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
         _ => bail!("{flag} must be a positive integer, got {v:?}"),
     }
@@ -194,5 +257,30 @@ mod tests {
         assert!(run(&["--rate", "10", "--half-rate"]).is_err());
         assert!(run(&["--bogus"]).is_err());
         assert!(run(&["--addr"]).is_err());
+        assert!(run(&["--h2load", "--h2load-c", "2", "--h2load-t", "3"]).is_err());
+        assert!(run(&["--server-pid", "x"]).is_err());
+    }
+
+    #[test]
+    fn h2load_defaults_to_the_issue_setting() {
+        let a = run(&[
+            "--h2load",
+            "--bare-addr",
+            "http://b:1",
+            "--replica-addr=http://r:2",
+        ])
+        .unwrap();
+        let shape = a.h2load.unwrap();
+        assert_eq!(
+            (shape.calls, shape.connections, shape.streams, shape.threads),
+            (100_000, 50, 10, 1)
+        );
+        assert_eq!(a.bare_addr.as_deref(), Some("http://b:1"));
+        assert_eq!(a.replica_addr.as_deref(), Some("http://r:2"));
+        assert_eq!(a.staleness_writes, 200);
+        assert!(run(&[]).unwrap().h2load.is_none());
+        let a = run(&["--h2load", "--h2load-n", "500", "--h2load-t", "2"]).unwrap();
+        assert_eq!(a.h2load.unwrap().calls, 500);
+        assert_eq!(a.h2load.unwrap().threads, 2);
     }
 }

@@ -21,6 +21,8 @@ pub enum PathKind {
     GetMember,
     LookupMember,
     RecordActivity,
+    /// Echo on the bare tonic server (`--bare-addr`), not selectable by name.
+    BareEcho,
 }
 
 impl PathKind {
@@ -37,6 +39,7 @@ impl PathKind {
             PathKind::GetMember => "get-member",
             PathKind::LookupMember => "lookup-member",
             PathKind::RecordActivity => "record-activity",
+            PathKind::BareEcho => "bare-echo",
         }
     }
 
@@ -46,7 +49,7 @@ impl PathKind {
 
     /// Whether the path needs seeded members.
     pub fn needs_members(self) -> bool {
-        self != PathKind::Echo
+        !matches!(self, PathKind::Echo | PathKind::BareEcho)
     }
 }
 
@@ -90,11 +93,13 @@ impl CallMeta {
     }
 }
 
-/// The clients of one worker, over one shared channel (connection).
+/// The clients of one worker, over one shared channel (connection), and
+/// one to the bare echo server when there is one.
 #[derive(Clone)]
 pub struct Clients {
     pub echo: EchoServiceClient<Channel>,
     pub member: MemberServiceClient<Channel>,
+    pub bare: Option<EchoServiceClient<Channel>>,
     pub meta: CallMeta,
 }
 
@@ -103,8 +108,15 @@ impl Clients {
         Self {
             echo: EchoServiceClient::new(channel.clone()),
             member: MemberServiceClient::new(channel),
+            bare: None,
             meta,
         }
+    }
+
+    /// Adds a channel to the bare echo server.
+    pub fn with_bare(mut self, channel: Channel) -> Self {
+        self.bare = Some(EchoServiceClient::new(channel));
+        self
     }
 
     /// Makes one call of `kind`; only the status matters.
@@ -116,10 +128,13 @@ impl Clients {
     ) -> Result<(), Status> {
         match kind {
             PathKind::Echo => {
-                let req = EchoRequest {
-                    payload: ECHO_PAYLOAD.to_vec(),
+                self.echo.echo(self.meta.request(echo_request())).await?;
+            }
+            PathKind::BareEcho => {
+                let Some(bare) = self.bare.as_mut() else {
+                    return Err(Status::failed_precondition("no --bare-addr"));
                 };
-                self.echo.echo(self.meta.request(req)).await?;
+                bare.echo(self.meta.request(echo_request())).await?;
             }
             PathKind::GetMember => {
                 let m = pick(members, rng);
@@ -130,10 +145,9 @@ impl Clients {
             }
             PathKind::LookupMember => {
                 let m = pick(members, rng);
-                let req = LookupMemberRequest {
-                    identity: Some(phone_identity(&m.phone)),
-                };
-                self.member.lookup_member(self.meta.request(req)).await?;
+                self.member
+                    .lookup_member(self.meta.request(lookup_request(m)))
+                    .await?;
             }
             PathKind::RecordActivity => {
                 let m = pick(members, rng);
@@ -147,6 +161,20 @@ impl Clients {
 
 /// Echo payload: small, like a ping.
 pub const ECHO_PAYLOAD: &[u8] = b"laurel-bench-ping";
+
+/// The echo call every path is compared with.
+pub fn echo_request() -> EchoRequest {
+    EchoRequest {
+        payload: ECHO_PAYLOAD.to_vec(),
+    }
+}
+
+/// LookupMember by the member's phone.
+pub fn lookup_request(m: &SeededMember) -> LookupMemberRequest {
+    LookupMemberRequest {
+        identity: Some(phone_identity(&m.phone)),
+    }
+}
 
 pub fn phone_identity(phone: &str) -> Identity {
     Identity {

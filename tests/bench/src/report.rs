@@ -4,8 +4,12 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::h2load::Shape;
+use crate::memory;
 use crate::paths::PathKind;
 use crate::run::{Mode, OK, PathResult};
+use crate::server_bound::Row;
+use crate::staleness::Staleness;
 
 /// Requests per second of echo in the same mode group, if it ran.
 fn echo_rps(results: &[PathResult], mode: Mode) -> Option<f64> {
@@ -71,8 +75,228 @@ pub fn table(results: &[PathResult]) -> String {
     out
 }
 
-/// One JSON array on one line, one object per path and mode.
-pub fn json_line(results: &[PathResult], concurrency: usize, connections: usize) -> String {
+/// The ratios the issue sets targets for: (label, numerator, denominator, target).
+const TARGETS: [(&str, PathKind, PathKind, f64); 3] = [
+    (
+        "laurel echo / bare tonic echo",
+        PathKind::Echo,
+        PathKind::BareEcho,
+        0.9,
+    ),
+    (
+        "get-member / echo",
+        PathKind::GetMember,
+        PathKind::Echo,
+        0.8,
+    ),
+    (
+        "lookup-member / echo",
+        PathKind::LookupMember,
+        PathKind::Echo,
+        0.5,
+    ),
+];
+
+/// The h2load runs, as a table.
+pub fn h2load_table(shape: &Shape, rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "h2load -n {} -c {} -m {} -t {} (after {} warm-up calls each): server-bound\n",
+        shape.calls, shape.connections, shape.streams, shape.threads, shape.warmup_calls
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:>10} {:>8} {:>9} {:>9} {:>9}  grpc codes (server metrics)",
+        "path", "calls/s", "vs echo", "mean ms", "max ms", "http fail"
+    );
+    let echo = h2load_rps(rows, PathKind::Echo);
+    for r in rows {
+        let ratio = echo
+            .filter(|e| *e > 0.0)
+            .map_or("-".into(), |e| format!("{:.3}", r.outcome.rps / e));
+        let codes = match &r.grpc_codes {
+            None => "-".to_string(),
+            Some(c) if c.is_empty() => "none counted".to_string(),
+            Some(c) => c
+                .iter()
+                .map(|(code, n)| format!("{code}={n}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:>10.1} {:>8} {:>9.3} {:>9.3} {:>9}  {}",
+            r.kind.name(),
+            r.outcome.rps,
+            ratio,
+            r.outcome.mean_ms,
+            r.outcome.max_ms,
+            r.outcome.http_failures(),
+            codes,
+        );
+    }
+    out
+}
+
+fn h2load_rps(rows: &[Row], kind: PathKind) -> Option<f64> {
+    rows.iter().find(|r| r.kind == kind).map(|r| r.outcome.rps)
+}
+
+/// rps of the first run of `kind` in the first mode (closed or --rate).
+fn tonic_rps(results: &[PathResult], kind: PathKind) -> Option<f64> {
+    let first_group = results.first()?.mode.group();
+    results
+        .iter()
+        .find(|r| r.kind == kind && r.mode.group() == first_group)
+        .map(PathResult::rps)
+}
+
+fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
+    match (num, den) {
+        (Some(n), Some(d)) if d > 0.0 => Some(n / d),
+        _ => None,
+    }
+}
+
+/// The targeted ratios from h2load and from the tonic client, one per line.
+pub fn targets(results: &[PathResult], rows: &[Row]) -> String {
+    let mut out = String::new();
+    for (label, num, den, target) in TARGETS {
+        let h2 = ratio(h2load_rps(rows, num), h2load_rps(rows, den));
+        let tonic = ratio(tonic_rps(results, num), tonic_rps(results, den));
+        if h2.is_none() && tonic.is_none() {
+            continue;
+        }
+        let verdict = match h2.or(tonic) {
+            Some(v) if v >= target => "meets",
+            _ => "BELOW",
+        };
+        let _ = writeln!(
+            out,
+            "{label:<30} h2load {:>6}   tonic client {:>6}   target >= {target:.2} ({verdict}{})",
+            h2.map_or("-".into(), |v| format!("{v:.3}")),
+            tonic.map_or("-".into(), |v| format!("{v:.3}")),
+            if h2.is_some() {
+                ", judged by h2load"
+            } else {
+                ""
+            },
+        );
+    }
+    out
+}
+
+/// The server's memory over the load runs, or why it was not measured.
+pub fn memory_line(m: &Result<memory::Report, String>) -> String {
+    match m {
+        Ok(r) => {
+            let peak = memory::mib(r.peak_rss_kib.max(r.now.hwm_kib));
+            format!(
+                "server memory (pid {}): peak RSS sampled under load {:.1} MiB, VmHWM {:.1} MiB, VmRSS now {:.1} MiB; target < {:.0} MiB ({})\n",
+                r.pid,
+                memory::mib(r.peak_rss_kib),
+                memory::mib(r.now.hwm_kib),
+                memory::mib(r.now.rss_kib),
+                memory::TARGET_MIB,
+                if peak < memory::TARGET_MIB {
+                    "meets"
+                } else {
+                    "ABOVE"
+                },
+            )
+        }
+        Err(why) => format!("server memory: not measured ({why})\n"),
+    }
+}
+
+/// The replica staleness figure.
+pub fn staleness_line(s: &Staleness) -> String {
+    format!(
+        "replica staleness (write on --addr, read on --replica-addr; {} writes): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; fresh at the first read {}/{}, not shown within {:?}: {}\n",
+        s.writes,
+        s.quantile_ms(0.5),
+        s.quantile_ms(0.99),
+        s.max_ms(),
+        s.fresh_at_once,
+        s.writes,
+        s.give_up,
+        s.never,
+    )
+}
+
+/// Everything measured, as one JSON object on one line.
+pub fn json_object(
+    results: &[PathResult],
+    concurrency: usize,
+    connections: usize,
+    h2load: Option<(&Shape, &[Row])>,
+    memory: &Result<memory::Report, String>,
+    staleness: Option<&Staleness>,
+) -> String {
+    let h2 = h2load.map(|(shape, rows)| {
+        let echo = h2load_rps(rows, PathKind::Echo);
+        json!({
+            "calls": shape.calls,
+            "connections": shape.connections,
+            "streams": shape.streams,
+            "threads": shape.threads,
+            "warmup_calls": shape.warmup_calls,
+            "paths": rows.iter().map(|r| json!({
+                "path": r.kind.name(),
+                "rps": r.outcome.rps,
+                "vs_echo": ratio(Some(r.outcome.rps), echo),
+                "mean_ms": r.outcome.mean_ms,
+                "max_ms": r.outcome.max_ms,
+                "http_failures": r.outcome.http_failures(),
+                "grpc_codes": r.grpc_codes,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    let rows = h2load.map_or(&[][..], |(_, rows)| rows);
+    let targets: Vec<Value> = TARGETS
+        .iter()
+        .map(|(label, num, den, target)| {
+            json!({
+                "ratio": label,
+                "target": target,
+                "h2load": ratio(h2load_rps(rows, *num), h2load_rps(rows, *den)),
+                "tonic": ratio(tonic_rps(results, *num), tonic_rps(results, *den)),
+            })
+        })
+        .collect();
+    let memory = match memory {
+        Ok(r) => json!({
+            "pid": r.pid,
+            "peak_rss_mib": memory::mib(r.peak_rss_kib),
+            "hwm_mib": memory::mib(r.now.hwm_kib),
+            "rss_mib": memory::mib(r.now.rss_kib),
+            "target_mib": memory::TARGET_MIB,
+        }),
+        Err(why) => json!({ "error": why }),
+    };
+    let staleness = staleness.map(|s| {
+        json!({
+            "writes": s.writes,
+            "p50_ms": s.quantile_ms(0.5),
+            "p99_ms": s.quantile_ms(0.99),
+            "max_ms": s.max_ms(),
+            "fresh_at_first_read": s.fresh_at_once,
+            "never": s.never,
+        })
+    });
+    json!({
+        "tonic": json_rows(results, concurrency, connections),
+        "h2load": h2,
+        "targets": targets,
+        "memory": memory,
+        "staleness": staleness,
+    })
+    .to_string()
+}
+
+/// One object per tonic-client path and mode.
+fn json_rows(results: &[PathResult], concurrency: usize, connections: usize) -> Value {
     let rows: Vec<Value> = results
         .iter()
         .map(|r| {
@@ -94,7 +318,7 @@ pub fn json_line(results: &[PathResult], concurrency: usize, connections: usize)
             })
         })
         .collect();
-    Value::Array(rows).to_string()
+    Value::Array(rows)
 }
 
 #[cfg(test)]
@@ -137,11 +361,81 @@ mod tests {
         assert_eq!(vs_echo(&rs, &rs[3]), Some(0.25));
         let t = table(&rs);
         assert!(t.contains("get-member"), "{t}");
-        let j: Value = serde_json::from_str(&json_line(&rs, 64, 8)).unwrap();
+        let none = Err("not asked".to_string());
+        let j: Value = serde_json::from_str(&json_object(&rs, 64, 8, None, &none, None)).unwrap();
+        let j = &j["tonic"];
         assert_eq!(j.as_array().unwrap().len(), 4);
         assert_eq!(j[2]["vs_echo"], 0.25);
         let p50 = j[0]["p50_ms"].as_f64().unwrap();
         assert!((p50 - 5.0).abs() < 0.01, "{p50}");
+    }
+
+    fn h2_row(kind: PathKind, rps: f64) -> Row {
+        Row {
+            kind,
+            outcome: crate::h2load::Outcome {
+                seconds: 1.0,
+                rps,
+                total: 100,
+                succeeded: 100,
+                failed: 0,
+                errored: 0,
+                timeout: 0,
+                status_2xx: 100,
+                mean_ms: 1.0,
+                max_ms: 2.0,
+            },
+            grpc_codes: None,
+        }
+    }
+
+    #[test]
+    fn targets_are_judged_by_h2load() {
+        let rows = vec![
+            h2_row(PathKind::BareEcho, 1000.0),
+            h2_row(PathKind::Echo, 800.0),
+            h2_row(PathKind::GetMember, 720.0),
+            h2_row(PathKind::LookupMember, 200.0),
+        ];
+        // The tonic client says get-member beats echo; h2load decides.
+        let rs = vec![
+            result(PathKind::Echo, Mode::Closed, 1000, 0),
+            result(PathKind::GetMember, Mode::Closed, 1100, 0),
+        ];
+        let t = targets(&rs, &rows);
+        let line = |label: &str| {
+            t.lines()
+                .find(|l| l.starts_with(label))
+                .unwrap()
+                .to_string()
+        };
+        assert!(line("laurel echo / bare").contains("0.800"), "{t}");
+        assert!(line("laurel echo / bare").contains("BELOW"), "{t}");
+        assert!(line("get-member / echo").contains("0.900"), "{t}");
+        assert!(line("get-member / echo").contains("1.100"), "{t}");
+        assert!(line("get-member / echo").contains("meets"), "{t}");
+        assert!(line("lookup-member / echo").contains("BELOW"), "{t}");
+        let table = h2load_table(&Shape::default(), &rows);
+        assert!(table.contains("bare-echo"), "{table}");
+        assert!(table.contains("1.250"), "{table}");
+    }
+
+    #[test]
+    fn memory_over_target_is_flagged() {
+        let r = memory::Report {
+            pid: 7,
+            peak_rss_kib: 300 * 1024,
+            now: memory::Status {
+                rss_kib: 100 * 1024,
+                hwm_kib: 300 * 1024,
+            },
+        };
+        let line = memory_line(&Ok(r));
+        assert!(
+            line.contains("300.0 MiB") && line.contains("ABOVE"),
+            "{line}"
+        );
+        assert!(memory_line(&Err("remote".into())).contains("not measured (remote)"));
     }
 
     #[test]

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The whole benchmark in one run: builds the release binaries, starts two
+# replicas of the member service (A and B: same Postgres, same Redis) and the
+# bare tonic echo server on free ports, runs laurel-bench with everything
+# (h2load and the tonic client beside echo and bare echo, A's memory under
+# load, B's staleness after writes on A), prints the report and stops it all.
+#
+#   deploy/bench/run-all.sh [laurel-bench flags...]
+#   deploy/bench/run-all.sh --duration 5 --h2load-n 50000 --json
+#
+# Postgres and Redis come from scripts/stack.sh (DATABASE_URL / REDIS_URL when
+# set, throwaway servers otherwise, with fsync on). The services get a fresh
+# schema and Redis prefix (dropped afterwards when psql and redis-cli are at
+# hand), a generated LAUREL_PII_KEY and LAUREL_DEV_MODE=1; A serves metrics so
+# the gRPC codes of the h2load runs can be counted. Needs h2load
+# (apt-get install nghttp2-client). Exits with laurel-bench's status.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+repo=$PWD
+# shellcheck source=scripts/stack.sh
+source scripts/stack.sh
+
+log() { printf 'run-all: %s\n' "$*" >&2; }
+
+if ! command -v h2load >/dev/null 2>&1; then
+  log "h2load not found: apt-get install -y nghttp2-client"
+  exit 1
+fi
+
+laurel_stack_up
+cargo build --release -q -p laurel-member -p laurel-bench
+bin=${CARGO_TARGET_DIR:-$repo/target}/release
+
+run_id=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+schema=bench_$run_id
+prefix=bench-$run_id
+pii_key=$(head -c 32 /dev/urandom | base64)
+work=$(mktemp -d /tmp/laurel-bench.XXXXXX)
+declare -A PIDS=()
+
+# shellcheck disable=SC2317 # called from the exit hook
+stop_all() {
+  local pid i alive
+  for pid in "${!PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for ((i = 0; i < 250; i++)); do
+    alive=""
+    for pid in "${!PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [[ -n $alive ]] || break
+    sleep 0.1
+  done
+  for pid in "${!PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  local psql="" candidate
+  for candidate in "$(command -v psql || true)" /usr/lib/postgresql/*/bin/psql; do
+    if [[ -x $candidate ]]; then
+      psql=$candidate
+      break
+    fi
+  done
+  if [[ -n $psql ]]; then
+    "$psql" -X -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+  fi
+  if command -v redis-cli >/dev/null 2>&1; then
+    redis-cli -u "$REDIS_URL" --scan --pattern "$prefix*" 2>/dev/null |
+      xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+laurel_at_exit stop_all
+
+# Starts a process in the background with its output in $work/<name>.log;
+# sets STARTED_PID.
+start() {
+  local name=$1
+  shift
+  (
+    trap - INT QUIT TERM HUP EXIT
+    exec "$@"
+  ) </dev/null >"$work/$name.log" 2>&1 &
+  STARTED_PID=$!
+  PIDS[$STARTED_PID]=$name
+}
+
+# Waits until 127.0.0.1:$2 accepts connections while pid $1 lives.
+wait_port() {
+  local pid=$1 port=$2 name=$3 i
+  for ((i = 0; i < 1200; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$name exited; its log:"
+      tail -n 30 "$work/$name.log" >&2
+      return 1
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "$name did not listen on $port within 120 s"
+  return 1
+}
+
+member_env=(
+  env DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL"
+  LAUREL_DB_SCHEMA="$schema" LAUREL_REDIS_PREFIX="$prefix"
+  LAUREL_PII_KEY="$pii_key" LAUREL_DEV_MODE=1 RUST_LOG="${RUST_LOG:-warn}"
+)
+
+a_port=$(laurel_free_port)
+a_metrics=$(laurel_free_port)
+# A first: it applies the migrations before it listens.
+start member-a "${member_env[@]}" LAUREL_GRPC_ADDR="127.0.0.1:$a_port" \
+  LAUREL_METRICS_ADDR="127.0.0.1:$a_metrics" "$bin/laurel-member" serve
+a_pid=$STARTED_PID
+wait_port "$a_pid" "$a_port" member-a
+
+b_port=$(laurel_free_port)
+start member-b "${member_env[@]}" LAUREL_GRPC_ADDR="127.0.0.1:$b_port" \
+  LAUREL_METRICS_ADDR=off "$bin/laurel-member" serve
+b_pid=$STARTED_PID
+
+bare_port=$(laurel_free_port)
+start bare-echo "$bin/laurel-bare-echo" "127.0.0.1:$bare_port"
+bare_pid=$STARTED_PID
+
+wait_port "$b_pid" "$b_port" member-b
+wait_port "$bare_pid" "$bare_port" bare-echo
+log "member A pid $a_pid on $a_port (metrics $a_metrics), member B pid $b_pid on $b_port, bare echo pid $bare_pid on $bare_port"
+
+rc=0
+"$bin/laurel-bench" \
+  --addr "http://127.0.0.1:$a_port" \
+  --replica-addr "http://127.0.0.1:$b_port" \
+  --bare-addr "http://127.0.0.1:$bare_port" \
+  --metrics-url "http://127.0.0.1:$a_metrics/metrics" \
+  --server-pid "$a_pid" \
+  --h2load "$@" || rc=$?
+if [[ $rc -ne 0 ]]; then
+  for name in member-a member-b bare-echo; do
+    log "$name log ends with:"
+    tail -n 15 "$work/$name.log" >&2 || true
+  done
+fi
+exit "$rc"
