@@ -7,7 +7,11 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use laurel_member::{Application, Config};
 use laurel_proto::member::v1::{self as pb, member_service_client::MemberServiceClient};
-use laurel_runtime::{clock::ManualClock, config::RuntimeConfig};
+use laurel_runtime::{
+    api_key::{ApiKey, Programmes, Scopes},
+    clock::ManualClock,
+    config::RuntimeConfig,
+};
 use laurel_test_support as support;
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -65,7 +69,12 @@ pub async fn spawn_with(options: Options) -> TestApp {
         redis_url: redis_url.clone(),
         redis_prefix: prefix.clone(),
         default_program: "default".into(),
-        api_keys: options.api_keys,
+        api_keys: options
+            .api_keys
+            .iter()
+            .map(|(name, key)| ApiKey::new(name, key, Programmes::Any, Scopes::ALL).unwrap())
+            .collect(),
+        dev_mode: options.api_keys.is_empty(),
         request_timeout: Duration::from_secs(10),
         max_concurrent_requests: 256,
         shutdown_grace: Duration::from_secs(5),
