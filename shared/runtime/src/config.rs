@@ -72,8 +72,9 @@ pub struct RuntimeConfig {
     /// unless `dev_mode` is on.
     pub api_keys: Vec<ApiKey>,
     /// Development mode (`LAUREL_DEV_MODE=1`): lets the service start
-    /// without API keys, with authentication off, and (in the member
-    /// service) without a PII key. Never set it in production.
+    /// without API keys, with authentication off (keys that are configured
+    /// are still enforced), and (in the member service) without a PII key.
+    /// Never set it in production.
     pub dev_mode: bool,
     /// Longest a request may run (`LAUREL_REQUEST_TIMEOUT_MS`).
     pub request_timeout: Duration,
@@ -200,14 +201,16 @@ fn parse_dev_mode(raw: Option<&str>) -> Result<bool, ConfigError> {
 }
 
 fn parse_api_keys(raw: Option<&str>, dev_mode: bool) -> Result<Vec<ApiKey>, ConfigError> {
-    let refused = |reason: String| ConfigError {
+    let refused = |value: &str, reason: String| ConfigError {
         name: "LAUREL_API_KEYS".into(),
-        value: crate::secret::REDACTED.into(),
+        value: value.into(),
         reason,
     };
-    let keys = ApiKey::parse_list(raw.unwrap_or_default()).map_err(refused)?;
+    let keys = ApiKey::parse_list(raw.unwrap_or_default())
+        .map_err(|reason| refused(crate::secret::REDACTED, reason))?;
     if keys.is_empty() && !dev_mode {
         return Err(refused(
+            "",
             "no API keys: set name:key:programmes:scopes entries, or LAUREL_DEV_MODE=1 \
              to run without authentication on a development machine"
                 .into(),

@@ -94,6 +94,8 @@ impl RuntimeLayer {
                 metrics: MethodMetrics::new(config.service, path),
             });
         }
+        // Unknown paths get their scope per call from `scopes`; this one is
+        // never read.
         table.push(Method {
             open: false,
             scope: Scope::Admin,
