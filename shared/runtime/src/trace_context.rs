@@ -154,3 +154,35 @@ impl tonic::service::Interceptor for PropagateTraceContext {
         Ok(request)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_a_request_span_the_callers_trace_still_reaches_events() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            format!("00-{trace_id}-00f067aa0ba902b7-01")
+                .parse()
+                .unwrap(),
+        );
+        let inside = WithRemoteParent::new(async { current_as_map() }, remote_parent(&headers));
+        let map = inside.await;
+        assert!(map["traceparent"].contains(trace_id), "{map:?}");
+        assert!(
+            current_as_map().is_empty(),
+            "the context leaked out of the call"
+        );
+    }
+
+    #[test]
+    fn without_traceparent_there_is_no_remote_parent() {
+        assert!(remote_parent(&http::HeaderMap::new()).is_none());
+    }
+}
