@@ -6,7 +6,8 @@
 #                                   down; exits with the command's exit code
 #   scripts/stack.sh                start, print the exports, wait for Ctrl-C
 #   source scripts/stack.sh         library: laurel_stack_up, laurel_stack_down,
-#                                   laurel_at_exit, laurel_free_port
+#                                   laurel_at_exit, laurel_free_port,
+#                                   laurel_redact_url
 #
 # DATABASE_URL and REDIS_URL, when set, are used as they are (each on its own).
 # Otherwise a throwaway server is started from the installed Debian binaries
@@ -21,6 +22,13 @@
 # post-mortem).
 
 _laurel_log() { printf 'stack: %s\n' "$*" >&2; }
+
+# Print a connection URL with any password (user:PASSWORD@ or a password=
+# query parameter) replaced by ***, so that logs never show it.
+laurel_redact_url() {
+  sed -E -e 's|^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):[^/?#]*@|\1:***@|' \
+    -e 's/([?&][Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]=)[^&]*/\1***/' <<<"$1"
+}
 
 _LAUREL_STACK_DIR=""
 _LAUREL_PG_DATA=""
@@ -167,7 +175,7 @@ EOF
     return 1
   fi
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/laurel"
-  _laurel_log "throwaway Postgres: $DATABASE_URL (data dir $_LAUREL_PG_DATA, run as $_LAUREL_PG_USER, fsync $fsync)"
+  _laurel_log "throwaway Postgres: $(laurel_redact_url "$DATABASE_URL") (data dir $_LAUREL_PG_DATA, run as $_LAUREL_PG_USER, fsync $fsync)"
 }
 
 _laurel_redis_ping() {
@@ -202,7 +210,7 @@ _laurel_start_redis() {
         _LAUREL_REDIS_PID=$(cat "$dir/redis.pid" 2>/dev/null || true)
         _LAUREL_REDIS_PORT=$port
         export REDIS_URL="redis://127.0.0.1:$port/"
-        _laurel_log "throwaway Redis: $REDIS_URL (dir $dir, pid ${_LAUREL_REDIS_PID:-?})"
+        _laurel_log "throwaway Redis: $(laurel_redact_url "$REDIS_URL") (dir $dir, pid ${_LAUREL_REDIS_PID:-?})"
         return 0
       fi
       if grep -qi 'address already in use' "$dir/redis.log" 2>/dev/null; then
@@ -231,13 +239,13 @@ laurel_stack_up() {
   if [[ -n $redis_bin ]]; then export REDIS_SERVER_BIN=$redis_bin; fi
 
   if [[ -n ${DATABASE_URL:-} ]]; then
-    _laurel_log "using DATABASE_URL from the environment: $DATABASE_URL"
+    _laurel_log "using DATABASE_URL from the environment: $(laurel_redact_url "$DATABASE_URL")"
   else
     _laurel_start_postgres || return 1
   fi
 
   if [[ -n ${REDIS_URL:-} ]]; then
-    _laurel_log "using REDIS_URL from the environment: $REDIS_URL"
+    _laurel_log "using REDIS_URL from the environment: $(laurel_redact_url "$REDIS_URL")"
   else
     if [[ -z ${REDIS_SERVER_BIN:-} ]]; then
       _laurel_log "redis-server not found: install it (apt-get install -y redis-server) or set REDIS_URL"
@@ -321,7 +329,10 @@ _laurel_stack_main() {
   set -uo pipefail
   laurel_stack_up || exit 1
   if [[ $# -eq 0 ]]; then
-    printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\n' "$DATABASE_URL" "$REDIS_URL"
+    # A password is shown as ***: it came from the caller's environment,
+    # which already holds it.
+    printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\n' \
+      "$(laurel_redact_url "$DATABASE_URL")" "$(laurel_redact_url "$REDIS_URL")"
     [[ -n ${REDIS_SERVER_BIN:-} ]] && printf 'export REDIS_SERVER_BIN=%q\n' "$REDIS_SERVER_BIN"
     _laurel_log "running; press Ctrl-C to stop"
     laurel_run_child sleep infinity

@@ -1,27 +1,28 @@
 //! `laurel-member serve` runs the service; `laurel-member migrate` applies
-//! migrations and exits (for a Kubernetes Job).
+//! migrations and exits (for a Kubernetes Job; it needs only the database
+//! settings, not the service's keys).
 
 use laurel_member::{Config, MIGRATIONS};
+
+fn refuse(error: impl std::fmt::Display) -> ! {
+    eprintln!("configuration error: {error}");
+    std::process::exit(2);
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = laurel_runtime::telemetry::init("laurel-member")?;
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("configuration error: {error}");
-            std::process::exit(2);
-        }
-    };
     match std::env::args().nth(1).as_deref().unwrap_or("serve") {
         "serve" => {
+            let config = Config::from_env().unwrap_or_else(|e| refuse(e));
             let app = laurel_member::build(config, None).await?;
             app.run(laurel_runtime::server::shutdown_signal()).await
         }
         "migrate" => {
-            let rt = &config.runtime;
-            laurel_runtime::db::migrate(&rt.database_url, &rt.db_schema, &MIGRATIONS).await?;
-            tracing::info!(schema = %rt.db_schema, "migrations applied");
+            let (url, schema) =
+                laurel_runtime::config::database_from_env("member").unwrap_or_else(|e| refuse(e));
+            laurel_runtime::db::migrate(&url, &schema, &MIGRATIONS).await?;
+            tracing::info!(%schema, "migrations applied");
             Ok(())
         }
         other => {

@@ -412,6 +412,7 @@ fn member_binary(extra: &[(&str, &str)]) -> tokio::process::Command {
         .env_remove("LAUREL_PII_KEY")
         .env_remove("LAUREL_PII_KEYS")
         .env_remove("LAUREL_DEV_MODE")
+        .env("LAUREL_API_KEYS", "test:0123456789abcdef-test:*:*")
         .env("DATABASE_URL", laurel_test_support::database_url())
         .env("REDIS_URL", laurel_test_support::redis_url())
         .env(
@@ -452,6 +453,19 @@ async fn the_service_refuses_to_start_without_a_pii_key() {
     );
     let stderr = refused_start(&[("LAUREL_DEV_MODE", "0")]).await;
     assert!(stderr.contains("LAUREL_PII_KEYS"), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn the_service_refuses_to_start_without_api_keys() {
+    let key = format!("k1:{}", base64_key());
+    let stderr = refused_start(&[("LAUREL_API_KEYS", ""), ("LAUREL_PII_KEYS", &key)]).await;
+    assert!(stderr.contains("LAUREL_API_KEYS"), "stderr: {stderr}");
+    assert!(!stderr.contains(&key), "the PII key is echoed: {stderr}");
+}
+
+fn base64_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode([7u8; 32])
 }
 
 #[tokio::test]

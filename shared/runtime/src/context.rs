@@ -36,10 +36,21 @@ impl fmt::Display for ProgramId {
 /// The authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
-    /// Authentication is off: every caller is trusted.
+    /// Authentication is off (development mode): every caller is trusted.
     Anonymous,
     /// A caller that presented the API key with this name.
-    ApiKey(String),
+    ApiKey(Arc<str>),
+}
+
+impl Caller {
+    /// A stable name for the caller, e.g. to scope idempotency keys:
+    /// the key's name, or `anonymous`.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Anonymous => "anonymous",
+            Self::ApiKey(name) => name,
+        }
+    }
 }
 
 /// Context of one request, put in the request's extensions.

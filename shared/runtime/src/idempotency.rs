@@ -134,13 +134,6 @@ pub struct Fresh<R, C> {
     response: PhantomData<fn() -> R>,
 }
 
-fn caller_name(caller: &Caller) -> &str {
-    match caller {
-        Caller::Anonymous => "",
-        Caller::ApiKey(name) => name,
-    }
-}
-
 impl Idempotency {
     /// A store remembering keys for `window`; request digests are keyed
     /// HMACs under `digest_key`, so a stored digest of a request holding
@@ -176,7 +169,7 @@ impl Idempotency {
         let mut tx = db.begin().await?;
         let hash = self.digest(request);
         let now = self.now();
-        let caller = caller_name(key.caller);
+        let caller = key.caller.name();
         // A new key, or an expired one taken over, returns a row; a live key
         // returns none (after waiting for an in-flight holder to commit).
         let claimed = sqlx::query(

@@ -2,6 +2,7 @@
 //! gRPC server assembly, request context, errors, Postgres, Redis,
 //! idempotency and the event backbone (outbox, relay, consumer with inbox).
 
+pub mod api_key;
 pub mod app;
 pub mod auth;
 pub mod cache;
@@ -13,8 +14,11 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod layers;
+pub mod methods;
 pub mod metrics;
 pub mod pagination;
+pub mod secret;
 pub mod server;
 pub mod shed;
 pub mod telemetry;

@@ -1,18 +1,12 @@
 //! Prometheus metrics: per-RPC request count by code and latency, served on
-//! an HTTP port, plus a request span whose parent is the caller's trace.
+//! an HTTP port. Handles are resolved once per method and code rather than
+//! per call, and every path no service registered shares the label
+//! `method="unknown"`, so a client cannot grow the series without bound.
 
-use std::{
-    task::{Context, Poll},
-    time::Instant,
-};
+use std::{sync::OnceLock, time::Duration};
 
-use futures::future::BoxFuture;
-use http::{Request, Response};
+use metrics::{Counter, Histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use tower_layer::Layer;
-use tower_service::Service;
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Starts the Prometheus endpoint on `addr`. A second call in one process
 /// (tests run several servers) keeps the first recorder.
@@ -33,96 +27,131 @@ pub fn install_exporter(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     }
 }
 
-fn code_name(code: &str) -> &'static str {
-    let code: i32 = code.parse().unwrap_or(2);
-    match tonic::Code::from_i32(code) {
-        tonic::Code::Ok => "OK",
-        tonic::Code::Cancelled => "CANCELLED",
-        tonic::Code::Unknown => "UNKNOWN",
-        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
-        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        tonic::Code::NotFound => "NOT_FOUND",
-        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
-        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
-        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
-        tonic::Code::Aborted => "ABORTED",
-        tonic::Code::OutOfRange => "OUT_OF_RANGE",
-        tonic::Code::Unimplemented => "UNIMPLEMENTED",
-        tonic::Code::Internal => "INTERNAL",
-        tonic::Code::Unavailable => "UNAVAILABLE",
-        tonic::Code::DataLoss => "DATA_LOSS",
-        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
-    }
+/// The label of every method path no service registered.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// gRPC code names by number (0 to 16), as Prometheus labels.
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The code of a `grpc-status` value: absent means OK (the status then
+/// follows in trailers), anything unreadable means UNKNOWN.
+pub fn code_of(grpc_status: Option<&[u8]>) -> tonic::Code {
+    let Some(raw) = grpc_status else {
+        return tonic::Code::Ok;
+    };
+    let number = match raw {
+        [d] if d.is_ascii_digit() => i32::from(d - b'0'),
+        [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            i32::from(a - b'0') * 10 + i32::from(b - b'0')
+        }
+        _ => 2,
+    };
+    tonic::Code::from_i32(number)
 }
 
-/// Tower layer that records metrics and opens the request span.
-#[derive(Clone, Debug)]
-pub struct ObserveLayer {
+/// The request metrics of one method, registered on first use.
+#[derive(Debug)]
+pub struct MethodMetrics {
     service: &'static str,
+    method: SharedString,
+    requests: [OnceLock<Counter>; 17],
+    duration: OnceLock<Histogram>,
 }
 
-impl ObserveLayer {
-    /// A layer labelling metrics with `service`.
-    pub fn new(service: &'static str) -> Self {
-        Self { service }
-    }
-}
-
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Observe {
-            inner,
-            service: self.service,
+impl MethodMetrics {
+    /// Metrics of `method` (a gRPC path or [`UNKNOWN_METHOD`]) in `service`.
+    pub fn new(service: &'static str, method: impl Into<SharedString>) -> Self {
+        Self {
+            service,
+            method: method.into(),
+            requests: Default::default(),
+            duration: OnceLock::new(),
         }
     }
+
+    /// Counts one call that ended with `code` after `elapsed`.
+    pub fn record(&self, code: tonic::Code, elapsed: Duration) {
+        let index = code as usize;
+        self.requests[index]
+            .get_or_init(|| {
+                metrics::counter!(
+                    "laurel_grpc_requests_total",
+                    "service" => self.service,
+                    "method" => self.method.clone(),
+                    "code" => CODE_NAMES[index],
+                )
+            })
+            .increment(1);
+        self.duration
+            .get_or_init(|| {
+                metrics::histogram!(
+                    "laurel_grpc_request_duration_seconds",
+                    "service" => self.service,
+                    "method" => self.method.clone(),
+                )
+            })
+            .record(elapsed.as_secs_f64());
+    }
 }
 
-/// Service built by [`ObserveLayer`].
-#[derive(Clone, Debug)]
-pub struct Observe<S> {
-    inner: S,
-    service: &'static str,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<S, B, R> Service<Request<B>> for Observe<S>
-where
-    S: Service<Request<B>, Response = Response<R>> + Send,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    #[test]
+    fn grpc_status_values_map_to_codes() {
+        assert_eq!(code_of(None), tonic::Code::Ok);
+        assert_eq!(code_of(Some(b"5")), tonic::Code::NotFound);
+        assert_eq!(code_of(Some(b"16")), tonic::Code::Unauthenticated);
+        assert_eq!(code_of(Some(b"99")), tonic::Code::Unknown);
+        assert_eq!(code_of(Some(b"x")), tonic::Code::Unknown);
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let method = request.uri().path().to_owned();
-        let span = tracing::info_span!("grpc", rpc = %method, otel.kind = "server");
-        let _ = span.set_parent(crate::trace_context::extract_from_headers(
-            request.headers(),
-        ));
-        let started = Instant::now();
-        let service = self.service;
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let result = future.instrument(span).await;
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .map_or("OK", code_name),
-                Err(_) => "UNKNOWN",
-            };
-            metrics::counter!("laurel_grpc_requests_total", "service" => service, "method" => method.clone(), "code" => code)
-                .increment(1);
-            metrics::histogram!("laurel_grpc_request_duration_seconds", "service" => service, "method" => method)
-                .record(started.elapsed().as_secs_f64());
-            result
-        })
+    #[test]
+    fn code_names_follow_the_code_numbers() {
+        assert_eq!(
+            CODE_NAMES[tonic::Code::PermissionDenied as usize],
+            "PERMISSION_DENIED"
+        );
+        assert_eq!(
+            CODE_NAMES[tonic::Code::Unauthenticated as usize],
+            "UNAUTHENTICATED"
+        );
+    }
+
+    #[test]
+    fn handles_are_registered_once_with_their_labels() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let metrics = MethodMetrics::new("member", "/laurel.common.v1.EchoService/Echo");
+            metrics.record(tonic::Code::Ok, Duration::from_millis(1));
+            metrics.record(tonic::Code::Ok, Duration::from_millis(1));
+            metrics.record(tonic::Code::NotFound, Duration::from_millis(1));
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(r#"laurel_grpc_requests_total{service="member",method="/laurel.common.v1.EchoService/Echo",code="OK"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"code="NOT_FOUND"} 1"#), "{text}");
     }
 }

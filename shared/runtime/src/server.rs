@@ -15,13 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{
-    auth::{AuthConfig, AuthLayer},
-    config::RuntimeConfig,
-    context::ProgramId,
-    metrics::ObserveLayer,
-    shed::ShedLayer,
-};
+use crate::{config::RuntimeConfig, layers::RuntimeLayer};
 
 /// The no-op RPC the benchmark compares every path with.
 #[derive(Debug, Default)]
@@ -159,15 +153,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(EchoServiceServer::new(Echo));
 
-    let default_program = ProgramId::parse(&config.default_program)
-        .map_err(|reason| anyhow::anyhow!("LAUREL_DEFAULT_PROGRAM {reason}"))?;
-    let layers = tower::ServiceBuilder::new()
-        .layer(ObserveLayer::new(config.service))
-        .layer(ShedLayer::new(config.max_concurrent_requests))
-        .layer(AuthLayer(AuthConfig::new(
-            &config.api_keys,
-            default_program,
-        )));
+    let layers = RuntimeLayer::new(config)?;
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = config.shutdown_grace;

@@ -1,86 +1,90 @@
 //! A process-wide concurrency limit that sheds excess calls at once with
-//! `RESOURCE_EXHAUSTED` and `RetryInfo`, instead of queueing them.
+//! `RESOURCE_EXHAUSTED` and `RetryInfo`, instead of queueing them. Health
+//! and reflection calls are never shed (see [`crate::layers`]): a pod under
+//! load must still answer its probes.
 
 use std::{
-    sync::Arc,
-    task::{Context, Poll},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
-use futures::future::{BoxFuture, FutureExt};
-use http::{Request, Response};
-use tokio::sync::Semaphore;
-use tower_layer::Layer;
-use tower_service::Service;
+use tonic::Status;
 
 use crate::error::ErrorBuilder;
 
-/// Tower layer allowing `limit` calls in flight.
+/// Allows a fixed number of calls in flight.
 #[derive(Clone, Debug)]
-pub struct ShedLayer(Arc<Semaphore>);
+pub struct ConcurrencyLimit {
+    in_flight: Arc<AtomicUsize>,
+    limit: usize,
+}
 
-impl ShedLayer {
-    /// A layer allowing `limit` concurrent calls.
+/// A call's place under the limit, given back when dropped.
+#[derive(Debug)]
+pub struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl ConcurrencyLimit {
+    /// A limit of `limit` concurrent calls.
     pub fn new(limit: usize) -> Self {
-        Self(Arc::new(Semaphore::new(limit)))
-    }
-}
-
-impl<S> Layer<S> for ShedLayer {
-    type Service = Shed<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Shed {
-            inner,
-            permits: self.0.clone(),
+        Self {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            limit,
         }
     }
-}
 
-/// Service built by [`ShedLayer`].
-#[derive(Clone, Debug)]
-pub struct Shed<S> {
-    inner: S,
-    permits: Arc<Semaphore>,
-}
-
-impl<S, B, R> Service<Request<B>> for Shed<S>
-where
-    S: Service<Request<B>, Response = Response<R>> + Send,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    R: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    /// Admits a call, or refuses it with `RESOURCE_EXHAUSTED` when `limit`
+    /// calls are already in flight.
+    pub fn try_admit(&self) -> Result<Admitted, Status> {
+        let before = self.in_flight.fetch_add(1, Ordering::Acquire);
+        // The guard undoes the increment on both paths.
+        let admitted = Admitted(self.in_flight.clone());
+        if before < self.limit {
+            return Ok(admitted);
+        }
+        drop(admitted);
+        metrics::counter!("laurel_grpc_shed_total").increment(1);
+        Err(overloaded())
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let future = self.inner.call(request);
-                async move {
-                    let result = future.await;
-                    drop(permit);
-                    result
-                }
-                .boxed()
-            }
-            Err(_) => {
-                metrics::counter!("laurel_grpc_shed_total").increment(1);
-                let status = ErrorBuilder::new(
-                    tonic::Code::ResourceExhausted,
-                    "laurel.common",
-                    "OVERLOADED",
-                    "server overloaded, retry later",
-                )
-                .retry_after(Duration::from_millis(100))
-                .build();
-                futures::future::ready(Ok(status.into_http())).boxed()
-            }
-        }
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+fn overloaded() -> Status {
+    ErrorBuilder::new(
+        tonic::Code::ResourceExhausted,
+        "laurel.common",
+        "OVERLOADED",
+        "server overloaded, retry later",
+    )
+    .retry_after(Duration::from_millis(100))
+    .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_past_the_limit_are_refused_until_one_finishes() {
+        let limit = ConcurrencyLimit::new(2);
+        let first = limit.try_admit().unwrap();
+        let _second = limit.try_admit().unwrap();
+        let refused = limit.try_admit().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(limit.in_flight(), 2);
+        drop(first);
+        assert!(limit.try_admit().is_ok());
     }
 }

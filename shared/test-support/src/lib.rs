@@ -148,6 +148,8 @@ pub fn runtime_config(service: &'static str) -> RuntimeConfig {
         redis_prefix: fresh_prefix(),
         default_program: "default".into(),
         api_keys: Vec::new(),
+        // Tests that need keys set them; the rest run as development.
+        dev_mode: true,
         request_timeout: Duration::from_secs(10),
         max_concurrent_requests: 256,
         shutdown_grace: Duration::from_secs(5),

@@ -7,7 +7,10 @@ use std::{net::SocketAddr, sync::Arc};
 
 use laurel_member::Config;
 use laurel_proto::member::v1::{self as pb, member_service_client::MemberServiceClient};
-use laurel_runtime::clock::ManualClock;
+use laurel_runtime::{
+    api_key::{ApiKey, Programmes, Scopes},
+    clock::ManualClock,
+};
 use laurel_test_support as support;
 use sqlx::PgPool;
 use tonic::transport::Channel;
@@ -60,7 +63,12 @@ pub async fn spawn_with(options: Options) -> TestApp {
     if let Some(url) = options.redis_url {
         runtime.redis_url = url;
     }
-    runtime.api_keys = options.api_keys;
+    runtime.dev_mode = options.api_keys.is_empty();
+    runtime.api_keys = options
+        .api_keys
+        .iter()
+        .map(|(name, key)| ApiKey::new(name, key, Programmes::Any, Scopes::ALL).unwrap())
+        .collect();
     runtime.run_relay = options.relay;
     let (schema, prefix, redis_url) = (
         runtime.db_schema.clone(),
