@@ -122,6 +122,16 @@ pub fn normalise_identity(
     }
 }
 
+type PhoneOutcomes =
+    moka::sync::Cache<(String, Option<phonenumber::country::Id>), Result<String, &'static str>>;
+
+/// Parsing and validating a number runs the metadata's regular expressions
+/// (tens of microseconds, more than the rest of a lookup); the same numbers
+/// come again and again at checkouts, and the outcome depends on nothing
+/// else, so it is remembered (bounded, per process).
+static PHONES: std::sync::LazyLock<PhoneOutcomes> =
+    std::sync::LazyLock::new(|| moka::sync::Cache::new(100_000));
+
 /// A phone number in E.164, from any common way of writing it.
 pub fn normalise_phone(
     raw: &str,
@@ -135,6 +145,19 @@ pub fn normalise_phone(
     } else {
         default_region
     };
+    let key = (raw.to_owned(), region);
+    if let Some(outcome) = PHONES.get(&key) {
+        return outcome;
+    }
+    let outcome = parse_phone(raw, region);
+    PHONES.insert(key, outcome.clone());
+    outcome
+}
+
+fn parse_phone(
+    raw: &str,
+    region: Option<phonenumber::country::Id>,
+) -> Result<String, &'static str> {
     let number = phonenumber::parse(region, raw)
         .map_err(|_| "not a phone number: use E.164 such as +4915112345678")?;
     if !phonenumber::is_valid(&number) {
@@ -387,6 +410,17 @@ mod tests {
             "+4915112345678"
         );
         assert!(normalise_phone("12", None).is_err());
+    }
+
+    #[test]
+    fn a_remembered_phone_outcome_equals_a_fresh_parse() {
+        let de = Some(phonenumber::country::Id::DE);
+        for raw in ["0151 12345678", "+49 151 1234 5678", "12", "+999"] {
+            let first = normalise_phone(raw, de);
+            assert_eq!(normalise_phone(raw, de), first, "{raw}");
+            let region = if raw.starts_with('+') { None } else { de };
+            assert_eq!(parse_phone(raw, region), first, "{raw}");
+        }
     }
 
     #[test]
