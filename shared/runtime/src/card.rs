@@ -135,6 +135,29 @@ pub struct Cards<T> {
     listening: Arc<AtomicBool>,
     fill: Arc<redis::Script>,
     invalidate: Arc<redis::Script>,
+    lookups: Lookups,
+}
+
+/// Cache lookup counters, resolved once: a labelled `counter!` per call
+/// would hash its labels on the hottest path.
+#[derive(Clone)]
+struct Lookups {
+    local_hit: metrics::Counter,
+    local_miss: metrics::Counter,
+    redis_hit: metrics::Counter,
+    redis_miss: metrics::Counter,
+}
+
+impl Lookups {
+    fn new() -> Self {
+        let counter = |tier: &'static str, result: &'static str| metrics::counter!("laurel_cache_lookups_total", "tier" => tier, "result" => result);
+        Self {
+            local_hit: counter("local", "hit"),
+            local_miss: counter("local", "miss"),
+            redis_hit: counter("redis", "hit"),
+            redis_miss: counter("redis", "miss"),
+        }
+    }
 }
 
 impl<T> Clone for Cards<T> {
@@ -148,6 +171,7 @@ impl<T> Clone for Cards<T> {
             listening: self.listening.clone(),
             fill: self.fill.clone(),
             invalidate: self.invalidate.clone(),
+            lookups: self.lookups.clone(),
         }
     }
 }
@@ -188,6 +212,7 @@ impl<T: Send + Sync + 'static> Cards<T> {
             listening: Arc::new(AtomicBool::new(false)),
             fill: Arc::new(redis::Script::new(FILL_IF_CURRENT)),
             invalidate: Arc::new(redis::Script::new(INVALIDATE)),
+            lookups: Lookups::new(),
         }
     }
 
@@ -205,7 +230,10 @@ impl<T: Send + Sync + 'static> Cards<T> {
             .local
             .get(&(program.clone(), *member))
             .map(|(_, value)| value);
-        metrics::counter!("laurel_cache_lookups_total", "tier" => "local", "result" => if hit.is_some() { "hit" } else { "miss" }).increment(1);
+        match hit {
+            Some(_) => self.lookups.local_hit.increment(1),
+            None => self.lookups.local_miss.increment(1),
+        }
         hit
     }
 
@@ -244,7 +272,10 @@ impl<T: Send + Sync + 'static> Cards<T> {
             Some((Some(value), Some(version))) => Some(Stored { value, version }),
             _ => None,
         };
-        metrics::counter!("laurel_cache_lookups_total", "tier" => "redis", "result" => if hit.is_some() { "hit" } else { "miss" }).increment(1);
+        match hit {
+            Some(_) => self.lookups.redis_hit.increment(1),
+            None => self.lookups.redis_miss.increment(1),
+        }
         hit
     }
 
