@@ -36,7 +36,8 @@ FLAGS:
   --h2load-c N         h2load connections             [default: 50]
   --h2load-m N         h2load streams per connection  [default: 10]
   --h2load-t N         h2load threads                 [default: 1]
-  --h2load-warmup N    unmeasured calls before each h2load run [default: 10000]
+  --h2load-warmup N    unmeasured calls before each path's first run [default: 10000]
+  --h2load-rounds N    measured runs per path, interleaved; the median is reported [default: 3]
   --bare-addr URL      a laurel-bare-echo server: its echo is measured too
                        (tonic client, and h2load with --h2load) and Laurel's
                        echo is reported as a ratio of it
@@ -159,6 +160,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
             "--h2load-c" => shape.connections = small(&flag, &value()?)?,
             "--h2load-m" => shape.streams = small(&flag, &value()?)?,
             "--h2load-t" => shape.threads = small(&flag, &value()?)?,
+            "--h2load-rounds" => shape.rounds = small(&flag, &value()?)?,
             "--h2load-warmup" => {
                 let v = value()?;
                 shape.warmup_calls = v.parse().with_context(|| format!("{flag} {v}"))?;

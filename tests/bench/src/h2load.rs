@@ -17,6 +17,8 @@ pub struct Shape {
     pub threads: u32,
     /// Calls sent unmeasured first, with the same shape.
     pub warmup_calls: u64,
+    /// Measured runs per path, interleaved across paths; the median counts.
+    pub rounds: u32,
 }
 
 impl Default for Shape {
@@ -28,6 +30,7 @@ impl Default for Shape {
             streams: 10,
             threads: 1,
             warmup_calls: 10_000,
+            rounds: 3,
         }
     }
 }

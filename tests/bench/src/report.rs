@@ -102,13 +102,18 @@ pub fn h2load_table(shape: &Shape, rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "h2load -n {} -c {} -m {} -t {} (after {} warm-up calls each): server-bound\n",
-        shape.calls, shape.connections, shape.streams, shape.threads, shape.warmup_calls
+        "h2load -n {} -c {} -m {} -t {} (after {} warm-up calls each), median of {} interleaved rounds: server-bound\n",
+        shape.calls,
+        shape.connections,
+        shape.streams,
+        shape.threads,
+        shape.warmup_calls,
+        shape.rounds.max(1)
     );
     let _ = writeln!(
         out,
-        "{:<16} {:>10} {:>8} {:>9} {:>9} {:>9}  grpc codes (server metrics)",
-        "path", "calls/s", "vs echo", "mean ms", "max ms", "http fail"
+        "{:<16} {:>10} {:>8} {:>9} {:>9} {:>9}  {:<26} grpc codes (server metrics)",
+        "path", "calls/s", "vs echo", "mean ms", "max ms", "http fail", "each round (calls/s)"
     );
     let echo = h2load_rps(rows, PathKind::Echo);
     for r in rows {
@@ -126,13 +131,18 @@ pub fn h2load_table(shape: &Shape, rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<16} {:>10.1} {:>8} {:>9.3} {:>9.3} {:>9}  {}",
+            "{:<16} {:>10.1} {:>8} {:>9.3} {:>9.3} {:>9}  {:<26} {}",
             r.kind.name(),
             r.outcome.rps,
             ratio,
             r.outcome.mean_ms,
             r.outcome.max_ms,
             r.outcome.http_failures(),
+            r.rounds
+                .iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             codes,
         );
     }
@@ -385,6 +395,7 @@ mod tests {
                 mean_ms: 1.0,
                 max_ms: 2.0,
             },
+            rounds: vec![rps],
             grpc_codes: None,
         }
     }

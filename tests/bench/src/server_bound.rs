@@ -9,12 +9,23 @@ use crate::h2load::{self, Outcome, Shape};
 use crate::paths::{self, Clients, PathKind, SeededMember};
 use crate::scrape::{self, Codes};
 
-/// One h2load run.
+/// One path's h2load runs.
 pub struct Row {
     pub kind: PathKind,
+    /// The run with the median rate.
     pub outcome: Outcome,
-    /// gRPC codes the server counted during the run (`--metrics-url`).
+    /// Every measured run's rate, in order.
+    pub rounds: Vec<f64>,
+    /// gRPC codes the server counted during the measured runs (`--metrics-url`).
     pub grpc_codes: Option<Codes>,
+}
+
+/// A path ready to drive: its URL, frame and metrics endpoint.
+struct Prepared<'a> {
+    kind: PathKind,
+    url: String,
+    frame: Vec<u8>,
+    metrics: Option<&'a str>,
 }
 
 /// Where and how to run.
@@ -27,7 +38,8 @@ pub struct Target<'a> {
 }
 
 /// Runs h2load for each of `kinds` (bare-echo, echo, get-member,
-/// lookup-member) in that order; member paths use `member`.
+/// lookup-member), `shape.rounds` times each, interleaved so a passing
+/// disturbance hits every path alike; member paths use `member`.
 pub async fn run(
     shape: &Shape,
     target: &Target<'_>,
@@ -36,7 +48,7 @@ pub async fn run(
     member: Option<&SeededMember>,
 ) -> Result<Vec<Row>> {
     h2load::check_installed().await?;
-    let mut rows = Vec::new();
+    let mut prepared = Vec::new();
     for &kind in kinds {
         let mut c = clients.clone();
         let (method, frame) = match kind {
@@ -96,15 +108,6 @@ pub async fn run(
             (target.addr, target.metrics_url)
         };
         let url = format!("{}{method}", base.trim_end_matches('/'));
-        eprintln!(
-            "h2load {} -n {} -c {} -m {} -t {} (after {} warm-up calls) ...",
-            kind.name(),
-            shape.calls,
-            shape.connections,
-            shape.streams,
-            shape.threads,
-            shape.warmup_calls,
-        );
         if shape.warmup_calls > 0 {
             let warm = Shape {
                 calls: shape.warmup_calls,
@@ -114,29 +117,65 @@ pub async fn run(
                 .await
                 .with_context(|| format!("h2load {} warm-up", kind.name()))?;
         }
-        // Counted around the measured run only.
-        let before = match metrics {
-            Some(m) => Some(scrape::fetch(m).await?),
-            None => None,
-        };
-        let outcome = h2load::run(shape, &frame, &target.headers, &url)
-            .await
-            .with_context(|| format!("h2load {}", kind.name()))?;
-        let grpc_codes = match (metrics, before) {
-            (Some(m), Some(before)) => Some(scrape::diff(&before, &scrape::fetch(m).await?)),
-            _ => None,
-        };
-        eprintln!(
-            "  {:.1} calls/s, mean {:.3} ms, {} HTTP failures",
-            outcome.rps,
-            outcome.mean_ms,
-            outcome.http_failures()
-        );
-        rows.push(Row {
+        prepared.push(Prepared {
             kind,
-            outcome,
-            grpc_codes,
+            url,
+            frame,
+            metrics,
         });
     }
+    let mut runs: Vec<Vec<Outcome>> = prepared.iter().map(|_| Vec::new()).collect();
+    let mut codes: Vec<Option<Codes>> = prepared.iter().map(|_| None).collect();
+    for round in 1..=shape.rounds.max(1) {
+        for (i, p) in prepared.iter().enumerate() {
+            eprintln!(
+                "h2load {} round {round}/{} -n {} -c {} -m {} -t {} ...",
+                p.kind.name(),
+                shape.rounds.max(1),
+                shape.calls,
+                shape.connections,
+                shape.streams,
+                shape.threads,
+            );
+            // Counted around the measured run only.
+            let before = match p.metrics {
+                Some(m) => Some(scrape::fetch(m).await?),
+                None => None,
+            };
+            let outcome = h2load::run(shape, &p.frame, &target.headers, &p.url)
+                .await
+                .with_context(|| format!("h2load {}", p.kind.name()))?;
+            if let (Some(m), Some(before)) = (p.metrics, before) {
+                let counted = scrape::diff(&before, &scrape::fetch(m).await?);
+                let total = codes[i].get_or_insert_with(Codes::new);
+                for (code, n) in counted {
+                    *total.entry(code).or_default() += n;
+                }
+            }
+            eprintln!(
+                "  {:.1} calls/s, mean {:.3} ms, {} HTTP failures",
+                outcome.rps,
+                outcome.mean_ms,
+                outcome.http_failures()
+            );
+            runs[i].push(outcome);
+        }
+    }
+    let rows = prepared
+        .iter()
+        .zip(runs)
+        .zip(codes)
+        .map(|((p, mut outcomes), grpc_codes)| {
+            let rounds: Vec<f64> = outcomes.iter().map(|o| o.rps).collect();
+            outcomes.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+            let outcome = outcomes.swap_remove(outcomes.len() / 2);
+            Row {
+                kind: p.kind,
+                outcome,
+                rounds,
+                grpc_codes,
+            }
+        })
+        .collect();
     Ok(rows)
 }
