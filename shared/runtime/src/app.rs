@@ -35,6 +35,8 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::{body::Body, server::NamedService, service::Routes};
 
 use crate::{
+    api_key::Scope,
+    auth::default_scope,
     cache::Redis,
     card::{CardField, Cards, LocalLimits},
     clock::{SharedClock, SystemClock},
@@ -75,6 +77,7 @@ pub struct App {
     names: Vec<&'static str>,
     jobs: Vec<Job>,
     retention: RetentionConfig,
+    scopes: fn(&str) -> Scope,
 }
 
 impl App {
@@ -101,6 +104,7 @@ impl App {
             .with_stream(stream_key(&config.redis_prefix, config.service));
         Ok(Self {
             retention,
+            scopes: default_scope,
             db: db::Db::new(pool.clone(), db::DEFAULT_ADMITTED_PER_CONNECTION),
             config,
             pool,
@@ -229,6 +233,14 @@ impl App {
         self
     }
 
+    /// Says which scope (read, write, admin) each gRPC path needs, where the
+    /// default by method name (Get/List/Lookup read; Export/Erase/Merge
+    /// admin; the rest write) does not fit.
+    pub fn scopes(mut self, scopes: fn(&str) -> Scope) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
     /// Runs `job` in the background until shutdown, under supervision.
     pub fn job<F, Fut>(mut self, name: &str, job: F) -> Self
     where
@@ -285,6 +297,7 @@ impl App {
             server::ServiceRoutes {
                 routes: self.routes,
                 names: self.names,
+                scopes: self.scopes,
             },
             self.pool.clone(),
             until,

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{config::RuntimeConfig, layers::RuntimeLayer};
+use crate::{api_key::Scope, config::RuntimeConfig, layers::RuntimeLayer};
 
 /// The no-op RPC the benchmark compares every path with.
 #[derive(Debug, Default)]
@@ -58,6 +58,8 @@ pub struct ServiceRoutes {
     pub routes: Routes,
     /// Their full names, for health status.
     pub names: Vec<&'static str>,
+    /// The scope each gRPC path needs (`auth::default_scope` by method name).
+    pub scopes: fn(&str) -> Scope,
 }
 
 async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {
@@ -153,7 +155,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(EchoServiceServer::new(Echo));
 
-    let layers = RuntimeLayer::new(config)?;
+    let layers = RuntimeLayer::with_scopes(config, service.scopes)?;
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = config.shutdown_grace;

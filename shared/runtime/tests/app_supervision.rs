@@ -80,3 +80,39 @@ async fn jobs_are_told_to_stop_after_the_server_drains() {
     running.stop().await.expect("a clean stop");
     assert_eq!(stopped.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_service_can_say_which_scope_each_method_needs() {
+    use laurel_runtime::api_key::{ApiKey, Programmes, Scope, Scopes};
+    const KEY: &str = "reader-key-0123456789";
+    let reader = || {
+        let mut config = support::runtime_config("apptest");
+        config.dev_mode = false;
+        config.api_keys =
+            vec![ApiKey::new("reader", KEY, Programmes::Any, Scopes::of(&[Scope::Read])).unwrap()];
+        config
+    };
+    let call = |channel: tonic::transport::Channel| async move {
+        let mut request = tonic::Request::new(EchoRequest {
+            payload: b"hi".to_vec(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-api-key", KEY.parse().unwrap());
+        EchoServiceClient::new(channel).echo(request).await
+    };
+    // By default Echo needs read, which the key has.
+    let default = App::build(reader(), &NO_MIGRATIONS).await.unwrap();
+    let running = support::start(default).await;
+    call(running.channel.clone()).await.expect("read suffices");
+    // A service that says Echo writes refuses the read-only key.
+    let strict = App::build(reader(), &NO_MIGRATIONS)
+        .await
+        .unwrap()
+        .scopes(|_| Scope::Write);
+    let running = support::start(strict).await;
+    let status = call(running.channel.clone())
+        .await
+        .expect_err("write needed");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+}
