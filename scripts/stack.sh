@@ -7,6 +7,7 @@
 #   scripts/stack.sh                start, print the exports, wait for Ctrl-C
 #   source scripts/stack.sh         library: laurel_stack_up, laurel_stack_down,
 #                                   laurel_at_exit, laurel_free_port,
+#                                   laurel_drop_scratch,
 #                                   laurel_redact_url
 #
 # DATABASE_URL and REDIS_URL, when set, are used as they are (each on its own).
@@ -59,6 +60,25 @@ s.close()' && return 0
   done
   _laurel_log "no free port found"
   return 1
+}
+
+# Drop a scratch Postgres schema and every Redis key under a prefix (what a
+# test or benchmark run made), when psql and redis-cli are at hand.
+laurel_drop_scratch() {
+  local schema=$1 prefix=$2 psql="" candidate
+  for candidate in "$(command -v psql || true)" /usr/lib/postgresql/*/bin/psql; do
+    if [[ -x $candidate ]]; then
+      psql=$candidate
+      break
+    fi
+  done
+  if [[ -n $psql ]]; then
+    "$psql" -X -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+  fi
+  if command -v redis-cli >/dev/null 2>&1; then
+    redis-cli -u "$REDIS_URL" --scan --pattern "$prefix*" 2>/dev/null |
+      xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
+  fi
 }
 
 # Register a command to run on exit, before the servers are torn down.

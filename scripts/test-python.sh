@@ -75,20 +75,7 @@ cleanup() {
     done
     kill -KILL "$service_pid" 2>/dev/null || true
   fi
-  local psql="" candidate
-  for candidate in "$(command -v psql || true)" /usr/lib/postgresql/*/bin/psql; do
-    if [[ -x $candidate ]]; then
-      psql=$candidate
-      break
-    fi
-  done
-  if [[ -n $psql ]]; then
-    "$psql" -X -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
-  fi
-  if command -v redis-cli >/dev/null 2>&1; then
-    redis-cli -u "$REDIS_URL" --scan --pattern "$prefix*" 2>/dev/null |
-      xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
-  fi
+  laurel_drop_scratch "$schema" "$prefix"
   rm -rf "$work"
 }
 laurel_at_exit cleanup
