@@ -222,11 +222,25 @@ impl App {
         self.spawn_job(format!("consumer-{group}"), move |stop| {
             let (pool, redis_url, config) = (pool.clone(), redis_url.clone(), config.clone());
             let router = router.clone();
+            let mut stop = stop;
             async move {
-                Consumer::new(pool, &redis_url, config, router)
-                    .await?
-                    .run(stop)
-                    .await;
+                // Redis away at start-up is an outage to wait out, not a
+                // failure of the job (which would end the process).
+                let consumer = loop {
+                    match Consumer::new(pool.clone(), &redis_url, config.clone(), router.clone())
+                        .await
+                    {
+                        Ok(consumer) => break consumer,
+                        Err(error) => {
+                            tracing::warn!(%error, "consumer cannot join its group yet");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                _ = stop.changed() => return Ok(()),
+                            }
+                        }
+                    }
+                };
+                consumer.run(stop).await;
                 Ok(())
             }
         });

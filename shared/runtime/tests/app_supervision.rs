@@ -116,3 +116,42 @@ async fn a_service_can_say_which_scope_each_method_needs() {
         .expect_err("write needed");
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn a_consumer_waits_out_redis_being_away_at_start_up() {
+    use laurel_runtime::events::router::Router;
+    use redis::AsyncCommands;
+    let mut redis = support::PrivateRedis::start().await.unwrap();
+    redis.stop().await;
+    let mut config = support::runtime_config("apptest");
+    config.redis_url = redis.url();
+    let prefix = config.redis_prefix.clone();
+    let app = App::build(config, &NO_MIGRATIONS).await.unwrap().consumer(
+        "waiting",
+        &["member"],
+        Router::new(),
+    );
+    let mut running = support::start(app).await;
+    // Longer than it takes a failing job to exhaust its restarts.
+    let exited = tokio::time::timeout(Duration::from_secs(8), running.exited()).await;
+    assert!(exited.is_err(), "the process stopped: {exited:?}");
+    redis.resume().await.unwrap();
+    let url = redis.url();
+    support::eventually(Duration::from_secs(10), "the group exists", || {
+        let (url, prefix) = (url.clone(), prefix.clone());
+        async move {
+            let client = redis::Client::open(url).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let groups: redis::streams::StreamInfoGroupsReply = conn
+                .xinfo_groups(format!("{prefix}:events:member"))
+                .await
+                .ok()?;
+            groups
+                .groups
+                .iter()
+                .any(|g| g.name == "waiting")
+                .then_some(())
+        }
+    })
+    .await;
+}
