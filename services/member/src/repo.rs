@@ -510,18 +510,29 @@ pub async fn clear_request_digests(
     Ok(())
 }
 
-/// Moves identities, activities, merged members and referrals of `from` to `to`.
+/// Moves identities, activities, merged members and referrals of `from` to
+/// `to`. Returns the members whose referrer moved, with the version their
+/// change produced: their cards changed too.
 pub async fn move_to_survivor(
     conn: &mut PgConnection,
     program: &str,
     from: Uuid,
     to: Uuid,
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    let repointed: Vec<(Uuid, i64)> = sqlx::query_as(
+        "UPDATE members SET referred_by = $3, version = version + 1
+         WHERE program_id = $1 AND referred_by = $2 AND member_id <> $3
+         RETURNING member_id, version",
+    )
+    .bind(program)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?;
     for sql in [
         "UPDATE identities SET member_id = $3 WHERE program_id = $1 AND member_id = $2",
         "UPDATE activities SET member_id = $3 WHERE program_id = $1 AND member_id = $2",
         "UPDATE members SET merged_into = $3 WHERE program_id = $1 AND merged_into = $2",
-        "UPDATE members SET referred_by = $3 WHERE program_id = $1 AND referred_by = $2 AND member_id <> $3",
         "UPDATE members SET referred_by = NULL WHERE program_id = $1 AND member_id = $3 AND referred_by = $2",
     ] {
         sqlx::query(sql)
@@ -538,7 +549,7 @@ pub async fn move_to_survivor(
         .bind(from)
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    Ok(repointed)
 }
 
 /// Members referred by, or merged into, `member`.

@@ -148,3 +148,55 @@ async fn an_identity_unlinked_or_erased_on_one_replica_stops_resolving_on_the_ot
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_merge_refreshes_the_cards_of_members_the_merged_one_referred() {
+    let (mut a, b) = pair().await;
+    let referrer = create(&mut a).await;
+    let mut request = create_request(&phone());
+    request.referral_code = referrer.referral_code.clone();
+    let referred = a
+        .client
+        .create_member(req(request))
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    let survivor = create(&mut a).await;
+    let on_b = |id: String| {
+        let mut client = b.client.clone();
+        async move {
+            client
+                .get_member(req(pb::GetMemberRequest { member_id: id }))
+                .await
+                .unwrap()
+                .into_inner()
+                .member
+                .unwrap()
+        }
+    };
+    // b caches the referred member's card, naming the referrer.
+    assert_eq!(
+        on_b(referred.member_id.clone()).await.referred_by_member_id,
+        referrer.member_id
+    );
+    a.client
+        .merge_members(req(pb::MergeMembersRequest {
+            request_id: rid(),
+            survivor_member_id: survivor.member_id.clone(),
+            merged_member_id: referrer.member_id.clone(),
+        }))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "b's card names the survivor",
+        || {
+            let card = on_b(referred.member_id.clone());
+            let survivor = survivor.member_id.clone();
+            async move { (card.await.referred_by_member_id == survivor).then_some(()) }
+        },
+    )
+    .await;
+}

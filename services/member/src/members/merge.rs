@@ -77,7 +77,8 @@ impl Members {
         // Read before the merged member's referrals move to the survivor.
         let chain_above_survivor =
             repo::referrer_chain(&mut *tx, program.as_str(), survivor).await?;
-        repo::move_to_survivor(&mut *tx, program.as_str(), merged, survivor).await?;
+        let repointed =
+            repo::move_to_survivor(&mut *tx, program.as_str(), merged, survivor).await?;
         for c in &consents {
             repo::upsert_consent(&mut *tx, program.as_str(), survivor, c).await?;
         }
@@ -133,6 +134,10 @@ impl Members {
         fresh.commit(&member, Some(survivor)).await?;
         self.invalidate(program, survivor, s.version).await;
         self.invalidate(program, merged, m.version).await;
+        // Members the merged one had referred now name the survivor.
+        for (referred, version) in repointed {
+            self.invalidate(program, referred, version).await;
+        }
         Ok(member)
     }
 }
