@@ -93,13 +93,4 @@ impl Redis {
             }
         }
     }
-
-    /// Whether Redis answers a PING now.
-    pub async fn ping(&self) -> bool {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .is_ok()
-    }
 }

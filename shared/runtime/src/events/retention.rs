@@ -256,8 +256,8 @@ pub async fn prune_once(
     .await?;
     pruned.idempotency_keys = delete_in_batches(
         pool,
-        "DELETE FROM idempotency_keys WHERE (program_id, operation, request_id) IN (
-             SELECT program_id, operation, request_id FROM idempotency_keys
+        "DELETE FROM idempotency_keys WHERE (program_id, caller, operation, request_id) IN (
+             SELECT program_id, caller, operation, request_id FROM idempotency_keys
              WHERE created_at < $1 LIMIT $2)",
         cutoff(now, config.idempotency),
         config.batch,

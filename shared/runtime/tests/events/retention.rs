@@ -173,3 +173,33 @@ async fn the_pruning_job_runs_until_shutdown() {
     .await;
     job.stop().await;
 }
+
+#[tokio::test]
+async fn pruning_an_expired_key_leaves_another_callers_live_key_alone() {
+    let env = env().await;
+    let now = Utc::now();
+    let config = RetentionConfig::default();
+    // Two callers picked the same request id; only the first one's expired.
+    for (caller, age) in [("pos", DAY + DAY / 24), ("crm", DAY / 24)] {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (program_id, caller, operation, request_id, request_hash, created_at)
+             VALUES ('default', $1, 'Op', 'same', '\\x00', $2)",
+        )
+        .bind(caller)
+        .bind(ago(now, age))
+        .execute(&env.db)
+        .await
+        .unwrap();
+    }
+    let mut redis =
+        laurel_runtime::cache::connection_manager(&env.redis_url, Duration::from_secs(2)).unwrap();
+    let pruned = retention::prune_once(&env.db, &mut redis, &config, now)
+        .await
+        .unwrap();
+    assert_eq!(pruned.idempotency_keys, 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT caller FROM idempotency_keys")
+        .fetch_all(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(left, ["crm"]);
+}
