@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "laurel/common/v1/money.proto",
         "laurel/member/v1/member.proto",
         "laurel/member/v1/events.proto",
+        "laurel/points/v1/points.proto",
+        "laurel/points/v1/events.proto",
+        "laurel/tier/v1/events.proto",
     ]
     .map(|f| root.join(f));
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -16,5 +16,21 @@ pub mod member {
     }
 }
 
+/// The points service's API and events.
+pub mod points {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("laurel.points.v1");
+    }
+}
+
+/// The tier service's events.
+pub mod tier {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("laurel.tier.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Laurel proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("laurel_descriptor");
