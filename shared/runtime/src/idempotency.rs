@@ -251,3 +251,215 @@ impl<R, C: ResponseCodec<R>> Fresh<R, C> {
         self.tx.commit().await
     }
 }
+
+/// One key of a batch, with the digest of its request
+/// ([`Idempotency::digest`]).
+#[derive(Clone, Debug)]
+pub struct BatchKey {
+    /// Programme of the request.
+    pub program: String,
+    /// The authenticated caller's name.
+    pub caller: String,
+    /// The RPC.
+    pub operation: &'static str,
+    /// The client-chosen id.
+    pub request_id: String,
+    /// Keyed digest of the request.
+    pub digest: Vec<u8>,
+}
+
+/// What claiming one key of a batch found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Claimed for this request: apply it, then store its response (or
+    /// forget the key if it fails).
+    Fresh,
+    /// Answered before: the stored response.
+    Replay(Vec<u8>),
+    /// Used before with a different request.
+    Mismatch,
+}
+
+/// A response to store with its key.
+#[derive(Clone, Debug)]
+pub struct BatchResponse<'a> {
+    /// The key, as claimed.
+    pub key: &'a BatchKey,
+    /// Encoded response.
+    pub response: Vec<u8>,
+    /// Member it concerns, erased with them.
+    pub subject: Option<uuid::Uuid>,
+}
+
+impl Idempotency {
+    /// A stored answer for `key`, read without a transaction or a lock:
+    /// `Some(Ok(response))` for a replay, `Some(Err(Mismatch))` for a key
+    /// used with another request, `None` when the key is unknown, expired or
+    /// still in flight (the write path then claims it and waits properly).
+    /// This is what lets a replayed request answer at lookup speed.
+    pub async fn lookup(
+        &self,
+        conn: &mut PgConnection,
+        key: &BatchKey,
+    ) -> Result<Option<Result<Vec<u8>, IdempotencyError>>, sqlx::Error> {
+        let row: Option<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT request_hash, response FROM idempotency_keys
+             WHERE program_id = $1 AND caller = $2 AND operation = $3 AND request_id = $4
+               AND created_at > $5",
+        )
+        .bind(&key.program)
+        .bind(&key.caller)
+        .bind(key.operation)
+        .bind(&key.request_id)
+        .bind(self.now() - self.window)
+        .fetch_optional(conn)
+        .await?;
+        Ok(match row {
+            None | Some((_, None)) => None,
+            Some((hash, _)) if hash != key.digest => Some(Err(IdempotencyError::Mismatch)),
+            Some((_, Some(response))) => Some(Ok(response)),
+        })
+    }
+
+    /// Claims every key of a batch in one statement (keys must be distinct).
+    /// Keys are inserted in a fixed order, so two batches never deadlock on
+    /// each other's keys; a key another transaction holds is waited for.
+    pub async fn claim_many(
+        &self,
+        conn: &mut PgConnection,
+        keys: &[BatchKey],
+    ) -> Result<Vec<Claim>, sqlx::Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let column = |f: fn(&BatchKey) -> String| keys.iter().map(f).collect::<Vec<_>>();
+        let programs = column(|k| k.program.clone());
+        let callers = column(|k| k.caller.clone());
+        let operations = column(|k| k.operation.to_owned());
+        let request_ids = column(|k| k.request_id.clone());
+        let digests: Vec<Vec<u8>> = keys.iter().map(|k| k.digest.clone()).collect();
+        let claimed: Vec<i32> = sqlx::query_scalar(
+            "WITH batch AS (
+               SELECT ord::int, program_id, caller, operation, request_id, request_hash
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+                    WITH ORDINALITY AS b(program_id, caller, operation, request_id, request_hash, ord)
+             ), claimed AS (
+               INSERT INTO idempotency_keys (program_id, caller, operation, request_id, request_hash, created_at)
+               SELECT program_id, caller, operation, request_id, request_hash, $6 FROM batch
+               ORDER BY program_id, caller, operation, request_id
+               ON CONFLICT (program_id, caller, operation, request_id) DO UPDATE
+                 SET request_hash = EXCLUDED.request_hash, response = NULL, subject = NULL,
+                     created_at = EXCLUDED.created_at
+                 WHERE idempotency_keys.created_at <= $7
+               RETURNING program_id, caller, operation, request_id
+             )
+             SELECT batch.ord FROM batch JOIN claimed USING (program_id, caller, operation, request_id)",
+        )
+        .bind(&programs)
+        .bind(&callers)
+        .bind(&operations)
+        .bind(&request_ids)
+        .bind(&digests)
+        .bind(now)
+        .bind(now - self.window)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut claims = vec![Claim::Fresh; keys.len()];
+        let mut fresh = vec![false; keys.len()];
+        for ord in claimed {
+            fresh[(ord - 1) as usize] = true;
+        }
+        let taken: Vec<usize> = (0..keys.len()).filter(|i| !fresh[*i]).collect();
+        if taken.is_empty() {
+            return Ok(claims);
+        }
+        let pick = |f: fn(&BatchKey) -> String| taken.iter().map(|i| f(&keys[*i])).collect::<Vec<_>>();
+        let rows: Vec<(i32, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT b.ord::int, k.request_hash, k.response
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                  WITH ORDINALITY AS b(program_id, caller, operation, request_id, ord)
+             JOIN idempotency_keys k USING (program_id, caller, operation, request_id)",
+        )
+        .bind(pick(|k| k.program.clone()))
+        .bind(pick(|k| k.caller.clone()))
+        .bind(pick(|k| k.operation.to_owned()))
+        .bind(pick(|k| k.request_id.clone()))
+        .fetch_all(&mut *conn)
+        .await?;
+        for (ord, hash, response) in rows {
+            let i = taken[(ord - 1) as usize];
+            claims[i] = match response {
+                Some(response) if hash == keys[i].digest => Claim::Replay(response),
+                _ => Claim::Mismatch,
+            };
+        }
+        Ok(claims)
+    }
+
+    /// Stores the responses of the applied requests of a batch.
+    pub async fn store_many(
+        &self,
+        conn: &mut PgConnection,
+        responses: &[BatchResponse<'_>],
+    ) -> Result<(), sqlx::Error> {
+        if responses.is_empty() {
+            return Ok(());
+        }
+        let column = |f: fn(&BatchResponse<'_>) -> String| responses.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "UPDATE idempotency_keys k SET response = b.response, subject = b.subject
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::uuid[])
+                  AS b(program_id, caller, operation, request_id, response, subject)
+             WHERE k.program_id = b.program_id AND k.caller = b.caller
+               AND k.operation = b.operation AND k.request_id = b.request_id",
+        )
+        .bind(column(|r| r.key.program.clone()))
+        .bind(column(|r| r.key.caller.clone()))
+        .bind(column(|r| r.key.operation.to_owned()))
+        .bind(column(|r| r.key.request_id.clone()))
+        .bind(responses.iter().map(|r| r.response.clone()).collect::<Vec<_>>())
+        .bind(responses.iter().map(|r| r.subject).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives back the keys of requests that failed, so a retry is a new
+    /// request (as a rolled back transaction does for a single request).
+    pub async fn forget_many(
+        &self,
+        conn: &mut PgConnection,
+        keys: &[&BatchKey],
+    ) -> Result<(), sqlx::Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let column = |f: fn(&BatchKey) -> String| keys.iter().map(|k| f(k)).collect::<Vec<_>>();
+        sqlx::query(
+            "DELETE FROM idempotency_keys k
+             USING unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                   AS b(program_id, caller, operation, request_id)
+             WHERE k.program_id = b.program_id AND k.caller = b.caller
+               AND k.operation = b.operation AND k.request_id = b.request_id",
+        )
+        .bind(column(|k| k.program.clone()))
+        .bind(column(|k| k.caller.clone()))
+        .bind(column(|k| k.operation.to_owned()))
+        .bind(column(|k| k.request_id.clone()))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// The key of a batch for `request`.
+    pub fn batch_key(&self, key: RequestKey<'_>, request: &impl prost::Message) -> BatchKey {
+        BatchKey {
+            program: key.program.as_str().to_owned(),
+            caller: key.caller.name().to_owned(),
+            operation: key.operation,
+            request_id: key.request_id.to_owned(),
+            digest: self.digest(request),
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub mod context;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod group_commit;
 pub mod idempotency;
 pub mod layers;
 pub mod methods;

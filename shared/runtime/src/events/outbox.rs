@@ -110,3 +110,148 @@ async fn next_member_sequence(
     .fetch_one(&mut *tx)
     .await
 }
+
+/// An event of a batch, its payload already packed (a batch mixes types).
+#[derive(Clone, Debug)]
+pub struct PackedEvent {
+    /// Programme.
+    pub program: String,
+    /// Member concerned, if any.
+    pub member_id: Option<Uuid>,
+    /// Business time of the fact.
+    pub occurred_at: DateTime<Utc>,
+    /// When Laurel recorded it.
+    pub recorded_at: DateTime<Utc>,
+    /// Member card version this change produced, if it changed the card.
+    pub card_version: Option<i64>,
+    /// `<source>.<MessageName>`.
+    pub event_type: String,
+    /// The packed message.
+    pub payload: prost_types::Any,
+}
+
+impl PackedEvent {
+    /// Packs `event` of `source`.
+    pub fn pack<P: Message + Name>(source: &str, event: NewEvent<'_, P>) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            program: event.program.to_string(),
+            member_id: event.member_id,
+            occurred_at: event.occurred_at,
+            recorded_at: event.recorded_at,
+            card_version: event.card_version,
+            event_type: event_type::<P>(source),
+            payload: prost_types::Any::from_msg(event.payload)
+                .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+        })
+    }
+}
+
+/// Writes a batch of events of `source` within `tx` in three statements,
+/// whatever the batch size: one for the member sequences (each member's
+/// events get consecutive numbers in batch order), one for the outbox rows.
+/// The current span's trace context travels in every envelope.
+pub async fn enqueue_many(
+    tx: &mut PgConnection,
+    source: &str,
+    events: &[PackedEvent],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    // How many events each member has in the batch, in first-seen order.
+    let mut counts: Vec<((&str, Uuid), i64)> = Vec::new();
+    for event in events {
+        if let Some(member) = event.member_id {
+            let key = (event.program.as_str(), member);
+            match counts.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((key, 1)),
+            }
+        }
+    }
+    // Sorted, so two batches lock sequence rows in the same order.
+    counts.sort_by(|a, b| a.0.cmp(&b.0));
+    let lasts: Vec<(String, Uuid, i64)> = if counts.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(
+            "INSERT INTO member_sequences (program_id, member_id, source, last_sequence)
+             SELECT p, m, $3, n FROM unnest($1::text[], $2::uuid[], $4::bigint[]) AS b(p, m, n)
+             ON CONFLICT (program_id, member_id, source)
+             DO UPDATE SET last_sequence = member_sequences.last_sequence + EXCLUDED.last_sequence
+             RETURNING program_id, member_id, last_sequence",
+        )
+        .bind(counts.iter().map(|((p, _), _)| p.to_string()).collect::<Vec<_>>())
+        .bind(counts.iter().map(|((_, m), _)| *m).collect::<Vec<_>>())
+        .bind(source)
+        .bind(counts.iter().map(|(_, n)| *n).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?
+    };
+    // The next number to hand out per member: last - count + 1.
+    let mut next: Vec<((String, Uuid), i64)> = lasts
+        .into_iter()
+        .map(|(p, m, last)| {
+            let n = counts
+                .iter()
+                .find(|((cp, cm), _)| *cp == p && *cm == m)
+                .map(|(_, n)| *n)
+                .unwrap_or(1);
+            ((p, m), last - n + 1)
+        })
+        .collect();
+    let trace = crate::trace_context::current_as_map();
+    let mut ids = Vec::with_capacity(events.len());
+    let mut envelopes = Vec::with_capacity(events.len());
+    let mut sequences = Vec::with_capacity(events.len());
+    for event in events {
+        let member_sequence = match event.member_id {
+            Some(member) => {
+                let slot = next
+                    .iter_mut()
+                    .find(|((p, m), _)| *p == event.program && *m == member)
+                    .expect("every member of the batch has a sequence");
+                let seq = slot.1;
+                slot.1 += 1;
+                seq
+            }
+            None => 0,
+        };
+        let event_id = Uuid::now_v7();
+        envelopes.push(
+            EventEnvelope {
+                event_id: event_id.to_string(),
+                event_type: event.event_type.clone(),
+                source: source.to_owned(),
+                program_id: event.program.clone(),
+                member_id: event.member_id.map(|m| m.to_string()).unwrap_or_default(),
+                occurred_at: Some(timestamp(event.occurred_at)),
+                recorded_at: Some(timestamp(event.recorded_at)),
+                trace_context: trace.clone(),
+                payload: Some(event.payload.clone()),
+                member_sequence,
+            }
+            .encode_to_vec(),
+        );
+        ids.push(event_id);
+        sequences.push(member_sequence);
+    }
+    sqlx::query(
+        "INSERT INTO outbox (event_id, program_id, member_id, source, event_type, envelope, card_version, member_sequence)
+         SELECT e, p, m, $4, t, b, v, s
+         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $5::text[], $6::bytea[], $7::bigint[], $8::bigint[])
+              WITH ORDINALITY AS x(e, p, m, t, b, v, s, ord)
+         ORDER BY ord",
+    )
+    .bind(&ids)
+    .bind(events.iter().map(|e| e.program.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.member_id).collect::<Vec<_>>())
+    .bind(source)
+    .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
+    .bind(&envelopes)
+    .bind(events.iter().map(|e| e.card_version).collect::<Vec<_>>())
+    .bind(&sequences)
+    .execute(&mut *tx)
+    .await?;
+    Ok(ids)
+}
