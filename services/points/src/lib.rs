@@ -1,0 +1,3 @@
+//! Laurel points service.
+
+pub mod rules;
