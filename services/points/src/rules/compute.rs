@@ -347,14 +347,13 @@ impl<'r> Parts<'r> {
     }
 
     fn applied(&self, part: &Part, points: i64) -> pb::AppliedRule {
-        let lines = match part.lines {
-            1 => "1 line".to_owned(),
-            n => format!("{n} lines"),
-        };
+        let lines = count(part.lines, "line");
         let detail = match part.share {
             Share::Base => format!(
-                "{} points per {} minor units on {} minor units",
-                self.rules.base_points, self.rules.base_amount_minor, part.amount
+                "{} per {} minor units on {} minor units",
+                count(self.rules.base_points, "point"),
+                self.rules.base_amount_minor,
+                part.amount
             ),
             Share::Multiplier(bp, Scope::Lines) => format!("{} on {lines}", times(bp)),
             Share::Multiplier(bp, Scope::Order) => format!("{} on the order", times(bp)),
@@ -365,6 +364,14 @@ impl<'r> Parts<'r> {
             points,
             detail,
         }
+    }
+}
+
+/// `1 line`, `2 lines`.
+fn count(n: impl Into<i128>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
     }
 }
 
