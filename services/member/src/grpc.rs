@@ -1,11 +1,16 @@
 //! Thin gRPC handlers: read the request context, call the use case, wrap the
 //! answer.
 
+use std::time::Instant;
+
 use laurel_proto::member::v1::{self as pb, member_service_server::MemberService};
 use laurel_runtime::{context::request_context, error::Violations};
 use tonic::{Request, Response, Status};
 
-use crate::{members::Members, requests};
+use crate::{
+    members::{Members, caller_deadline},
+    requests,
+};
 
 #[tonic::async_trait]
 impl MemberService for Members {
@@ -143,6 +148,26 @@ impl MemberService for Members {
         Ok(Response::new(
             self.export(&ctx.program, request.get_ref()).await?,
         ))
+    }
+
+    async fn get_member_card(
+        &self,
+        request: Request<pb::GetMemberCardRequest>,
+    ) -> Result<Response<pb::GetMemberCardResponse>, Status> {
+        let received = Instant::now();
+        let ctx = request_context(&request)?;
+        let deadline = caller_deadline(request.metadata(), received, Some(self.request_timeout));
+        let pb::GetMemberCardRequest { member_id } = request.get_ref();
+        let mut v = Violations::new();
+        let id = requests::member_id(member_id, "member_id", &mut v);
+        v.finish()
+            .map_err(|v| v.into_status(crate::error::DOMAIN))?;
+        let card = self
+            .card(&ctx.program, id.expect("checked"), deadline)
+            .await?;
+        Ok(Response::new(pb::GetMemberCardResponse {
+            card: Some(card),
+        }))
     }
 
     async fn erase_member(

@@ -16,14 +16,15 @@ pub mod requests;
 use laurel_proto::member::v1::member_service_server::MemberServiceServer;
 use laurel_runtime::{
     app::App,
-    card::CardField,
+    card::{CardField, CardReader},
     clock::SharedClock,
     config::{ConfigError, RuntimeConfig, env_opt, env_or},
 };
 use sqlx::migrate::Migrator;
 
+pub use crate::members::PointsSettings;
 use crate::{
-    members::Members,
+    members::{Members, PointsLink},
     pii::{Keyring, Pii},
 };
 
@@ -45,6 +46,9 @@ pub struct Config {
     /// Region for phone numbers without a country code
     /// (`LAUREL_DEFAULT_PHONE_REGION`, ISO 3166 alpha-2).
     pub phone_region: Option<phonenumber::country::Id>,
+    /// How GetMemberCard reaches the points service (`LAUREL_POINTS_ADDR`,
+    /// `LAUREL_POINTS_API_KEY`, `LAUREL_POINTS_TIMEOUT_MS`).
+    pub points: PointsSettings,
 }
 
 impl std::fmt::Debug for Config {
@@ -53,6 +57,7 @@ impl std::fmt::Debug for Config {
             .field("runtime", &self.runtime)
             .field("pii_keys", &self.pii_keys)
             .field("phone_region", &self.phone_region)
+            .field("points", &self.points)
             .finish()
     }
 }
@@ -138,6 +143,7 @@ impl Config {
             runtime,
             pii_keys,
             phone_region,
+            points: PointsSettings::from_env()?,
         })
     }
 }
@@ -150,6 +156,11 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         app = app.with_clock(clock);
     }
     let pii = Pii::new(&config.pii_keys);
+    // The points field is the points service's: this service only reads it.
+    let points = PointsLink::new(
+        &config.points,
+        CardReader::new(app.cards(CardField::Points)),
+    )?;
     let members = Members {
         db: app.db().clone(),
         cards: app.cards(CardField::Member),
@@ -158,6 +169,8 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         pii,
         clock: app.clock(),
         phone_region: config.phone_region,
+        points,
+        request_timeout: config.runtime.request_timeout,
     };
     Ok(app
         .grpc(MemberServiceServer::new(members))

@@ -408,6 +408,51 @@ impl<T: Send + Sync + 'static> Cards<T> {
     }
 }
 
+/// Another owner's field of the card, for a service that only reads it (the
+/// member card reads the points field): Redis and the in-process copy, but
+/// neither `fill` nor `invalidate`, so a reader can never write a field it
+/// does not own.
+pub struct CardReader<T>(Cards<T>);
+
+impl<T> Clone for CardReader<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for CardReader<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CardReader").field(&self.0).finish()
+    }
+}
+
+impl<T: Send + Sync + 'static> CardReader<T> {
+    /// Reads `cards`' field, giving up the right to write it.
+    pub fn new(cards: Cards<T>) -> Self {
+        Self(cards)
+    }
+
+    /// The field read.
+    pub fn field(&self) -> CardField {
+        self.0.field
+    }
+
+    /// See [`Cards::local`].
+    pub fn local(&self, program: &ProgramId, member: &Uuid) -> Option<Arc<T>> {
+        self.0.local(program, member)
+    }
+
+    /// See [`Cards::keep`]: the copy is this process's, not the owner's.
+    pub fn keep(&self, program: &ProgramId, member: &Uuid, version: i64, value: Arc<T>) {
+        self.0.keep(program, member, version, value);
+    }
+
+    /// See [`Cards::shared`].
+    pub async fn shared(&self, program: &ProgramId, member: &Uuid) -> Option<Stored> {
+        self.0.shared(program, member).await
+    }
+}
+
 /// Reads `<field> <version> <prefix>:card:<program>:<member>`.
 fn parse_invalidation(message: &[u8]) -> Option<(CardField, i64, ProgramId, Uuid)> {
     let text = std::str::from_utf8(message).ok()?;

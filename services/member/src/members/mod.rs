@@ -3,6 +3,12 @@
 //! record, then invalidates the member card in Redis. Sealing personal data
 //! and mapping rows to the wire live in `sealing`.
 
+mod card;
+pub(crate) use card::PointsLink;
+pub use card::{
+    DEFAULT_POINTS_ADDR, DEFAULT_POINTS_TIMEOUT, PointsSettings, caller_deadline,
+    parse_grpc_timeout, points_budget,
+};
 mod enrol;
 mod erase;
 mod export;
@@ -54,6 +60,9 @@ pub struct Members {
     pub(crate) pii: Pii,
     pub(crate) clock: SharedClock,
     pub(crate) phone_region: Option<phonenumber::country::Id>,
+    pub(crate) points: PointsLink,
+    /// The server's own limit on a request: no caller's deadline is later.
+    pub(crate) request_timeout: std::time::Duration,
 }
 
 fn status_name(code: i16) -> &'static str {

@@ -39,6 +39,8 @@ pub struct Options {
     pub prefix: Option<String>,
     pub api_keys: Vec<(String, String)>,
     pub relay: bool,
+    /// Where GetMemberCard finds the points service; a closed port when unset.
+    pub points: Option<laurel_member::PointsSettings>,
 }
 
 pub async fn spawn() -> TestApp {
@@ -79,6 +81,9 @@ pub async fn spawn_with(options: Options) -> TestApp {
         runtime,
         pii_keys: laurel_member::pii::Keyring::single([42; 32]),
         phone_region: Some(phonenumber::country::Id::DE),
+        points: options
+            .points
+            .unwrap_or_else(|| laurel_member::PointsSettings::at("http://127.0.0.1:1")),
     };
     let clock = ManualClock::new(chrono::Utc::now());
     let app = laurel_member::build(config, Some(Arc::new(clock.clone())))
