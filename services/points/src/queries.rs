@@ -274,12 +274,12 @@ impl Points {
         };
         let now = clock_now(&self.clock);
         let from = req.from.as_ref().map(|t| crate::requests::time(Some(t), "from", now, &mut v));
-        let to = crate::requests::time(req.to.as_ref(), "to", now, &mut v);
+        let to = req.to.as_ref().map(|t| crate::requests::time(Some(t), "to", now, &mut v));
         v.finish()?;
         let mut conn = self.db.acquire().await?;
         // Totals per system account: 1 member, 2 issued, 3 redeemed, 4 expired, 5 adjusted, 6 transferred.
         let totals: Vec<(i16, i64)> = sqlx::query_as(
-            "SELECT account, COALESCE(sum(points), 0)::bigint FROM entries WHERE program_id = $1 AND recorded_at < $2 GROUP BY account",
+            "SELECT account, COALESCE(sum(points), 0)::bigint FROM entries WHERE program_id = $1 AND ($2::timestamptz IS NULL OR recorded_at < $2) GROUP BY account",
         )
         .bind(program.as_str())
         .bind(to)
@@ -291,7 +291,7 @@ impl Points {
         let expired = total(4);
         let rows: Vec<(DateTime<Utc>, i16, i64)> = sqlx::query_as(&format!(
             "SELECT date_trunc('{period}', recorded_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start, account, sum(points)::bigint
-             FROM entries WHERE program_id = $1 AND recorded_at < $2
+             FROM entries WHERE program_id = $1 AND ($2::timestamptz IS NULL OR recorded_at < $2)
              GROUP BY 1, 2 ORDER BY 1"
         ))
         .bind(program.as_str())
