@@ -1,0 +1,307 @@
+//! Programme settings at work: expiry with period ends, reminders, the
+//! expiry job exactly once on two replicas, pending points, the three
+//! reversal policies, redemption rate and shares, the statement.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Options, eventually, fields, reason, req, rid, spawn, spawn_with, Stack};
+use laurel_proto::{common::v1::Money, points::v1 as pb};
+use laurel_runtime::clock::Clock;
+use tonic::Code;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn eur(amount_minor: i64) -> Option<Money> {
+    Some(Money { currency_code: "EUR".into(), amount_minor })
+}
+
+async fn settings(stack: &Stack, change: impl FnOnce(&mut pb::ProgramSettings)) {
+    let mut points = stack.points.clone();
+    let mut s = points
+        .get_program_settings(req(pb::GetProgramSettingsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .settings
+        .unwrap();
+    change(&mut s);
+    points
+        .update_program_settings(req(pb::UpdateProgramSettingsRequest { request_id: rid(), settings: Some(s) }))
+        .await
+        .expect("settings update");
+}
+
+async fn rules(stack: &Stack) {
+    let at = stack.clock.now() - chrono::Duration::days(1);
+    stack
+        .points
+        .clone()
+        .publish_earn_rules(req(pb::PublishEarnRulesRequest {
+            request_id: rid(),
+            rules: Some(pb::EarnRules {
+                effective_from: Some(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }),
+                base_points: 1,
+                base_amount_minor: 100,
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+}
+
+async fn earn_order(stack: &Stack, member: Uuid, order_id: &str, total: i64) -> pb::EarnResponse {
+    stack
+        .points
+        .clone()
+        .earn(req(pb::EarnRequest {
+            request_id: rid(),
+            member_id: member.to_string(),
+            kind: pb::EarnKind::Order as i32,
+            order: Some(pb::Order { order_id: order_id.into(), total: eur(total), lines: vec![] }),
+            ..Default::default()
+        }))
+        .await
+        .expect("order earns")
+        .into_inner()
+}
+
+async fn refund(stack: &Stack, order_id: &str, amount: i64) -> pb::ReverseResponse {
+    stack
+        .points
+        .clone()
+        .reverse(req(pb::ReverseRequest {
+            request_id: rid(),
+            target: Some(pb::reverse_request::Target::OrderRefund(pb::OrderRefund {
+                order_id: order_id.into(),
+                refunded: eur(amount),
+            })),
+            reason: String::new(),
+        }))
+        .await
+        .expect("reverse")
+        .into_inner()
+}
+
+async fn redeem(stack: &Stack, member: Uuid, points: i64, total: i64) -> Result<pb::RedeemResponse, tonic::Status> {
+    stack
+        .points
+        .clone()
+        .redeem(req(pb::RedeemRequest {
+            request_id: rid(),
+            member_id: member.to_string(),
+            target: Some(pb::redeem_request::Target::Order(pb::OrderDiscount {
+                order_id: rid(),
+                order_total: eur(total),
+            })),
+            points,
+            reason: String::new(),
+        }))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn points_expire_at_the_period_end_once_with_two_replicas_and_a_reminder_first() {
+    let stack = spawn().await;
+    let second = spawn_with(Options {
+        points_schema: Some(stack.points_schema.clone()),
+        join: Some((stack.prefix.clone(), stack.member_addr)),
+        ..Default::default()
+    })
+    .await;
+    second.clock.set(stack.clock.now());
+    settings(&stack, |s| {
+        s.validity_days = 30;
+        s.expiry_rounding = pb::ExpiryRounding::EndOfMonth as i32;
+        s.reminder_days = 10;
+    })
+    .await;
+    let m = stack.member().await;
+    let earned = stack.give(m, 80).await;
+    let expires = earned.expires_at.unwrap();
+    let expires = chrono::DateTime::from_timestamp(expires.seconds, 0).unwrap();
+    let validity_end = stack.clock.now() + chrono::Duration::days(30);
+    assert!(expires > validity_end && expires - validity_end <= chrono::Duration::days(31), "moved to the end of the month");
+    assert_eq!(chrono::Datelike::day(&expires), 1, "the first instant after the month ends");
+    let balance = stack.balance(m).await;
+    assert_eq!(balance.expiring.len(), 1);
+    assert_eq!(balance.expiring[0].points, 80);
+    // Ten days before: one reminder.
+    for clock in [&stack.clock, &second.clock] {
+        clock.set(expires - chrono::Duration::days(9));
+    }
+    eventually(WAIT, "a reminder is sent", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'points.PointsExpiring'")
+            .fetch_one(&stack.db)
+            .await
+            .unwrap();
+        (n >= 1).then_some(n)
+    })
+    .await;
+    for clock in [&stack.clock, &second.clock] {
+        clock.set(expires + chrono::Duration::seconds(1));
+    }
+    eventually(WAIT, "the points expire", || async {
+        (stack.balance(m).await.total == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let expiries: i64 = sqlx::query_scalar("SELECT count(*) FROM movements WHERE type = 8")
+        .fetch_one(&stack.db)
+        .await
+        .unwrap();
+    assert_eq!(expiries, 1, "expired exactly once by two replicas");
+    let reminders: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'points.PointsExpiring'")
+        .fetch_one(&stack.db)
+        .await
+        .unwrap();
+    assert_eq!(reminders, 1, "one reminder");
+    stack.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn pending_points_wait_for_the_return_window_and_refunds_follow_the_policy() {
+    let stack = spawn().await;
+    rules(&stack).await;
+    settings(&stack, |s| {
+        s.pending_days = 14;
+        s.reversal_policy = pb::ReversalPolicy::CancelPendingOnly as i32;
+        s.currency_code = "EUR".into();
+    })
+    .await;
+    let m = stack.member().await;
+    let earned = earn_order(&stack, m, "P-1", 10_000).await;
+    let b = earned.balance.unwrap();
+    assert_eq!((b.available, b.pending), (0, 100));
+    assert_eq!(reason(&redeem(&stack, m, 1, 1_000).await.unwrap_err()), "INSUFFICIENT_POINTS");
+    // A refund inside the window cancels pending points.
+    let r = refund(&stack, "P-1", 5_000).await;
+    assert_eq!(r.points_not_reversed, 0);
+    assert_eq!(stack.balance(m).await.pending, 50);
+    stack.clock.advance(chrono::Duration::days(15));
+    let b = stack.balance(m).await;
+    assert_eq!((b.available, b.pending), (50, 0), "available after the window");
+    // After the window the policy cancels nothing more.
+    let r = refund(&stack, "P-1", 5_000).await;
+    assert_eq!(r.points_not_reversed, 50);
+    assert_eq!(stack.balance(m).await.available, 50);
+    // Currency of a refund must be the order's.
+    let wrong = stack
+        .points
+        .clone()
+        .reverse(req(pb::ReverseRequest {
+            request_id: rid(),
+            target: Some(pb::reverse_request::Target::OrderRefund(pb::OrderRefund {
+                order_id: "P-1".into(),
+                refunded: Some(Money { currency_code: "USD".into(), amount_minor: 1 }),
+            })),
+            reason: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::InvalidArgument);
+    stack.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn clawbacks_stop_at_zero_or_go_negative_by_policy() {
+    let stack = spawn().await;
+    rules(&stack).await;
+    let m = stack.member().await;
+    earn_order(&stack, m, "C-1", 10_000).await;
+    redeem(&stack, m, 80, 100_000).await.unwrap();
+    // Default policy: claw back what is left.
+    let r = refund(&stack, "C-1", 10_000).await;
+    assert_eq!((r.points_not_reversed, r.balance.unwrap().available), (80, 0));
+    settings(&stack, |s| s.reversal_policy = pb::ReversalPolicy::AllowNegative as i32).await;
+    let n = stack.member().await;
+    earn_order(&stack, n, "C-2", 10_000).await;
+    redeem(&stack, n, 80, 100_000).await.unwrap();
+    let r = refund(&stack, "C-2", 10_000).await;
+    assert_eq!((r.points_not_reversed, r.balance.unwrap().available), (0, -80));
+    // Later earns repay the debt first.
+    let after = stack.give(n, 100).await;
+    assert_eq!(after.balance.unwrap().available, 20);
+    stack.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn discounts_follow_the_rate_minimum_and_share_and_the_statement_pages() {
+    let stack = spawn().await;
+    settings(&stack, |s| {
+        s.discount_minor_per_unit = 1;
+        s.points_per_unit = 10;
+        s.min_redeem_points = 50;
+        s.max_order_share_bp = 5_000;
+        s.currency_code = "EUR".into();
+    })
+    .await;
+    let m = stack.member().await;
+    stack.give(m, 10_000).await;
+    let ok = redeem(&stack, m, 500, 1_000).await.unwrap();
+    assert_eq!(ok.discount.unwrap().amount_minor, 50);
+    let small = redeem(&stack, m, 10, 1_000).await.unwrap_err();
+    assert_eq!((small.code(), fields(&small)), (Code::InvalidArgument, vec!["points".to_owned()]));
+    let share = redeem(&stack, m, 6_000, 1_000).await.unwrap_err();
+    assert_eq!(fields(&share), ["points"]);
+    let zero = redeem(&stack, m, 0, 1_000).await.unwrap_err();
+    assert_eq!(fields(&zero), ["points"]);
+    let usd = stack
+        .points
+        .clone()
+        .redeem(req(pb::RedeemRequest {
+            request_id: rid(),
+            member_id: m.to_string(),
+            target: Some(pb::redeem_request::Target::Order(pb::OrderDiscount {
+                order_id: "x".into(),
+                order_total: Some(Money { currency_code: "USD".into(), amount_minor: 1_000 }),
+            })),
+            points: 100,
+            reason: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&usd), ["order.order_total.currency_code"]);
+    assert_eq!(stack.balance(m).await.available, 9_500, "refusals changed nothing");
+    for _ in 0..3 {
+        redeem(&stack, m, 100, 1_000).await.unwrap();
+    }
+    let mut points = stack.points.clone();
+    let page = points
+        .list_entries(req(pb::ListEntriesRequest {
+            member_id: m.to_string(),
+            page_size: 3,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.lines.len(), 3);
+    assert_eq!(page.lines[0].balance_after, 9_200, "newest first with the balance after");
+    let rest = points
+        .list_entries(req(pb::ListEntriesRequest {
+            member_id: m.to_string(),
+            page_size: 3,
+            page_token: page.next_page_token,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.lines.len(), 2);
+    assert!(rest.next_page_token.is_empty());
+    let earns = points
+        .list_entries(req(pb::ListEntriesRequest {
+            member_id: m.to_string(),
+            types: vec![pb::MovementType::Earn as i32],
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(earns.lines.len(), 1);
+    assert_eq!(earns.lines[0].movement.as_ref().unwrap().points, 10_000);
+}
