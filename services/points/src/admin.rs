@@ -13,12 +13,24 @@ use crate::{Points, clock_now, error::PointsError, requests as check, rules, set
 
 impl Points {
     /// GetProgramSettings.
-    pub async fn program_settings(&self, ctx: &RequestContext) -> Result<pb::ProgramSettings, PointsError> {
-        Ok(self.settings.get(self.db.pool(), ctx.program.as_str()).await?.proto.clone())
+    pub async fn program_settings(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<pb::ProgramSettings, PointsError> {
+        Ok(self
+            .settings
+            .get(self.db.pool(), ctx.program.as_str())
+            .await?
+            .proto
+            .clone())
     }
 
     /// UpdateProgramSettings.
-    pub async fn update_program_settings(&self, ctx: &RequestContext, req: &pb::UpdateProgramSettingsRequest) -> Result<pb::UpdateProgramSettingsResponse, PointsError> {
+    pub async fn update_program_settings(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::UpdateProgramSettingsRequest,
+    ) -> Result<pb::UpdateProgramSettingsResponse, PointsError> {
         let mut v = Violations::new();
         check::request_id(&req.request_id, &mut v);
         let mut new = req.settings.clone().unwrap_or_default();
@@ -38,8 +50,17 @@ impl Points {
         match self.idempotency.begin(&self.db, key, req, Plain).await? {
             Begun::Replay(r) => Ok(r),
             Begun::Fresh(mut fresh) => {
-                self.settings.put(fresh.tx(), ctx.program.as_str(), &new, clock_now(&self.clock)).await?;
-                let response = pb::UpdateProgramSettingsResponse { settings: Some(new) };
+                self.settings
+                    .put(
+                        fresh.tx(),
+                        ctx.program.as_str(),
+                        &new,
+                        clock_now(&self.clock),
+                    )
+                    .await?;
+                let response = pb::UpdateProgramSettingsResponse {
+                    settings: Some(new),
+                };
                 fresh.commit(&response, None).await?;
                 self.settings.forget(ctx.program.as_str());
                 Ok(response)
@@ -48,7 +69,11 @@ impl Points {
     }
 
     /// PublishEarnRules.
-    pub async fn publish_rules(&self, ctx: &RequestContext, req: &pb::PublishEarnRulesRequest) -> Result<pb::PublishEarnRulesResponse, PointsError> {
+    pub async fn publish_rules(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::PublishEarnRulesRequest,
+    ) -> Result<pb::PublishEarnRulesResponse, PointsError> {
         let mut v = Violations::new();
         check::request_id(&req.request_id, &mut v);
         let Some(proto) = &req.rules else {
@@ -72,8 +97,16 @@ impl Points {
         match self.idempotency.begin(&self.db, key, req, Plain).await? {
             Begun::Replay(r) => Ok(r),
             Begun::Fresh(mut fresh) => {
-                let published = rules::store::publish(fresh.tx(), ctx.program.as_str(), ruleset.as_ref().expect("valid"), clock_now(&self.clock)).await?;
-                let response = pb::PublishEarnRulesResponse { rules: Some(published) };
+                let published = rules::store::publish(
+                    fresh.tx(),
+                    ctx.program.as_str(),
+                    ruleset.as_ref().expect("valid"),
+                    clock_now(&self.clock),
+                )
+                .await?;
+                let response = pb::PublishEarnRulesResponse {
+                    rules: Some(published),
+                };
                 fresh.commit(&response, None).await?;
                 self.rules.invalidate(ctx.program.as_str());
                 Ok(response)
@@ -82,7 +115,11 @@ impl Points {
     }
 
     /// ListEarnRules.
-    pub async fn list_rules(&self, ctx: &RequestContext, req: &pb::ListEarnRulesRequest) -> Result<pb::ListEarnRulesResponse, PointsError> {
+    pub async fn list_rules(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::ListEarnRulesRequest,
+    ) -> Result<pb::ListEarnRulesResponse, PointsError> {
         let mut v = Violations::new();
         let size = pagination::page_size(req.page_size);
         v.check(size.is_none(), "page_size", "must not be negative");
@@ -103,7 +140,8 @@ impl Points {
         v.finish()?;
         let limit = size.expect("checked");
         let mut conn = self.db.acquire().await?;
-        let mut list = rules::store::list(&mut conn, ctx.program.as_str(), before, limit + 1).await?;
+        let mut list =
+            rules::store::list(&mut conn, ctx.program.as_str(), before, limit + 1).await?;
         let next = if list.len() as i64 > limit {
             list.truncate(limit as usize);
             pagination::encode_token(&list.last().expect("a full page").version.to_string())

@@ -24,7 +24,13 @@ use crate::{
 const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 impl Points {
-    fn key(&self, ctx: &RequestContext, operation: &'static str, request_id: &str, request: &impl prost::Message) -> BatchKey {
+    fn key(
+        &self,
+        ctx: &RequestContext,
+        operation: &'static str,
+        request_id: &str,
+        request: &impl prost::Message,
+    ) -> BatchKey {
         self.idempotency.batch_key(
             RequestKey {
                 program: &ctx.program,
@@ -49,12 +55,18 @@ impl Points {
             Some(Err(e)) => Err(e.into()),
             Some(Ok(bytes)) => Reply::decode(key.operation, &bytes)
                 .map(Some)
-                .ok_or_else(|| PointsError::Internal(anyhow::anyhow!("stored response unreadable"))),
+                .ok_or_else(|| {
+                    PointsError::Internal(anyhow::anyhow!("stored response unreadable"))
+                }),
         }
     }
 
     /// Queues `command` under `key` and waits for its commit.
-    pub(crate) async fn submit(&self, key: Option<BatchKey>, command: Command) -> Result<Reply, PointsError> {
+    pub(crate) async fn submit(
+        &self,
+        key: Option<BatchKey>,
+        command: Command,
+    ) -> Result<Reply, PointsError> {
         self.writer
             .submit(Request { key, command })
             .await
@@ -74,7 +86,12 @@ impl Points {
     }
 
     /// The member's tier when `at` happened, from TierChanged events.
-    async fn tier_at(&self, program: &str, member: Uuid, at: DateTime<Utc>) -> Result<Option<String>, PointsError> {
+    async fn tier_at(
+        &self,
+        program: &str,
+        member: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<String>, PointsError> {
         let mut conn = self.db.acquire().await?;
         Ok(sqlx::query_scalar(
             "SELECT tier FROM member_tiers WHERE program_id = $1 AND member_id = $2 AND effective_at <= $3
@@ -120,17 +137,34 @@ impl Points {
                         Some(m) => self.tier_at(program, m, at).await?,
                         None => None,
                     };
-                    let earned = rules::earn_for_order(&rules, order.expect("checked"), tier.as_deref(), at).map_err(|e| match e {
-                        rules::RuleError::InvalidOrder { field, reason } => PointsError::field(&field, reason),
-                        rules::RuleError::Overflow => PointsError::field("order", "the order's points are too large"),
-                    })?;
-                    Ok((earned.points, earned.applied, earned.daily_cap, None, version))
+                    let earned =
+                        rules::earn_for_order(&rules, order.expect("checked"), tier.as_deref(), at)
+                            .map_err(|e| match e {
+                                rules::RuleError::InvalidOrder { field, reason } => {
+                                    PointsError::field(&field, reason)
+                                }
+                                rules::RuleError::Overflow => {
+                                    PointsError::field("order", "the order's points are too large")
+                                }
+                            })?;
+                    Ok((
+                        earned.points,
+                        earned.applied,
+                        earned.daily_cap,
+                        None,
+                        version,
+                    ))
                 } else {
                     match rules::earn_for_event(&rules, kind) {
                         Some(e) => Ok((
                             e.points,
                             vec![pb::AppliedRule {
-                                rule: format!("event:{}", kind.as_str_name().trim_start_matches("EARN_KIND_").to_ascii_lowercase()),
+                                rule: format!(
+                                    "event:{}",
+                                    kind.as_str_name()
+                                        .trim_start_matches("EARN_KIND_")
+                                        .to_ascii_lowercase()
+                                ),
                                 points: e.points,
                                 detail: String::new(),
                             }],
@@ -146,8 +180,15 @@ impl Points {
     }
 
     /// Earn.
-    pub async fn earn(&self, ctx: &RequestContext, req: &pb::EarnRequest) -> Result<pb::EarnResponse, PointsError> {
-        let settings = self.settings.get(self.db.pool(), ctx.program.as_str()).await?;
+    pub async fn earn(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::EarnRequest,
+    ) -> Result<pb::EarnResponse, PointsError> {
+        let settings = self
+            .settings
+            .get(self.db.pool(), ctx.program.as_str())
+            .await?;
         let now = clock_now(&self.clock);
         let mut v = Violations::new();
         check::request_id(&req.request_id, &mut v);
@@ -155,25 +196,49 @@ impl Points {
         let kind = pb::EarnKind::try_from(req.kind).unwrap_or(pb::EarnKind::Unspecified);
         let mut order = None;
         match kind {
-            pb::EarnKind::Unspecified => v.add("kind", "required: order, review, share, check_in, referral, campaign_bonus or goodwill"),
+            pb::EarnKind::Unspecified => v.add(
+                "kind",
+                "required: order, review, share, check_in, referral, campaign_bonus or goodwill",
+            ),
             pb::EarnKind::Order => {
                 order = check::order(req.order.as_ref(), &settings.proto.currency_code, &mut v);
-                v.check(req.points != 0, "points", "must be empty for order earns: the rules decide");
+                v.check(
+                    req.points != 0,
+                    "points",
+                    "must be empty for order earns: the rules decide",
+                );
             }
-            pb::EarnKind::CampaignBonus | pb::EarnKind::Goodwill => check::points(req.points, "points", &mut v),
-            _ => v.check(req.points != 0, "points", "must be empty for event earns: the rules decide"),
+            pb::EarnKind::CampaignBonus | pb::EarnKind::Goodwill => {
+                check::points(req.points, "points", &mut v)
+            }
+            _ => v.check(
+                req.points != 0,
+                "points",
+                "must be empty for event earns: the rules decide",
+            ),
         }
         check::text(&req.reason, "reason", MAX_TEXT, &mut v);
         check::text(&req.reference, "reference", MAX_ID, &mut v);
         let occurred_at = check::time(req.occurred_at.as_ref(), "occurred_at", now, &mut v);
-        v.check(occurred_at > now + chrono::Duration::days(1), "occurred_at", "must not be in the future");
+        v.check(
+            occurred_at > now + chrono::Duration::days(1),
+            "occurred_at",
+            "must not be in the future",
+        );
         v.finish()?;
         let key = self.key(ctx, "Earn", &req.request_id, req);
         let reply = self
             .mutate(key, async {
                 self.members.ensure(ctx.program.as_str(), member).await?;
                 let (points, applied, max_points_per_day, max_events_per_day, _) = self
-                    .price_earn(ctx.program.as_str(), Some(member), kind, req.order.as_ref(), req.points, occurred_at)
+                    .price_earn(
+                        ctx.program.as_str(),
+                        Some(member),
+                        kind,
+                        req.order.as_ref(),
+                        req.points,
+                        occurred_at,
+                    )
                     .await?;
                 let pending = kind == pb::EarnKind::Order;
                 Ok(Command::Earn {
@@ -184,11 +249,19 @@ impl Points {
                         points,
                         max_points_per_day,
                         max_events_per_day,
-                        order: order.map(|(order_id, total_minor, currency)| OrderRef { order_id, total_minor, currency }),
+                        order: order.map(|(order_id, total_minor, currency)| OrderRef {
+                            order_id,
+                            total_minor,
+                            currency,
+                        }),
                         reason: req.reason.clone(),
                         reference: req.reference.clone(),
                         occurred_at,
-                        available_from: if pending { settings.available_from(occurred_at) } else { occurred_at.min(now) },
+                        available_from: if pending {
+                            settings.available_from(occurred_at)
+                        } else {
+                            occurred_at.min(now)
+                        },
                         expires_at: settings.expires_at(occurred_at),
                     },
                     applied,
@@ -202,11 +275,22 @@ impl Points {
     }
 
     /// PreviewEarn.
-    pub async fn preview_earn(&self, ctx: &RequestContext, req: &pb::PreviewEarnRequest) -> Result<pb::PreviewEarnResponse, PointsError> {
-        let settings = self.settings.get(self.db.pool(), ctx.program.as_str()).await?;
+    pub async fn preview_earn(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::PreviewEarnRequest,
+    ) -> Result<pb::PreviewEarnResponse, PointsError> {
+        let settings = self
+            .settings
+            .get(self.db.pool(), ctx.program.as_str())
+            .await?;
         let now = clock_now(&self.clock);
         let mut v = Violations::new();
-        let member = if req.member_id.is_empty() { None } else { Some(check::member_id(&req.member_id, "member_id", &mut v)) };
+        let member = if req.member_id.is_empty() {
+            None
+        } else {
+            Some(check::member_id(&req.member_id, "member_id", &mut v))
+        };
         let kind = match pb::EarnKind::try_from(req.kind) {
             Ok(pb::EarnKind::Unspecified) | Err(_) => pb::EarnKind::Order,
             Ok(k) => k,
@@ -214,11 +298,23 @@ impl Points {
         if kind == pb::EarnKind::Order {
             check::order(req.order.as_ref(), &settings.proto.currency_code, &mut v);
         } else if matches!(kind, pb::EarnKind::CampaignBonus | pb::EarnKind::Goodwill) {
-            v.add("kind", "campaign bonuses and goodwill earn the points given; nothing to preview");
+            v.add(
+                "kind",
+                "campaign bonuses and goodwill earn the points given; nothing to preview",
+            );
         }
         let at = check::time(req.occurred_at.as_ref(), "occurred_at", now, &mut v);
         v.finish()?;
-        let (points, applied, _, _, version) = self.price_earn(ctx.program.as_str(), member, kind, req.order.as_ref(), 0, at).await?;
+        let (points, applied, _, _, version) = self
+            .price_earn(
+                ctx.program.as_str(),
+                member,
+                kind,
+                req.order.as_ref(),
+                0,
+                at,
+            )
+            .await?;
         Ok(pb::PreviewEarnResponse {
             points,
             applied_rules: applied,
@@ -227,8 +323,15 @@ impl Points {
     }
 
     /// Redeem against an order (rewards: see the catalogue).
-    pub async fn redeem(&self, ctx: &RequestContext, req: &pb::RedeemRequest) -> Result<pb::RedeemResponse, PointsError> {
-        let settings = self.settings.get(self.db.pool(), ctx.program.as_str()).await?;
+    pub async fn redeem(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::RedeemRequest,
+    ) -> Result<pb::RedeemResponse, PointsError> {
+        let settings = self
+            .settings
+            .get(self.db.pool(), ctx.program.as_str())
+            .await?;
         let s = &settings.proto;
         let mut v = Violations::new();
         check::request_id(&req.request_id, &mut v);
@@ -246,12 +349,25 @@ impl Points {
             }
         };
         let order_id = order.order_id.trim();
-        v.check(order_id.is_empty() || order_id.len() > MAX_ID, "order.order_id", "required, at most 128 characters");
-        let total = check::money(order.order_total.as_ref(), "order.order_total", &s.currency_code, false, &mut v);
+        v.check(
+            order_id.is_empty() || order_id.len() > MAX_ID,
+            "order.order_id",
+            "required, at most 128 characters",
+        );
+        let total = check::money(
+            order.order_total.as_ref(),
+            "order.order_total",
+            &s.currency_code,
+            false,
+            &mut v,
+        );
         check::points(req.points, "points", &mut v);
         let mut discount = 0;
         if v.is_empty() && req.points < s.min_redeem_points {
-            v.add("points", format!("at least {} points per redemption", s.min_redeem_points));
+            v.add(
+                "points",
+                format!("at least {} points per redemption", s.min_redeem_points),
+            );
         }
         if let Some((total_minor, _)) = &total
             && v.is_empty()
@@ -259,7 +375,13 @@ impl Points {
             discount = settings.discount(req.points).unwrap_or(i64::MAX);
             let cap = (i128::from(*total_minor) * i128::from(s.max_order_share_bp) / 10_000) as i64;
             if discount > cap {
-                v.add("points", format!("the discount may pay at most {} of {} minor units ({} bp of the order)", cap, total_minor, s.max_order_share_bp));
+                v.add(
+                    "points",
+                    format!(
+                        "the discount may pay at most {} of {} minor units ({} bp of the order)",
+                        cap, total_minor, s.max_order_share_bp
+                    ),
+                );
             }
             if discount == 0 {
                 v.add("points", "too few points to buy any discount");
@@ -276,7 +398,11 @@ impl Points {
                         program: ctx.program.to_string(),
                         member_id: member,
                         points: req.points,
-                        reason: if req.reason.is_empty() { format!("discount on order {order_id}") } else { req.reason.clone() },
+                        reason: if req.reason.is_empty() {
+                            format!("discount on order {order_id}")
+                        } else {
+                            req.reason.clone()
+                        },
                         reference: order_id.to_owned(),
                         order_id: order_id.to_owned(),
                     },
@@ -294,8 +420,15 @@ impl Points {
     }
 
     /// Hold.
-    pub async fn hold(&self, ctx: &RequestContext, req: &pb::HoldRequest) -> Result<pb::HoldResponse, PointsError> {
-        let settings = self.settings.get(self.db.pool(), ctx.program.as_str()).await?;
+    pub async fn hold(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::HoldRequest,
+    ) -> Result<pb::HoldResponse, PointsError> {
+        let settings = self
+            .settings
+            .get(self.db.pool(), ctx.program.as_str())
+            .await?;
         let now = clock_now(&self.clock);
         let mut v = Violations::new();
         check::request_id(&req.request_id, &mut v);
@@ -312,7 +445,8 @@ impl Points {
         };
         v.check(timeout > MAX_HOLD, "timeout", "at most 7 days");
         v.finish()?;
-        let expires_at = now + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::minutes(15));
+        let expires_at =
+            now + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::minutes(15));
         let key = self.key(ctx, "Hold", &req.request_id, req);
         let reply = self
             .mutate(key, async {
@@ -333,7 +467,11 @@ impl Points {
     }
 
     /// Capture.
-    pub async fn capture(&self, ctx: &RequestContext, req: &pb::CaptureRequest) -> Result<pb::CaptureResponse, PointsError> {
+    pub async fn capture(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::CaptureRequest,
+    ) -> Result<pb::CaptureResponse, PointsError> {
         let mut v = Violations::new();
         check::request_id(&req.request_id, &mut v);
         let hold_id = check::uuid(&req.hold_id, "hold_id", "hold", &mut v);
@@ -348,7 +486,11 @@ impl Points {
             program: ctx.program.to_string(),
             hold_id,
             points: req.points,
-            reason: if req.reason.is_empty() { "points spent at checkout".into() } else { req.reason.clone() },
+            reason: if req.reason.is_empty() {
+                "points spent at checkout".into()
+            } else {
+                req.reason.clone()
+            },
             order_id: req.order_id.clone(),
         };
         match self.mutate(key, async { Ok(command) }).await? {
@@ -358,7 +500,11 @@ impl Points {
     }
 
     /// Release.
-    pub async fn release(&self, ctx: &RequestContext, req: &pb::ReleaseRequest) -> Result<pb::ReleaseResponse, PointsError> {
+    pub async fn release(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::ReleaseRequest,
+    ) -> Result<pb::ReleaseResponse, PointsError> {
         let mut v = Violations::new();
         check::request_id(&req.request_id, &mut v);
         let hold_id = check::uuid(&req.hold_id, "hold_id", "hold", &mut v);
@@ -375,15 +521,26 @@ impl Points {
     }
 
     /// Reverse.
-    pub async fn reverse(&self, ctx: &RequestContext, req: &pb::ReverseRequest) -> Result<pb::ReverseResponse, PointsError> {
-        let settings = self.settings.get(self.db.pool(), ctx.program.as_str()).await?;
+    pub async fn reverse(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::ReverseRequest,
+    ) -> Result<pb::ReverseResponse, PointsError> {
+        let settings = self
+            .settings
+            .get(self.db.pool(), ctx.program.as_str())
+            .await?;
         let mut v = Violations::new();
         check::request_id(&req.request_id, &mut v);
         check::text(&req.reason, "reason", MAX_TEXT, &mut v);
         let command = match &req.target {
             Some(pb::reverse_request::Target::OrderRefund(r)) => {
                 let order_id = r.order_id.trim();
-                v.check(order_id.is_empty() || order_id.len() > MAX_ID, "order_refund.order_id", "required, at most 128 characters");
+                v.check(
+                    order_id.is_empty() || order_id.len() > MAX_ID,
+                    "order_refund.order_id",
+                    "required, at most 128 characters",
+                );
                 let refunded = match &r.refunded {
                     None => None,
                     Some(m) => check::money(Some(m), "order_refund.refunded", "", false, &mut v),
@@ -392,15 +549,25 @@ impl Points {
                     program: ctx.program.to_string(),
                     order_id: order_id.to_owned(),
                     refunded,
-                    reason: if req.reason.is_empty() { format!("refund of order {order_id}") } else { req.reason.clone() },
+                    reason: if req.reason.is_empty() {
+                        format!("refund of order {order_id}")
+                    } else {
+                        req.reason.clone()
+                    },
                     policy: settings.reversal_policy(),
                 })
             }
-            Some(pb::reverse_request::Target::RedemptionMovementId(id)) => Command::ReverseRedemption {
-                program: ctx.program.to_string(),
-                movement_id: check::uuid(id, "redemption_movement_id", "movement", &mut v),
-                reason: if req.reason.is_empty() { "redemption reversed".into() } else { req.reason.clone() },
-            },
+            Some(pb::reverse_request::Target::RedemptionMovementId(id)) => {
+                Command::ReverseRedemption {
+                    program: ctx.program.to_string(),
+                    movement_id: check::uuid(id, "redemption_movement_id", "movement", &mut v),
+                    reason: if req.reason.is_empty() {
+                        "redemption reversed".into()
+                    } else {
+                        req.reason.clone()
+                    },
+                }
+            }
             None => {
                 v.add("target", "required: order_refund or redemption_movement_id");
                 return Err(v.into());
@@ -415,8 +582,15 @@ impl Points {
     }
 
     /// Adjust.
-    pub async fn adjust(&self, ctx: &RequestContext, req: &pb::AdjustRequest) -> Result<pb::AdjustResponse, PointsError> {
-        let settings = self.settings.get(self.db.pool(), ctx.program.as_str()).await?;
+    pub async fn adjust(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::AdjustRequest,
+    ) -> Result<pb::AdjustResponse, PointsError> {
+        let settings = self
+            .settings
+            .get(self.db.pool(), ctx.program.as_str())
+            .await?;
         let now = clock_now(&self.clock);
         let mut v = Violations::new();
         check::request_id(&req.request_id, &mut v);
@@ -424,9 +598,17 @@ impl Points {
         if req.points == 0 {
             v.add("points", "must not be 0");
         } else {
-            check::points(req.points.checked_abs().unwrap_or(i64::MAX), "points", &mut v);
+            check::points(
+                req.points.checked_abs().unwrap_or(i64::MAX),
+                "points",
+                &mut v,
+            );
         }
-        v.check(req.reason.trim().is_empty(), "reason", "required: why the points change");
+        v.check(
+            req.reason.trim().is_empty(),
+            "reason",
+            "required: why the points change",
+        );
         check::text(&req.reason, "reason", MAX_TEXT, &mut v);
         check::text(&req.operator, "operator", MAX_ID, &mut v);
         v.finish()?;
@@ -439,7 +621,11 @@ impl Points {
                     member_id: member,
                     points: req.points,
                     reason: req.reason.clone(),
-                    operator: if req.operator.is_empty() { ctx.caller.name().to_owned() } else { req.operator.clone() },
+                    operator: if req.operator.is_empty() {
+                        ctx.caller.name().to_owned()
+                    } else {
+                        req.operator.clone()
+                    },
                     terms: LotTerms {
                         available_from: now,
                         expires_at: settings.expires_at(now),
@@ -454,12 +640,20 @@ impl Points {
     }
 
     /// Transfer.
-    pub async fn transfer(&self, ctx: &RequestContext, req: &pb::TransferRequest) -> Result<pb::TransferResponse, PointsError> {
+    pub async fn transfer(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::TransferRequest,
+    ) -> Result<pb::TransferResponse, PointsError> {
         let mut v = Violations::new();
         check::request_id(&req.request_id, &mut v);
         let from = check::member_id(&req.from_member_id, "from_member_id", &mut v);
         let to = check::member_id(&req.to_member_id, "to_member_id", &mut v);
-        v.check(!from.is_nil() && from == to, "to_member_id", "must differ from from_member_id");
+        v.check(
+            !from.is_nil() && from == to,
+            "to_member_id",
+            "must differ from from_member_id",
+        );
         check::points(req.points, "points", &mut v);
         check::text(&req.reason, "reason", MAX_TEXT, &mut v);
         v.finish()?;
@@ -473,7 +667,11 @@ impl Points {
                     from,
                     to,
                     points: req.points,
-                    reason: if req.reason.is_empty() { "transfer".into() } else { req.reason.clone() },
+                    reason: if req.reason.is_empty() {
+                        "transfer".into()
+                    } else {
+                        req.reason.clone()
+                    },
                 })
             })
             .await?;
@@ -493,5 +691,7 @@ fn no_rules() -> pb::AppliedRule {
 }
 
 fn unexpected() -> PointsError {
-    PointsError::Internal(anyhow::anyhow!("the ledger answered with another operation's reply"))
+    PointsError::Internal(anyhow::anyhow!(
+        "the ledger answered with another operation's reply"
+    ))
 }

@@ -77,10 +77,21 @@ impl PointsError {
             LedgerError::CaptureExceedsHold { held, .. } => {
                 Self::field(points_field, format!("at most the {held} points held"))
             }
-            LedgerError::Overflow => Self::field(points_field, "out of bounds: 1 to 10^12 points, and balances stay within their bounds"),
-            LedgerError::CurrencyMismatch => Self::field("order_refund.refunded.currency_code", "must be the order's currency"),
-            LedgerError::RefundExceedsOrder => Self::field("order_refund.refunded.amount_minor", "refunds would exceed the order total"),
-            LedgerError::SameMember => Self::field("to_member_id", "must differ from from_member_id"),
+            LedgerError::Overflow => Self::field(
+                points_field,
+                "out of bounds: 1 to 10^12 points, and balances stay within their bounds",
+            ),
+            LedgerError::CurrencyMismatch => Self::field(
+                "order_refund.refunded.currency_code",
+                "must be the order's currency",
+            ),
+            LedgerError::RefundExceedsOrder => Self::field(
+                "order_refund.refunded.amount_minor",
+                "refunds would exceed the order total",
+            ),
+            LedgerError::SameMember => {
+                Self::field("to_member_id", "must differ from from_member_id")
+            }
             other => Self::Ledger(other),
         }
     }
@@ -94,10 +105,14 @@ impl ServiceError for PointsError {
         match self {
             Invalid(v) => ErrorKind::Invalid(v),
             MemberNotFound => ErrorKind::Refused(Code::NotFound, "MEMBER_NOT_FOUND"),
-            MemberServiceUnavailable(_) => ErrorKind::Refused(Code::Unavailable, "MEMBER_SERVICE_UNAVAILABLE"),
+            MemberServiceUnavailable(_) => {
+                ErrorKind::Refused(Code::Unavailable, "MEMBER_SERVICE_UNAVAILABLE")
+            }
             Ledger(e) => ledger_kind(e),
             RewardNotFound => ErrorKind::Refused(Code::NotFound, "REWARD_NOT_FOUND"),
-            RewardUnavailable(_) => ErrorKind::Refused(Code::FailedPrecondition, "REWARD_UNAVAILABLE"),
+            RewardUnavailable(_) => {
+                ErrorKind::Refused(Code::FailedPrecondition, "REWARD_UNAVAILABLE")
+            }
             RedemptionNotFound => ErrorKind::Refused(Code::NotFound, "REDEMPTION_NOT_FOUND"),
             RequestIdReused => ErrorKind::Refused(Code::AlreadyExists, "REQUEST_ID_REUSED"),
             Db(e) => ErrorKind::Db(e),
@@ -109,12 +124,16 @@ impl ServiceError for PointsError {
 fn ledger_kind(e: &LedgerError) -> ErrorKind<'_> {
     use LedgerError::*;
     match e {
-        InsufficientPoints { .. } => ErrorKind::Refused(Code::FailedPrecondition, "INSUFFICIENT_POINTS"),
+        InsufficientPoints { .. } => {
+            ErrorKind::Refused(Code::FailedPrecondition, "INSUFFICIENT_POINTS")
+        }
         MemberInactive(_) => ErrorKind::Refused(Code::FailedPrecondition, "MEMBER_NOT_ACTIVE"),
         HoldNotFound => ErrorKind::Refused(Code::NotFound, "HOLD_NOT_FOUND"),
         HoldNotActive(_) => ErrorKind::Refused(Code::FailedPrecondition, "HOLD_NOT_ACTIVE"),
         HoldExpired => ErrorKind::Refused(Code::FailedPrecondition, "HOLD_EXPIRED"),
-        CaptureExceedsHold { .. } => ErrorKind::Refused(Code::InvalidArgument, "CAPTURE_EXCEEDS_HOLD"),
+        CaptureExceedsHold { .. } => {
+            ErrorKind::Refused(Code::InvalidArgument, "CAPTURE_EXCEEDS_HOLD")
+        }
         OrderNotEarned => ErrorKind::Refused(Code::NotFound, "ORDER_NOT_EARNED"),
         OrderAlreadyEarned => ErrorKind::Refused(Code::AlreadyExists, "ORDER_ALREADY_EARNED"),
         RefundExceedsOrder => ErrorKind::Refused(Code::FailedPrecondition, "REFUND_EXCEEDS_ORDER"),

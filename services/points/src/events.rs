@@ -27,7 +27,13 @@ use crate::{
 
 /// The consumer's routes.
 pub fn router(points: Points) -> Router {
-    let (p1, p2, p3, p4, p5) = (points.clone(), points.clone(), points.clone(), points.clone(), points);
+    let (p1, p2, p3, p4, p5) = (
+        points.clone(),
+        points.clone(),
+        points.clone(),
+        points.clone(),
+        points,
+    );
     Router::new()
         .on(move |tx, event, m: member::ActivityRecorded| {
             let p = p1.clone();
@@ -41,14 +47,29 @@ pub fn router(points: Points) -> Router {
             let p = p3.clone();
             Box::pin(async move {
                 let (from, to) = (id(&m.merged_member_id)?, id(&m.survivor_member_id)?);
-                p.apply_event(tx, Command::Merge { program: event.program_id().to_owned(), from, to }).await
+                p.apply_event(
+                    tx,
+                    Command::Merge {
+                        program: event.program_id().to_owned(),
+                        from,
+                        to,
+                    },
+                )
+                .await
             })
         })
         .on(move |tx, event, m: member::MemberErased| {
             let p = p4.clone();
             Box::pin(async move {
                 let member_id = id(&m.member_id)?;
-                p.apply_event(tx, Command::Erase { program: event.program_id().to_owned(), member_id }).await
+                p.apply_event(
+                    tx,
+                    Command::Erase {
+                        program: event.program_id().to_owned(),
+                        member_id,
+                    },
+                )
+                .await
             })
         })
         .on(move |tx, event, m: tier::TierChanged| {
@@ -58,7 +79,8 @@ pub fn router(points: Points) -> Router {
 }
 
 fn id(raw: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(raw).map_err(|e| HandlerError::terminal(anyhow::anyhow!("bad member id {raw:?}: {e}")))
+    Uuid::parse_str(raw)
+        .map_err(|e| HandlerError::terminal(anyhow::anyhow!("bad member id {raw:?}: {e}")))
 }
 
 fn time(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
@@ -74,9 +96,15 @@ fn outcome(result: Result<(), PointsError>) -> Result<(), HandlerError> {
         // Already earned by an Earn call, nothing to reverse, or a member
         // gone: the event has nothing left to do.
         Err(PointsError::Ledger(
-            LedgerError::OrderAlreadyEarned | LedgerError::OrderNotEarned | LedgerError::MemberInactive(_) | LedgerError::InsufficientPoints { .. },
+            LedgerError::OrderAlreadyEarned
+            | LedgerError::OrderNotEarned
+            | LedgerError::MemberInactive(_)
+            | LedgerError::InsufficientPoints { .. },
         )) => Ok(()),
-        Err(PointsError::Invalid(v)) => Err(HandlerError::terminal(anyhow::anyhow!("invalid event: {:?}", v.fields()))),
+        Err(PointsError::Invalid(v)) => Err(HandlerError::terminal(anyhow::anyhow!(
+            "invalid event: {:?}",
+            v.fields()
+        ))),
         Err(PointsError::Db(e)) => Err(HandlerError::retryable(e)),
         Err(e) => Err(HandlerError::retryable(anyhow::anyhow!("{e}"))),
     }
@@ -84,8 +112,16 @@ fn outcome(result: Result<(), PointsError>) -> Result<(), HandlerError> {
 
 impl Points {
     /// Applies one command in the consumer's transaction.
-    async fn apply_event(&self, tx: &mut PgConnection, command: Command) -> Result<(), HandlerError> {
-        let result = match self.direct.apply_batch(tx, &[Request { key: None, command }]).await {
+    async fn apply_event(
+        &self,
+        tx: &mut PgConnection,
+        command: Command,
+    ) -> Result<(), HandlerError> {
+        let result = match self
+            .direct
+            .apply_batch(tx, &[Request { key: None, command }])
+            .await
+        {
             Ok(mut outcomes) => outcomes.pop().expect("one outcome").map(|_| ()),
             Err(e) => Err(e),
         };
@@ -103,8 +139,21 @@ impl Points {
         reason: String,
         reference: String,
     ) -> Result<(), HandlerError> {
-        let settings = self.settings.get(self.db.pool(), program).await.map_err(HandlerError::retryable)?;
-        let priced = self.price_earn(program, Some(member_id), kind, order.as_ref(), 0, occurred_at).await;
+        let settings = self
+            .settings
+            .get(self.db.pool(), program)
+            .await
+            .map_err(HandlerError::retryable)?;
+        let priced = self
+            .price_earn(
+                program,
+                Some(member_id),
+                kind,
+                order.as_ref(),
+                0,
+                occurred_at,
+            )
+            .await;
         let (points, applied, max_points_per_day, max_events_per_day, _) = match priced {
             Ok(p) => p,
             Err(e) => return outcome(Err(e)),
@@ -131,7 +180,11 @@ impl Points {
                 reason,
                 reference,
                 occurred_at,
-                available_from: if pending { settings.available_from(occurred_at) } else { occurred_at.min(now) },
+                available_from: if pending {
+                    settings.available_from(occurred_at)
+                } else {
+                    occurred_at.min(now)
+                },
                 expires_at: settings.expires_at(occurred_at),
             },
             applied,
@@ -139,9 +192,16 @@ impl Points {
         self.apply_event(tx, command).await
     }
 
-    async fn on_activity(&self, tx: &mut PgConnection, event: &EventContext, m: member::ActivityRecorded) -> Result<(), HandlerError> {
+    async fn on_activity(
+        &self,
+        tx: &mut PgConnection,
+        event: &EventContext,
+        m: member::ActivityRecorded,
+    ) -> Result<(), HandlerError> {
         let Some(activity) = m.activity else {
-            return Err(HandlerError::terminal(anyhow::anyhow!("ActivityRecorded without an activity")));
+            return Err(HandlerError::terminal(anyhow::anyhow!(
+                "ActivityRecorded without an activity"
+            )));
         };
         let program = event.program_id().to_owned();
         let member_id = id(&activity.member_id)?;
@@ -166,11 +226,27 @@ impl Points {
                         .collect(),
                 };
                 let reason = format!("purchase {}", p.order_id);
-                self.earn_event(tx, &program, member_id, pb::EarnKind::Order, Some(order), occurred_at, reason, p.order_id).await
+                self.earn_event(
+                    tx,
+                    &program,
+                    member_id,
+                    pb::EarnKind::Order,
+                    Some(order),
+                    occurred_at,
+                    reason,
+                    p.order_id,
+                )
+                .await
             }
             Some(Detail::Refund(r)) => {
-                let settings = self.settings.get(self.db.pool(), &program).await.map_err(HandlerError::retryable)?;
-                let refunded = r.amount.map(|a| (a.amount_minor, a.currency_code.to_ascii_uppercase()));
+                let settings = self
+                    .settings
+                    .get(self.db.pool(), &program)
+                    .await
+                    .map_err(HandlerError::retryable)?;
+                let refunded = r
+                    .amount
+                    .map(|a| (a.amount_minor, a.currency_code.to_ascii_uppercase()));
                 self.apply_event(
                     tx,
                     Command::ReverseEarn(ReverseEarn {
@@ -184,19 +260,54 @@ impl Points {
                 .await
             }
             Some(Detail::Review(r)) => {
-                self.earn_event(tx, &program, member_id, pb::EarnKind::Review, None, occurred_at, "product review".into(), r.sku).await
+                self.earn_event(
+                    tx,
+                    &program,
+                    member_id,
+                    pb::EarnKind::Review,
+                    None,
+                    occurred_at,
+                    "product review".into(),
+                    r.sku,
+                )
+                .await
             }
             Some(Detail::Share(s)) => {
-                self.earn_event(tx, &program, member_id, pb::EarnKind::Share, None, occurred_at, "social share".into(), s.platform).await
+                self.earn_event(
+                    tx,
+                    &program,
+                    member_id,
+                    pb::EarnKind::Share,
+                    None,
+                    occurred_at,
+                    "social share".into(),
+                    s.platform,
+                )
+                .await
             }
             Some(Detail::CheckIn(c)) => {
-                self.earn_event(tx, &program, member_id, pb::EarnKind::CheckIn, None, occurred_at, "check-in".into(), c.location_id).await
+                self.earn_event(
+                    tx,
+                    &program,
+                    member_id,
+                    pb::EarnKind::CheckIn,
+                    None,
+                    occurred_at,
+                    "check-in".into(),
+                    c.location_id,
+                )
+                .await
             }
             _ => Ok(()),
         }
     }
 
-    async fn on_member_created(&self, tx: &mut PgConnection, event: &EventContext, m: member::MemberCreated) -> Result<(), HandlerError> {
+    async fn on_member_created(
+        &self,
+        tx: &mut PgConnection,
+        event: &EventContext,
+        m: member::MemberCreated,
+    ) -> Result<(), HandlerError> {
         let program = event.program_id().to_owned();
         let member_id = id(&m.member_id)?;
         self.members.learn(&program, member_id);
@@ -206,12 +317,29 @@ impl Points {
         let referrer = id(&m.referred_by_member_id)?;
         let at = event.occurred_at.unwrap_or_else(|| clock_now(&self.clock));
         let at = DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at);
-        self.earn_event(tx, &program, referrer, pb::EarnKind::Referral, None, at, "referral".into(), member_id.to_string()).await
+        self.earn_event(
+            tx,
+            &program,
+            referrer,
+            pb::EarnKind::Referral,
+            None,
+            at,
+            "referral".into(),
+            member_id.to_string(),
+        )
+        .await
     }
 
-    async fn on_tier_changed(&self, tx: &mut PgConnection, event: &EventContext, m: tier::TierChanged) -> Result<(), HandlerError> {
+    async fn on_tier_changed(
+        &self,
+        tx: &mut PgConnection,
+        event: &EventContext,
+        m: tier::TierChanged,
+    ) -> Result<(), HandlerError> {
         let member_id = id(&m.member_id)?;
-        let at = time(&m.effective_at).or(event.occurred_at).unwrap_or_else(|| clock_now(&self.clock));
+        let at = time(&m.effective_at)
+            .or(event.occurred_at)
+            .unwrap_or_else(|| clock_now(&self.clock));
         sqlx::query(
             "INSERT INTO member_tiers (program_id, member_id, effective_at, tier) VALUES ($1, $2, $3, $4)
              ON CONFLICT (program_id, member_id, effective_at) DO UPDATE SET tier = EXCLUDED.tier",

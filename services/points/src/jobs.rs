@@ -28,14 +28,31 @@ const BATCH: i64 = 500;
 /// Adds the jobs to `app`.
 pub fn schedule(app: App, points: Points, every: Duration) -> App {
     let (p1, p2, p3) = (points.clone(), points.clone(), points);
-    app.job("points-expiry", move |stop| repeat(stop, every, p1.clone(), |p| Box::pin(async move { p.expire_lots().await })))
-        .job("points-hold-expiry", move |stop| repeat(stop, every, p2.clone(), |p| Box::pin(async move { p.expire_holds().await })))
-        .job("points-expiry-reminders", move |stop| repeat(stop, every, p3.clone(), |p| Box::pin(async move { p.send_reminders().await })))
+    app.job("points-expiry", move |stop| {
+        repeat(stop, every, p1.clone(), |p| {
+            Box::pin(async move { p.expire_lots().await })
+        })
+    })
+    .job("points-hold-expiry", move |stop| {
+        repeat(stop, every, p2.clone(), |p| {
+            Box::pin(async move { p.expire_holds().await })
+        })
+    })
+    .job("points-expiry-reminders", move |stop| {
+        repeat(stop, every, p3.clone(), |p| {
+            Box::pin(async move { p.send_reminders().await })
+        })
+    })
 }
 
 type Step = fn(Points) -> futures::future::BoxFuture<'static, anyhow::Result<usize>>;
 
-async fn repeat(mut stop: watch::Receiver<bool>, every: Duration, points: Points, step: Step) -> anyhow::Result<()> {
+async fn repeat(
+    mut stop: watch::Receiver<bool>,
+    every: Duration,
+    points: Points,
+    step: Step,
+) -> anyhow::Result<()> {
     loop {
         // A full batch means more is waiting: go again at once.
         let done = step(points.clone()).await?;
@@ -65,7 +82,13 @@ impl Points {
         .fetch_all(self.db.pool())
         .await?;
         let runs = due.iter().map(|(program, member_id)| {
-            self.submit(None, Command::ExpireDue { program: program.clone(), member_id: *member_id })
+            self.submit(
+                None,
+                Command::ExpireDue {
+                    program: program.clone(),
+                    member_id: *member_id,
+                },
+            )
         });
         for result in futures::future::join_all(runs).await {
             if let Err(e) = result {
@@ -86,12 +109,20 @@ impl Points {
         .fetch_all(self.db.pool())
         .await?;
         let runs = due.iter().map(|(program, hold_id)| {
-            self.submit(None, Command::ExpireHold { program: program.clone(), hold_id: *hold_id })
+            self.submit(
+                None,
+                Command::ExpireHold {
+                    program: program.clone(),
+                    hold_id: *hold_id,
+                },
+            )
         });
         for result in futures::future::join_all(runs).await {
             match result {
                 Ok(_) | Err(crate::error::PointsError::Ledger(_)) => {}
-                Err(e) => tracing::warn!(error = %e, "expiring a hold failed; the next run tries again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiring a hold failed; the next run tries again")
+                }
             }
         }
         Ok(due.len())
@@ -115,10 +146,17 @@ impl Points {
         let mut chosen = Vec::new();
         let mut reminders: BTreeMap<(String, Uuid, DateTime<Utc>), i64> = BTreeMap::new();
         for (program, lot, member, remaining, expires_at) in &candidates {
-            let days = self.settings.get(self.db.pool(), program).await?.proto.reminder_days;
+            let days = self
+                .settings
+                .get(self.db.pool(), program)
+                .await?
+                .proto
+                .reminder_days;
             if days > 0 && *expires_at <= now + chrono::Duration::days(i64::from(days)) {
                 chosen.push(*lot);
-                *reminders.entry((program.clone(), *member, *expires_at)).or_default() += remaining;
+                *reminders
+                    .entry((program.clone(), *member, *expires_at))
+                    .or_default() += remaining;
             }
         }
         if chosen.is_empty() {

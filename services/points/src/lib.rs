@@ -4,10 +4,10 @@
 //! Writes go through the runtime's group commit: many concurrent requests
 //! share one transaction, each answered only after it commits.
 
-pub mod error;
-mod events;
 mod admin;
 mod api;
+pub mod error;
+mod events;
 mod grpc;
 mod jobs;
 pub mod ledger;
@@ -61,7 +61,8 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             runtime: RuntimeConfig::from_env("points")?,
-            member_addr: env_opt("LAUREL_MEMBER_ADDR").unwrap_or_else(|| "http://127.0.0.1:50051".into()),
+            member_addr: env_opt("LAUREL_MEMBER_ADDR")
+                .unwrap_or_else(|| "http://127.0.0.1:50051".into()),
             member_api_key: env_opt("LAUREL_MEMBER_API_KEY"),
             group: GroupConfig::from_env()?,
             job_interval: Duration::from_millis(env_or("LAUREL_POINTS_JOB_INTERVAL_MS", 1000u64)?),
@@ -119,13 +120,21 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         idempotency,
         settings: SettingsStore::default(),
         rules: Arc::new(RulesCache::default()),
-        members: MemberDirectory::new(&config.member_addr, config.member_api_key.clone(), app.pool().clone())?,
+        members: MemberDirectory::new(
+            &config.member_addr,
+            config.member_api_key.clone(),
+            app.pool().clone(),
+        )?,
         cards: app.cards(CardField::Points),
         clock: app.clock(),
     };
     let app = app
         .grpc(PointsServiceServer::new(points.clone()))
         .relay(Some(CardField::Points))
-        .consumer("points", &["member", "tier"], events::router(points.clone()));
+        .consumer(
+            "points",
+            &["member", "tier"],
+            events::router(points.clone()),
+        );
     Ok(jobs::schedule(app, points, config.job_interval))
 }

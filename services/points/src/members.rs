@@ -51,11 +51,12 @@ impl MemberDirectory {
         if self.known.contains_key(&key) {
             return Ok(());
         }
-        let stored: Option<i32> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE program_id = $1 AND member_id = $2")
-            .bind(program)
-            .bind(member)
-            .fetch_optional(&self.pool)
-            .await?;
+        let stored: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM accounts WHERE program_id = $1 AND member_id = $2")
+                .bind(program)
+                .bind(member)
+                .fetch_optional(&self.pool)
+                .await?;
         if stored.is_none() {
             self.ask(program, member).await?;
         }
@@ -88,7 +89,9 @@ impl MemberDirectory {
         match self.client.clone().get_member(request).await {
             Ok(_) => Ok(()),
             Err(s) if s.code() == tonic::Code::NotFound => Err(PointsError::MemberNotFound),
-            Err(s) => Err(PointsError::MemberServiceUnavailable(s.message().to_owned())),
+            Err(s) => Err(PointsError::MemberServiceUnavailable(
+                s.message().to_owned(),
+            )),
         }
     }
 }

@@ -13,7 +13,8 @@ use uuid::Uuid;
 use crate::{Points, clock_now, error::PointsError, ledger::book::timestamp};
 
 fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    t.as_ref().and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos as u32))
+    t.as_ref()
+        .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos as u32))
 }
 
 fn current(balance: &pb::Balance, now: DateTime<Utc>) -> bool {
@@ -22,7 +23,12 @@ fn current(balance: &pb::Balance, now: DateTime<Utc>) -> bool {
 
 /// The balance of one account as Postgres has it, following merges; the
 /// account's card version; `None` for a member who never had an account.
-pub async fn load_balance(conn: &mut PgConnection, program: &str, member: Uuid, now: DateTime<Utc>) -> Result<Option<(pb::Balance, i64)>, sqlx::Error> {
+pub async fn load_balance(
+    conn: &mut PgConnection,
+    program: &str,
+    member: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<(pb::Balance, i64)>, sqlx::Error> {
     let mut id = member;
     let mut row = None;
     for _ in 0..8 {
@@ -32,7 +38,9 @@ pub async fn load_balance(conn: &mut PgConnection, program: &str, member: Uuid, 
             .fetch_optional(&mut *conn)
             .await?;
         match r {
-            Some(r) if r.get::<i16, _>(0) == 2 && r.get::<Option<Uuid>, _>(1).is_some() => id = r.get(1),
+            Some(r) if r.get::<i16, _>(0) == 2 && r.get::<Option<Uuid>, _>(1).is_some() => {
+                id = r.get(1)
+            }
             other => {
                 row = other;
                 break;
@@ -40,7 +48,8 @@ pub async fn load_balance(conn: &mut PgConnection, program: &str, member: Uuid, 
         }
     }
     let Some(row) = row else { return Ok(None) };
-    let (held, debt, lifetime, version): (i64, i64, i64, i64) = (row.get(2), row.get(3), row.get(4), row.get(5));
+    let (held, debt, lifetime, version): (i64, i64, i64, i64) =
+        (row.get(2), row.get(3), row.get(4), row.get(5));
     let lots = sqlx::query(
         "SELECT COALESCE(sum(remaining) FILTER (WHERE available_from <= $3), 0)::bigint,
                 COALESCE(sum(remaining) FILTER (WHERE available_from > $3), 0)::bigint,
@@ -91,7 +100,11 @@ pub async fn load_balance(conn: &mut PgConnection, program: &str, member: Uuid, 
     )))
 }
 
-async fn version_of(conn: &mut PgConnection, program: &str, member: Uuid) -> Result<Option<i64>, sqlx::Error> {
+async fn version_of(
+    conn: &mut PgConnection,
+    program: &str,
+    member: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT version FROM accounts WHERE program_id = $1 AND member_id = $2")
         .bind(program)
         .bind(member)
@@ -103,7 +116,11 @@ impl Points {
     /// A member's balance: from this replica's copy of the card, else the
     /// card in Redis, else Postgres (then the card is filled at the version
     /// read, and that version checked again, as the member service does).
-    pub async fn balance(&self, program: &ProgramId, member: Uuid) -> Result<pb::Balance, PointsError> {
+    pub async fn balance(
+        &self,
+        program: &ProgramId,
+        member: Uuid,
+    ) -> Result<pb::Balance, PointsError> {
         let now = clock_now(&self.clock);
         if let Some(b) = self.cards.local(program, &member)
             && current(&b, now)
@@ -114,11 +131,14 @@ impl Points {
             && let Ok(b) = pb::Balance::decode(stored.value.as_slice())
             && current(&b, now)
         {
-            self.cards.keep(program, &member, stored.version, Arc::new(b.clone()));
+            self.cards
+                .keep(program, &member, stored.version, Arc::new(b.clone()));
             return Ok(b);
         }
         let mut conn = self.db.acquire().await?;
-        let Some((balance, version)) = load_balance(&mut conn, program.as_str(), member, now).await? else {
+        let Some((balance, version)) =
+            load_balance(&mut conn, program.as_str(), member, now).await?
+        else {
             drop(conn);
             self.members.ensure(program.as_str(), member).await?;
             return Ok(pb::Balance {
@@ -130,10 +150,14 @@ impl Points {
             // A merged member: the survivor's balance, not cached under the old id.
             return Ok(balance);
         }
-        let filled = self.cards.fill(program, &member, version, &balance.encode_to_vec()).await;
+        let filled = self
+            .cards
+            .fill(program, &member, version, &balance.encode_to_vec())
+            .await;
         match version_of(&mut conn, program.as_str(), member).await? {
             Some(v) if v == version && filled => {
-                self.cards.keep(program, &member, version, Arc::new(balance.clone()));
+                self.cards
+                    .keep(program, &member, version, Arc::new(balance.clone()));
             }
             Some(v) if v != version => {
                 self.cards.invalidate(program, &member, v).await;
@@ -144,7 +168,11 @@ impl Points {
     }
 
     /// A page of a member's statement, newest first.
-    pub async fn statement(&self, program: &ProgramId, req: &pb::ListEntriesRequest) -> Result<(Vec<pb::StatementLine>, String), PointsError> {
+    pub async fn statement(
+        &self,
+        program: &ProgramId,
+        req: &pb::ListEntriesRequest,
+    ) -> Result<(Vec<pb::StatementLine>, String), PointsError> {
         let mut v = laurel_runtime::error::Violations::new();
         let member = crate::requests::member_id(&req.member_id, "member_id", &mut v);
         let size = pagination::page_size(req.page_size);
@@ -166,13 +194,21 @@ impl Points {
         let mut types = Vec::new();
         for (i, t) in req.types.iter().enumerate() {
             match pb::MovementType::try_from(*t) {
-                Ok(pb::MovementType::Unspecified) | Err(_) => v.add(format!("types[{i}]"), "unknown movement type"),
+                Ok(pb::MovementType::Unspecified) | Err(_) => {
+                    v.add(format!("types[{i}]"), "unknown movement type")
+                }
                 Ok(t) => types.push(t as i16),
             }
         }
         let mut bad = laurel_runtime::error::Violations::new();
-        let from = req.from.as_ref().map(|t| crate::requests::time(Some(t), "from", Utc::now(), &mut bad));
-        let to = req.to.as_ref().map(|t| crate::requests::time(Some(t), "to", Utc::now(), &mut bad));
+        let from = req
+            .from
+            .as_ref()
+            .map(|t| crate::requests::time(Some(t), "from", Utc::now(), &mut bad));
+        let to = req
+            .to
+            .as_ref()
+            .map(|t| crate::requests::time(Some(t), "to", Utc::now(), &mut bad));
         if !bad.is_empty() {
             return Err(bad.into());
         }
@@ -243,9 +279,14 @@ impl Points {
                                 points: e.3,
                             })
                             .collect(),
-                        related_movement_id: r.get::<Option<Uuid>, _>(8).map(|m| m.to_string()).unwrap_or_default(),
+                        related_movement_id: r
+                            .get::<Option<Uuid>, _>(8)
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
                         earn_kind: i32::from(r.get::<i16, _>(4)),
-                        counterparty_member_id: shown_counterparty.map(|m| m.to_string()).unwrap_or_default(),
+                        counterparty_member_id: shown_counterparty
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
                     }),
                     balance_after: r.get::<Option<i64>, _>(13).unwrap_or_default(),
                 }
@@ -260,7 +301,11 @@ impl Points {
     }
 
     /// The liability report.
-    pub async fn liability(&self, program: &ProgramId, req: &pb::GetLiabilityRequest) -> Result<pb::GetLiabilityResponse, PointsError> {
+    pub async fn liability(
+        &self,
+        program: &ProgramId,
+        req: &pb::GetLiabilityRequest,
+    ) -> Result<pb::GetLiabilityResponse, PointsError> {
         let mut v = laurel_runtime::error::Violations::new();
         let period = match pb::Period::try_from(req.period) {
             Ok(pb::Period::Day) => "day",
@@ -273,8 +318,14 @@ impl Points {
             }
         };
         let now = clock_now(&self.clock);
-        let from = req.from.as_ref().map(|t| crate::requests::time(Some(t), "from", now, &mut v));
-        let to = req.to.as_ref().map(|t| crate::requests::time(Some(t), "to", now, &mut v));
+        let from = req
+            .from
+            .as_ref()
+            .map(|t| crate::requests::time(Some(t), "from", now, &mut v));
+        let to = req
+            .to
+            .as_ref()
+            .map(|t| crate::requests::time(Some(t), "to", now, &mut v));
         v.finish()?;
         let mut conn = self.db.acquire().await?;
         // Totals per system account: 1 member, 2 issued, 3 redeemed, 4 expired, 5 adjusted, 6 transferred.
@@ -336,7 +387,11 @@ impl Points {
             redeemed: total(3),
             expired,
             adjusted: -total(5),
-            breakage_rate_bp: if issued > 0 { (i128::from(expired) * 10_000 / i128::from(issued)) as i64 } else { 0 },
+            breakage_rate_bp: if issued > 0 {
+                (i128::from(expired) * 10_000 / i128::from(issued)) as i64
+            } else {
+                0
+            },
             periods,
             ledger_sum,
         })

@@ -48,7 +48,11 @@ pub fn points(value: i64, field: &str, v: &mut Violations) {
 
 /// A free text of at most `max` characters.
 pub fn text(value: &str, field: &str, max: usize, v: &mut Violations) {
-    v.check(value.chars().count() > max, field, format!("at most {max} characters"));
+    v.check(
+        value.chars().count() > max,
+        field,
+        format!("at most {max} characters"),
+    );
 }
 
 /// The request id.
@@ -57,22 +61,41 @@ pub fn request_id(value: &str, v: &mut Violations) {
 }
 
 /// A money amount; `currency` is the programme's (empty: any).
-pub fn money(m: Option<&Money>, field: &str, currency: &str, allow_zero: bool, v: &mut Violations) -> Option<(i64, String)> {
+pub fn money(
+    m: Option<&Money>,
+    field: &str,
+    currency: &str,
+    allow_zero: bool,
+    v: &mut Violations,
+) -> Option<(i64, String)> {
     let Some(m) = m else {
         v.add(field, "required");
         return None;
     };
     let code = m.currency_code.trim().to_ascii_uppercase();
     if iso_currency::Currency::from_code(&code).is_none() {
-        v.add(format!("{field}.currency_code"), "an ISO 4217 code such as EUR");
+        v.add(
+            format!("{field}.currency_code"),
+            "an ISO 4217 code such as EUR",
+        );
         return None;
     }
     if !currency.is_empty() && code != currency {
-        v.add(format!("{field}.currency_code"), format!("must be the programme's currency {currency}"));
+        v.add(
+            format!("{field}.currency_code"),
+            format!("must be the programme's currency {currency}"),
+        );
         return None;
     }
     if m.amount_minor < 0 || (!allow_zero && m.amount_minor == 0) {
-        v.add(format!("{field}.amount_minor"), if allow_zero { "must not be negative" } else { "must be positive" });
+        v.add(
+            format!("{field}.amount_minor"),
+            if allow_zero {
+                "must not be negative"
+            } else {
+                "must be positive"
+            },
+        );
         return None;
     }
     if m.amount_minor > MAX_MONEY_MINOR {
@@ -83,7 +106,11 @@ pub fn money(m: Option<&Money>, field: &str, currency: &str, allow_zero: bool, v
 }
 
 /// An order to earn on.
-pub fn order(o: Option<&pb::Order>, currency: &str, v: &mut Violations) -> Option<(String, i64, String)> {
+pub fn order(
+    o: Option<&pb::Order>,
+    currency: &str,
+    v: &mut Violations,
+) -> Option<(String, i64, String)> {
     let Some(o) = o else {
         v.add("order", "required for order earns");
         return None;
@@ -94,16 +121,34 @@ pub fn order(o: Option<&pb::Order>, currency: &str, v: &mut Violations) -> Optio
     }
     let total = money(o.total.as_ref(), "order.total", currency, true, v);
     for (i, line) in o.lines.iter().enumerate() {
-        v.check(!(1..=1_000_000).contains(&line.quantity), format!("order.lines[{i}].quantity"), "1 to 10^6");
-        v.check(!(0..=MAX_MONEY_MINOR).contains(&line.unit_price_minor), format!("order.lines[{i}].unit_price_minor"), "0 to 10^15");
+        v.check(
+            !(1..=1_000_000).contains(&line.quantity),
+            format!("order.lines[{i}].quantity"),
+            "1 to 10^6",
+        );
+        v.check(
+            !(0..=MAX_MONEY_MINOR).contains(&line.unit_price_minor),
+            format!("order.lines[{i}].unit_price_minor"),
+            "0 to 10^15",
+        );
         text(&line.sku, &format!("order.lines[{i}].sku"), MAX_ID, v);
-        text(&line.category, &format!("order.lines[{i}].category"), MAX_ID, v);
+        text(
+            &line.category,
+            &format!("order.lines[{i}].category"),
+            MAX_ID,
+            v,
+        );
     }
     total.map(|(amount, code)| (id.to_owned(), amount, code))
 }
 
 /// A timestamp field, or `default`.
-pub fn time(t: Option<&prost_types::Timestamp>, field: &str, default: DateTime<Utc>, v: &mut Violations) -> DateTime<Utc> {
+pub fn time(
+    t: Option<&prost_types::Timestamp>,
+    field: &str,
+    default: DateTime<Utc>,
+    v: &mut Violations,
+) -> DateTime<Utc> {
     match t {
         None => default,
         Some(t) => match DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32) {

@@ -32,22 +32,69 @@ pub fn defaults() -> pb::ProgramSettings {
 /// Checks settings; fields are named under `settings.`.
 pub fn validate(s: &pb::ProgramSettings) -> Result<(), Violations> {
     let mut v = Violations::new();
-    if !s.currency_code.is_empty() && iso_currency::Currency::from_code(&s.currency_code).is_none() {
-        v.add("settings.currency_code", "an ISO 4217 code such as EUR, or empty for any");
+    if !s.currency_code.is_empty() && iso_currency::Currency::from_code(&s.currency_code).is_none()
+    {
+        v.add(
+            "settings.currency_code",
+            "an ISO 4217 code such as EUR, or empty for any",
+        );
     }
-    v.check(!(0..=36_500).contains(&s.validity_days), "settings.validity_days", "0 (never expire) to 36500 days");
-    v.check(pb::ExpiryRounding::try_from(s.expiry_rounding).is_err(), "settings.expiry_rounding", "unknown value");
+    v.check(
+        !(0..=36_500).contains(&s.validity_days),
+        "settings.validity_days",
+        "0 (never expire) to 36500 days",
+    );
+    v.check(
+        pb::ExpiryRounding::try_from(s.expiry_rounding).is_err(),
+        "settings.expiry_rounding",
+        "unknown value",
+    );
     if !s.time_zone.is_empty() && s.time_zone.parse::<chrono_tz::Tz>().is_err() {
-        v.add("settings.time_zone", "an IANA time zone such as Europe/Berlin");
+        v.add(
+            "settings.time_zone",
+            "an IANA time zone such as Europe/Berlin",
+        );
     }
-    v.check(!(0..=365).contains(&s.pending_days), "settings.pending_days", "0 to 365 days");
-    v.check(!(0..=365).contains(&s.reminder_days), "settings.reminder_days", "0 to 365 days");
-    v.check(pb::ReversalPolicy::try_from(s.reversal_policy).is_err(), "settings.reversal_policy", "unknown value");
-    v.check(!(1..=1_000_000_000).contains(&s.discount_minor_per_unit), "settings.discount_minor_per_unit", "1 to 10^9");
-    v.check(!(1..=1_000_000_000).contains(&s.points_per_unit), "settings.points_per_unit", "1 to 10^9");
-    v.check(!(1..=1_000_000_000_000).contains(&s.min_redeem_points), "settings.min_redeem_points", "1 to 10^12");
-    v.check(!(1..=10_000).contains(&s.max_order_share_bp), "settings.max_order_share_bp", "1 to 10000 basis points");
-    v.check(!(1..=604_800).contains(&s.default_hold_timeout_seconds), "settings.default_hold_timeout_seconds", "1 second to 7 days");
+    v.check(
+        !(0..=365).contains(&s.pending_days),
+        "settings.pending_days",
+        "0 to 365 days",
+    );
+    v.check(
+        !(0..=365).contains(&s.reminder_days),
+        "settings.reminder_days",
+        "0 to 365 days",
+    );
+    v.check(
+        pb::ReversalPolicy::try_from(s.reversal_policy).is_err(),
+        "settings.reversal_policy",
+        "unknown value",
+    );
+    v.check(
+        !(1..=1_000_000_000).contains(&s.discount_minor_per_unit),
+        "settings.discount_minor_per_unit",
+        "1 to 10^9",
+    );
+    v.check(
+        !(1..=1_000_000_000).contains(&s.points_per_unit),
+        "settings.points_per_unit",
+        "1 to 10^9",
+    );
+    v.check(
+        !(1..=1_000_000_000_000).contains(&s.min_redeem_points),
+        "settings.min_redeem_points",
+        "1 to 10^12",
+    );
+    v.check(
+        !(1..=10_000).contains(&s.max_order_share_bp),
+        "settings.max_order_share_bp",
+        "1 to 10000 basis points",
+    );
+    v.check(
+        !(1..=604_800).contains(&s.default_hold_timeout_seconds),
+        "settings.default_hold_timeout_seconds",
+        "1 second to 7 days",
+    );
     v.finish()
 }
 
@@ -86,14 +133,16 @@ impl Settings {
         expires_at(
             earned_at,
             self.proto.validity_days,
-            pb::ExpiryRounding::try_from(self.proto.expiry_rounding).unwrap_or(pb::ExpiryRounding::None),
+            pb::ExpiryRounding::try_from(self.proto.expiry_rounding)
+                .unwrap_or(pb::ExpiryRounding::None),
             self.tz,
         )
     }
 
     /// The discount `points` buy, in minor units (rounded down).
     pub fn discount(&self, points: i64) -> Option<i64> {
-        let d = i128::from(points) * i128::from(self.proto.discount_minor_per_unit) / i128::from(self.proto.points_per_unit);
+        let d = i128::from(points) * i128::from(self.proto.discount_minor_per_unit)
+            / i128::from(self.proto.points_per_unit);
         i64::try_from(d).ok()
     }
 
@@ -120,7 +169,11 @@ pub fn expires_at(
     let local = end.with_timezone(&tz).date_naive();
     let (year, month) = (local.year(), local.month());
     let next_start = |y: i32, m: u32| -> Option<NaiveDate> {
-        if m > 12 { NaiveDate::from_ymd_opt(y + 1, m - 12, 1) } else { NaiveDate::from_ymd_opt(y, m, 1) }
+        if m > 12 {
+            NaiveDate::from_ymd_opt(y + 1, m - 12, 1)
+        } else {
+            NaiveDate::from_ymd_opt(y, m, 1)
+        }
     };
     let boundary = match rounding {
         pb::ExpiryRounding::EndOfMonth => next_start(year, month + 1),
@@ -164,10 +217,11 @@ impl SettingsStore {
         if let Some(s) = self.cache.get(program) {
             return Ok(s);
         }
-        let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT settings FROM program_settings WHERE program_id = $1")
-            .bind(program)
-            .fetch_optional(pool)
-            .await?;
+        let stored: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT settings FROM program_settings WHERE program_id = $1")
+                .bind(program)
+                .fetch_optional(pool)
+                .await?;
         let proto = stored
             .and_then(|b| pb::ProgramSettings::decode(b.as_slice()).ok())
             .unwrap_or_else(defaults);
@@ -177,7 +231,13 @@ impl SettingsStore {
     }
 
     /// Stores new settings.
-    pub async fn put(&self, conn: &mut PgConnection, program: &str, settings: &pb::ProgramSettings, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    pub async fn put(
+        &self,
+        conn: &mut PgConnection,
+        program: &str,
+        settings: &pb::ProgramSettings,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO program_settings (program_id, settings, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (program_id) DO UPDATE SET settings = EXCLUDED.settings, updated_at = EXCLUDED.updated_at",
@@ -207,19 +267,47 @@ mod tests {
     #[test]
     fn fixed_period_and_period_ends() {
         let earned = at("2026-03-10T15:00:00Z");
-        assert_eq!(expires_at(earned, 30, pb::ExpiryRounding::None, chrono_tz::UTC), Some(at("2026-04-09T15:00:00Z")));
-        assert_eq!(expires_at(earned, 30, pb::ExpiryRounding::EndOfMonth, chrono_tz::UTC), Some(at("2026-05-01T00:00:00Z")));
-        assert_eq!(expires_at(earned, 30, pb::ExpiryRounding::EndOfQuarter, chrono_tz::UTC), Some(at("2026-07-01T00:00:00Z")));
-        assert_eq!(expires_at(earned, 365, pb::ExpiryRounding::EndOfYear, chrono_tz::UTC), Some(at("2028-01-01T00:00:00Z")));
-        assert_eq!(expires_at(at("2026-11-20T00:00:00Z"), 30, pb::ExpiryRounding::EndOfQuarter, chrono_tz::UTC), Some(at("2027-01-01T00:00:00Z")));
-        assert_eq!(expires_at(earned, 0, pb::ExpiryRounding::EndOfYear, chrono_tz::UTC), None);
+        assert_eq!(
+            expires_at(earned, 30, pb::ExpiryRounding::None, chrono_tz::UTC),
+            Some(at("2026-04-09T15:00:00Z"))
+        );
+        assert_eq!(
+            expires_at(earned, 30, pb::ExpiryRounding::EndOfMonth, chrono_tz::UTC),
+            Some(at("2026-05-01T00:00:00Z"))
+        );
+        assert_eq!(
+            expires_at(earned, 30, pb::ExpiryRounding::EndOfQuarter, chrono_tz::UTC),
+            Some(at("2026-07-01T00:00:00Z"))
+        );
+        assert_eq!(
+            expires_at(earned, 365, pb::ExpiryRounding::EndOfYear, chrono_tz::UTC),
+            Some(at("2028-01-01T00:00:00Z"))
+        );
+        assert_eq!(
+            expires_at(
+                at("2026-11-20T00:00:00Z"),
+                30,
+                pb::ExpiryRounding::EndOfQuarter,
+                chrono_tz::UTC
+            ),
+            Some(at("2027-01-01T00:00:00Z"))
+        );
+        assert_eq!(
+            expires_at(earned, 0, pb::ExpiryRounding::EndOfYear, chrono_tz::UTC),
+            None
+        );
     }
 
     #[test]
     fn period_ends_in_the_programme_time_zone() {
         let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
         // 2026-12-31T20:00Z is already 2027-01-01 in Shanghai.
-        let got = expires_at(at("2026-12-30T20:00:00Z"), 1, pb::ExpiryRounding::EndOfYear, tz);
+        let got = expires_at(
+            at("2026-12-30T20:00:00Z"),
+            1,
+            pb::ExpiryRounding::EndOfYear,
+            tz,
+        );
         assert_eq!(got, Some(at("2027-12-31T16:00:00Z")));
     }
 }

@@ -241,15 +241,27 @@ impl BatchApply for Writer {
 }
 
 fn key_id(k: &BatchKey) -> (String, String, &'static str, String) {
-    (k.program.clone(), k.caller.clone(), k.operation, k.request_id.clone())
+    (
+        k.program.clone(),
+        k.caller.clone(),
+        k.operation,
+        k.request_id.clone(),
+    )
 }
 
 impl Writer {
     /// Applies `requests` within `tx` (the group commit's transaction, or
     /// an event handler's): one outcome per request, in order.
-    pub async fn apply_batch(&self, tx: &mut PgConnection, requests: &[Request]) -> Result<Vec<Outcome>, PointsError> {
+    pub async fn apply_batch(
+        &self,
+        tx: &mut PgConnection,
+        requests: &[Request],
+    ) -> Result<Vec<Outcome>, PointsError> {
         let now = clock_now(&self.clock);
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()].into_iter().map(|_: Option<()>| None).collect();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()]
+            .into_iter()
+            .map(|_: Option<()>| None)
+            .collect();
         // A key twice in one batch: the later one follows the earlier.
         let mut first_of: HashMap<(String, String, &'static str, String), usize> = HashMap::new();
         let mut follows: Vec<Option<usize>> = vec![None; requests.len()];
@@ -272,8 +284,14 @@ impl Writer {
             match claim {
                 Claim::Fresh => {}
                 Claim::Replay(bytes) => {
-                    let op = requests[*i].key.as_ref().map(|k| k.operation).unwrap_or_default();
-                    outcomes[*i] = Some(Reply::decode(op, bytes).ok_or_else(|| PointsError::Internal(anyhow::anyhow!("stored response unreadable"))));
+                    let op = requests[*i]
+                        .key
+                        .as_ref()
+                        .map(|k| k.operation)
+                        .unwrap_or_default();
+                    outcomes[*i] = Some(Reply::decode(op, bytes).ok_or_else(|| {
+                        PointsError::Internal(anyhow::anyhow!("stored response unreadable"))
+                    }));
                 }
                 Claim::Mismatch => outcomes[*i] = Some(Err(PointsError::RequestIdReused)),
             }
@@ -293,10 +311,13 @@ impl Writer {
         }
         for (i, r) in requests.iter().enumerate() {
             if let Some(j) = follows[i] {
-                let same = r.key.as_ref().map(|k| &k.digest) == requests[j].key.as_ref().map(|k| &k.digest);
+                let same = r.key.as_ref().map(|k| &k.digest)
+                    == requests[j].key.as_ref().map(|k| &k.digest);
                 outcomes[i] = Some(match (&outcomes[j], same) {
                     (Some(Ok(reply)), true) => Ok(reply.clone()),
-                    (Some(Err(_)), true) => Err(PointsError::Ledger(LedgerError::Internal("retried while the first attempt failed; retry".into()))),
+                    (Some(Err(_)), true) => Err(PointsError::Ledger(LedgerError::Internal(
+                        "retried while the first attempt failed; retry".into(),
+                    ))),
                     _ => Err(PointsError::RequestIdReused),
                 });
             }
@@ -323,7 +344,10 @@ impl Writer {
         outbox::enqueue_many(tx, SOURCE, &events).await?;
         self.idempotency.store_many(tx, &store_replies).await?;
         self.idempotency.forget_many(tx, &forget).await?;
-        Ok(outcomes.into_iter().map(|o| o.expect("every request has an outcome")).collect())
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every request has an outcome"))
+            .collect())
     }
 }
 
@@ -333,10 +357,12 @@ fn subject(command: &Command, book: &Book) -> Option<Uuid> {
         Command::Earn { op, .. } => Some(op.member_id),
         Command::Spend { op, .. } => Some(op.member_id),
         Command::Hold(op) => Some(op.member_id),
-        Command::Capture { hold_id, .. } | Command::Release { hold_id, .. } | Command::ExpireHold { hold_id, .. } => {
-            book.holds.get(hold_id).map(|h| h.member_id)
-        }
-        Command::Adjust { member_id, .. } | Command::ExpireDue { member_id, .. } | Command::Erase { member_id, .. } => Some(*member_id),
+        Command::Capture { hold_id, .. }
+        | Command::Release { hold_id, .. }
+        | Command::ExpireHold { hold_id, .. } => book.holds.get(hold_id).map(|h| h.member_id),
+        Command::Adjust { member_id, .. }
+        | Command::ExpireDue { member_id, .. }
+        | Command::Erase { member_id, .. } => Some(*member_id),
         Command::Transfer { from, .. } => Some(*from),
         Command::Merge { from, .. } => Some(*from),
         Command::ReverseEarn(_) | Command::ReverseRedemption { .. } => None,
@@ -347,27 +373,46 @@ fn pack_events(book: &Book) -> Result<Vec<PackedEvent>, PointsError> {
     let mut events = Vec::with_capacity(book.events.len());
     for e in &book.events {
         let packed = match e {
-            BookEvent::Moved { program, member_id, occurred_at, version, event } => {
-                let program = laurel_runtime::context::ProgramId::parse(program).map_err(|e| PointsError::Internal(anyhow::anyhow!(e)))?;
-                PackedEvent::pack(SOURCE, NewEvent {
-                    program: &program,
-                    member_id: Some(*member_id),
-                    occurred_at: *occurred_at,
-                    recorded_at: book.now,
-                    card_version: Some(*version),
-                    payload: event,
-                })?
+            BookEvent::Moved {
+                program,
+                member_id,
+                occurred_at,
+                version,
+                event,
+            } => {
+                let program = laurel_runtime::context::ProgramId::parse(program)
+                    .map_err(|e| PointsError::Internal(anyhow::anyhow!(e)))?;
+                PackedEvent::pack(
+                    SOURCE,
+                    NewEvent {
+                        program: &program,
+                        member_id: Some(*member_id),
+                        occurred_at: *occurred_at,
+                        recorded_at: book.now,
+                        card_version: Some(*version),
+                        payload: event,
+                    },
+                )?
             }
-            BookEvent::Hold { program, member_id, version, event } => {
-                let program = laurel_runtime::context::ProgramId::parse(program).map_err(|e| PointsError::Internal(anyhow::anyhow!(e)))?;
-                PackedEvent::pack(SOURCE, NewEvent {
-                    program: &program,
-                    member_id: Some(*member_id),
-                    occurred_at: book.now,
-                    recorded_at: book.now,
-                    card_version: Some(*version),
-                    payload: event,
-                })?
+            BookEvent::Hold {
+                program,
+                member_id,
+                version,
+                event,
+            } => {
+                let program = laurel_runtime::context::ProgramId::parse(program)
+                    .map_err(|e| PointsError::Internal(anyhow::anyhow!(e)))?;
+                PackedEvent::pack(
+                    SOURCE,
+                    NewEvent {
+                        program: &program,
+                        member_id: Some(*member_id),
+                        occurred_at: book.now,
+                        recorded_at: book.now,
+                        card_version: Some(*version),
+                        payload: event,
+                    },
+                )?
             }
         };
         events.push(packed);
@@ -382,7 +427,9 @@ fn need(needs: &mut Needs, command: &Command, now: chrono::DateTime<chrono::Utc>
             needs.account(&op.program, op.member_id, 0, false);
             needs.create.insert((op.program.clone(), op.member_id));
             if let Some(order) = &op.order {
-                needs.orders.insert((op.program.clone(), order.order_id.clone()));
+                needs
+                    .orders
+                    .insert((op.program.clone(), order.order_id.clone()));
             }
             if op.max_points_per_day.is_some() || op.max_events_per_day.is_some() {
                 needs.daily.insert(DailyKey {
@@ -395,22 +442,37 @@ fn need(needs: &mut Needs, command: &Command, now: chrono::DateTime<chrono::Utc>
         }
         Command::Spend { op, .. } => needs.account(&op.program, op.member_id, op.points, false),
         Command::Hold(op) => needs.account(&op.program, op.member_id, op.points, false),
-        Command::Capture { hold_id, .. } | Command::Release { hold_id, .. } | Command::ExpireHold { hold_id, .. } => {
+        Command::Capture { hold_id, .. }
+        | Command::Release { hold_id, .. }
+        | Command::ExpireHold { hold_id, .. } => {
             needs.holds.insert(*hold_id);
         }
         Command::ReverseEarn(op) => {
-            needs.orders.insert((op.program.clone(), op.order_id.clone()));
+            needs
+                .orders
+                .insert((op.program.clone(), op.order_id.clone()));
         }
         Command::ReverseRedemption { movement_id, .. } => {
             needs.redemptions.insert(*movement_id);
         }
-        Command::Adjust { program, member_id, points, .. } => {
+        Command::Adjust {
+            program,
+            member_id,
+            points,
+            ..
+        } => {
             needs.account(program, *member_id, (-points).max(0), false);
             if *points > 0 {
                 needs.create.insert((program.clone(), *member_id));
             }
         }
-        Command::Transfer { program, from, to, points, .. } => {
+        Command::Transfer {
+            program,
+            from,
+            to,
+            points,
+            ..
+        } => {
             needs.account(program, *from, *points, false);
             needs.account(program, *to, 0, false);
             needs.create.insert((program.clone(), *to));
@@ -432,7 +494,9 @@ fn need(needs: &mut Needs, command: &Command, now: chrono::DateTime<chrono::Utc>
 
 fn balance(book: &Book, program: &str, member: Uuid) -> Option<pb::Balance> {
     let id = book.resolve(program, member);
-    book.accounts.get(&(program.to_owned(), id)).map(|a| a.view(book.now))
+    book.accounts
+        .get(&(program.to_owned(), id))
+        .map(|a| a.view(book.now))
 }
 
 fn hold_program_is(book: &Book, hold_id: Uuid, program: &str) -> Result<(), LedgerError> {
@@ -477,9 +541,17 @@ fn apply(book: &mut Book, command: &Command) -> Outcome {
                 balance: balance(book, &op.program, op.member_id),
             })
         }
-        Command::Capture { program, hold_id, points, reason, order_id } => {
+        Command::Capture {
+            program,
+            hold_id,
+            points,
+            reason,
+            order_id,
+        } => {
             hold_program_is(book, *hold_id, program)?;
-            let (hold, movement) = book.capture(*hold_id, *points, reason, order_id).map_err(ledger("points"))?;
+            let (hold, movement) = book
+                .capture(*hold_id, *points, reason, order_id)
+                .map_err(ledger("points"))?;
             let member = book.holds[hold_id].member_id;
             Reply::Capture(pb::CaptureResponse {
                 hold: Some(hold),
@@ -490,7 +562,9 @@ fn apply(book: &mut Book, command: &Command) -> Outcome {
         Command::Release { program, hold_id } | Command::ExpireHold { program, hold_id } => {
             hold_program_is(book, *hold_id, program)?;
             let timed_out = matches!(command, Command::ExpireHold { .. });
-            let hold = book.release(*hold_id, timed_out).map_err(ledger("hold_id"))?;
+            let hold = book
+                .release(*hold_id, timed_out)
+                .map_err(ledger("hold_id"))?;
             let member = book.holds[hold_id].member_id;
             if timed_out {
                 Reply::Done
@@ -509,8 +583,14 @@ fn apply(book: &mut Book, command: &Command) -> Outcome {
                 balance: balance(book, &op.program, r.member_id),
             })
         }
-        Command::ReverseRedemption { program, movement_id, reason } => {
-            let movement = book.reverse_redemption(program, *movement_id, reason).map_err(ledger("redemption_movement_id"))?;
+        Command::ReverseRedemption {
+            program,
+            movement_id,
+            reason,
+        } => {
+            let movement = book
+                .reverse_redemption(program, *movement_id, reason)
+                .map_err(ledger("redemption_movement_id"))?;
             let member = Uuid::parse_str(&movement.member_id).unwrap_or_default();
             Reply::Reverse(pb::ReverseResponse {
                 movement: Some(movement),
@@ -518,15 +598,32 @@ fn apply(book: &mut Book, command: &Command) -> Outcome {
                 balance: balance(book, program, member),
             })
         }
-        Command::Adjust { program, member_id, points, reason, operator, terms } => {
-            let movement = book.adjust(program, *member_id, *points, reason, operator, *terms).map_err(ledger("points"))?;
+        Command::Adjust {
+            program,
+            member_id,
+            points,
+            reason,
+            operator,
+            terms,
+        } => {
+            let movement = book
+                .adjust(program, *member_id, *points, reason, operator, *terms)
+                .map_err(ledger("points"))?;
             Reply::Adjust(pb::AdjustResponse {
                 movement: Some(movement),
                 balance: balance(book, program, *member_id),
             })
         }
-        Command::Transfer { program, from, to, points, reason } => {
-            let movement = book.transfer(program, *from, *to, *points, reason).map_err(ledger("points"))?;
+        Command::Transfer {
+            program,
+            from,
+            to,
+            points,
+            reason,
+        } => {
+            let movement = book
+                .transfer(program, *from, *to, *points, reason)
+                .map_err(ledger("points"))?;
             Reply::Transfer(pb::TransferResponse {
                 movement: Some(movement),
                 from_balance: balance(book, program, *from),
@@ -535,15 +632,18 @@ fn apply(book: &mut Book, command: &Command) -> Outcome {
         }
         Command::ExpireDue { program, member_id } => {
             let member = book.resolve(program, *member_id);
-            book.expire_due(program, member, "expired").map_err(ledger("points"))?;
+            book.expire_due(program, member, "expired")
+                .map_err(ledger("points"))?;
             Reply::Done
         }
         Command::Merge { program, from, to } => {
-            book.merge(program, *from, *to).map_err(ledger("member_id"))?;
+            book.merge(program, *from, *to)
+                .map_err(ledger("member_id"))?;
             Reply::Done
         }
         Command::Erase { program, member_id } => {
-            book.erase(program, *member_id).map_err(ledger("member_id"))?;
+            book.erase(program, *member_id)
+                .map_err(ledger("member_id"))?;
             Reply::Done
         }
     })

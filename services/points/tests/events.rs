@@ -7,14 +7,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, req, rid, spawn, Stack};
-use laurel_runtime::clock::Clock;
+use common::{Stack, eventually, req, rid, spawn};
 use laurel_proto::{
     common::v1::{EventEnvelope, Money},
     member::v1 as mpb,
     points::v1 as pb,
     tier::v1 as tpb,
 };
+use laurel_runtime::clock::Clock;
 use prost::{Message, Name};
 use uuid::Uuid;
 
@@ -57,12 +57,20 @@ async fn publish_rules(stack: &Stack) {
         .expect("rules publish");
 }
 
-async fn purchase(stack: &Stack, member: Uuid, order_id: &str, total: i64, lines: Vec<mpb::OrderLine>) {
+async fn purchase(
+    stack: &Stack,
+    member: Uuid,
+    order_id: &str,
+    total: i64,
+    lines: Vec<mpb::OrderLine>,
+) {
     stack
         .member
         .clone()
         .record_activity(req(mpb::RecordActivityRequest {
-            member: Some(mpb::record_activity_request::Member::MemberId(member.to_string())),
+            member: Some(mpb::record_activity_request::Member::MemberId(
+                member.to_string(),
+            )),
             auto_enroll: false,
             activity: Some(mpb::Activity {
                 source: "pos".into(),
@@ -86,7 +94,9 @@ async fn refund(stack: &Stack, member: Uuid, order_id: &str, amount: i64) {
         .member
         .clone()
         .record_activity(req(mpb::RecordActivityRequest {
-            member: Some(mpb::record_activity_request::Member::MemberId(member.to_string())),
+            member: Some(mpb::record_activity_request::Member::MemberId(
+                member.to_string(),
+            )),
             auto_enroll: false,
             activity: Some(mpb::Activity {
                 source: "pos".into(),
@@ -117,11 +127,27 @@ async fn a_purchase_earns_once_and_a_refund_takes_back_its_share() {
     publish_rules(&stack).await;
     let m = stack.member().await;
     let lines = vec![
-        mpb::OrderLine { sku: "shoe-1".into(), category: "shoes".into(), quantity: 2, unit_price_minor: 5_000 },
-        mpb::OrderLine { sku: "gc-50".into(), category: "gift-cards".into(), quantity: 1, unit_price_minor: 5_000 },
+        mpb::OrderLine {
+            sku: "shoe-1".into(),
+            category: "shoes".into(),
+            quantity: 2,
+            unit_price_minor: 5_000,
+        },
+        mpb::OrderLine {
+            sku: "gc-50".into(),
+            category: "gift-cards".into(),
+            quantity: 1,
+            unit_price_minor: 5_000,
+        },
     ];
     purchase(&stack, m, "A-1", 15_000, lines).await;
-    wait_for_available(&stack, m, 100, "the purchase earns 100 points (gift card excluded)").await;
+    wait_for_available(
+        &stack,
+        m,
+        100,
+        "the purchase earns 100 points (gift card excluded)",
+    )
+    .await;
     // Half the order refunded: half the points go.
     refund(&stack, m, "A-1", 7_500).await;
     wait_for_available(&stack, m, 50, "the refund reverses half").await;
@@ -224,11 +250,12 @@ async fn a_merge_moves_points_to_the_survivor_and_erasure_forfeits_them() {
         .await
         .expect("erase");
     eventually(WAIT, "erasure forfeits the balance", || async {
-        let (status, balance): (i16, i64) = sqlx::query_as("SELECT status, balance FROM accounts WHERE member_id = $1")
-            .bind(survivor)
-            .fetch_one(&stack.db)
-            .await
-            .unwrap();
+        let (status, balance): (i16, i64) =
+            sqlx::query_as("SELECT status, balance FROM accounts WHERE member_id = $1")
+                .bind(survivor)
+                .fetch_one(&stack.db)
+                .await
+                .unwrap();
         (status == 3 && balance == 0).then_some(())
     })
     .await;

@@ -106,7 +106,10 @@ async fn holds_capture_part_and_give_back_the_rest() {
         .unwrap()
         .into_inner();
     let balance = hold.balance.unwrap();
-    assert_eq!((balance.available, balance.held, balance.total), (200, 300, 500));
+    assert_eq!(
+        (balance.available, balance.held, balance.total),
+        (200, 300, 500)
+    );
     let hold_id = hold.hold.unwrap().hold_id;
     let too_much = points
         .capture(req(pb::CaptureRequest {
@@ -130,7 +133,10 @@ async fn holds_capture_part_and_give_back_the_rest() {
         .unwrap()
         .into_inner();
     let balance = captured.balance.unwrap();
-    assert_eq!((balance.available, balance.held, balance.total), (380, 0, 380));
+    assert_eq!(
+        (balance.available, balance.held, balance.total),
+        (380, 0, 380)
+    );
     let twice = points
         .release(req(pb::ReleaseRequest {
             request_id: rid(),
@@ -153,7 +159,10 @@ async fn an_expired_hold_cannot_be_captured_and_releases_itself() {
             request_id: rid(),
             member_id: m.to_string(),
             points: 50,
-            timeout: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+            timeout: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
             reference: String::new(),
         }))
         .await
@@ -170,10 +179,14 @@ async fn an_expired_hold_cannot_be_captured_and_releases_itself() {
         .unwrap_err();
     assert_eq!(late.code(), Code::FailedPrecondition);
     assert_eq!(reason(&late), "HOLD_EXPIRED");
-    common::eventually(std::time::Duration::from_secs(10), "the hold expires by itself", || async {
-        let b = stack.balance(m).await;
-        (b.available == 50 && b.held == 0).then_some(())
-    })
+    common::eventually(
+        std::time::Duration::from_secs(10),
+        "the hold expires by itself",
+        || async {
+            let b = stack.balance(m).await;
+            (b.available == 50 && b.held == 0).then_some(())
+        },
+    )
     .await;
     stack.assert_ledger_consistent().await;
 }
@@ -223,5 +236,149 @@ async fn transfers_move_points_and_bad_input_changes_nothing() {
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
     assert_eq!(stack.balance(a).await.available, 40);
+    stack.assert_ledger_consistent().await;
+}
+
+#[tokio::test]
+async fn every_mutation_replays_its_first_answer_and_changes_nothing_again() {
+    let stack = spawn().await;
+    let (m, n) = (stack.member().await, stack.member().await);
+    stack.give(m, 1_000).await;
+    let mut points = stack.points.clone();
+    let redeem = pb::RedeemRequest {
+        request_id: rid(),
+        member_id: m.to_string(),
+        target: Some(pb::redeem_request::Target::Order(pb::OrderDiscount {
+            order_id: "r-1".into(),
+            order_total: eur(10_000),
+        })),
+        points: 100,
+        reason: String::new(),
+    };
+    let first = points
+        .redeem(req(redeem.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        points
+            .redeem(req(redeem.clone()))
+            .await
+            .unwrap()
+            .into_inner(),
+        first
+    );
+    let hold = pb::HoldRequest {
+        request_id: rid(),
+        member_id: m.to_string(),
+        points: 200,
+        timeout: None,
+        reference: String::new(),
+    };
+    let held = points.hold(req(hold.clone())).await.unwrap().into_inner();
+    assert_eq!(
+        points.hold(req(hold.clone())).await.unwrap().into_inner(),
+        held
+    );
+    let capture = pb::CaptureRequest {
+        request_id: rid(),
+        hold_id: held.hold.unwrap().hold_id,
+        points: 150,
+        ..Default::default()
+    };
+    let captured = points
+        .capture(req(capture.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        points
+            .capture(req(capture.clone()))
+            .await
+            .unwrap()
+            .into_inner(),
+        captured
+    );
+    let reverse = pb::ReverseRequest {
+        request_id: rid(),
+        target: Some(pb::reverse_request::Target::RedemptionMovementId(
+            captured.movement.unwrap().movement_id,
+        )),
+        reason: String::new(),
+    };
+    let reversed = points
+        .reverse(req(reverse.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        points
+            .reverse(req(reverse.clone()))
+            .await
+            .unwrap()
+            .into_inner(),
+        reversed
+    );
+    let transfer = pb::TransferRequest {
+        request_id: rid(),
+        from_member_id: m.to_string(),
+        to_member_id: n.to_string(),
+        points: 300,
+        reason: String::new(),
+    };
+    let moved = points
+        .transfer(req(transfer.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        points
+            .transfer(req(transfer.clone()))
+            .await
+            .unwrap()
+            .into_inner(),
+        moved
+    );
+    let adjust = pb::AdjustRequest {
+        request_id: rid(),
+        member_id: n.to_string(),
+        points: -50,
+        reason: "correction".into(),
+        operator: "ops".into(),
+    };
+    let adjusted = points
+        .adjust(req(adjust.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        points
+            .adjust(req(adjust.clone()))
+            .await
+            .unwrap()
+            .into_inner(),
+        adjusted
+    );
+    // 1000 - 100 redeemed - 150 captured + 150 reversed - 300 transferred.
+    assert_eq!(stack.balance(m).await.available, 600);
+    assert_eq!(stack.balance(n).await.available, 250);
+    // A reused id with another payload fails and changes nothing.
+    let reused = points
+        .transfer(req(pb::TransferRequest {
+            points: 1,
+            ..transfer
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists);
+    assert_eq!(stack.balance(m).await.available, 600);
+    let movements: i64 = sqlx::query_scalar("SELECT count(*) FROM movements")
+        .fetch_one(&stack.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        movements, 6,
+        "earn, redeem, capture, reversal, transfer, adjustment: once each"
+    );
     stack.assert_ledger_consistent().await;
 }

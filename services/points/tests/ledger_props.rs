@@ -18,10 +18,17 @@ const P: &str = "default";
 
 #[derive(Clone, Debug)]
 enum Step {
-    Earn { points: i64, valid_days: Option<i64>, pending_days: i64 },
+    Earn {
+        points: i64,
+        valid_days: Option<i64>,
+        pending_days: i64,
+    },
     Spend(i64),
     Hold(i64),
-    Capture { hold: usize, part: i64 },
+    Capture {
+        hold: usize,
+        part: i64,
+    },
     Release(usize),
     Undo(usize),
     Advance(i64),
@@ -29,8 +36,16 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        (1..500i64, prop::option::of(1..60i64), prop_oneof![Just(0i64), 1..5i64])
-            .prop_map(|(points, valid_days, pending_days)| Step::Earn { points, valid_days, pending_days }),
+        (
+            1..500i64,
+            prop::option::of(1..60i64),
+            prop_oneof![Just(0i64), 1..5i64]
+        )
+            .prop_map(|(points, valid_days, pending_days)| Step::Earn {
+                points,
+                valid_days,
+                pending_days
+            }),
         (1..400i64).prop_map(Step::Spend),
         (1..300i64).prop_map(Step::Hold),
         (0..8usize, 0..300i64).prop_map(|(hold, part)| Step::Capture { hold, part }),
@@ -101,16 +116,37 @@ fn check(book: &Book, member: Uuid, model: &Model, lot_ids: &[Uuid]) {
     let sum: i64 = book.entries.iter().map(|e| e.points).sum();
     assert_eq!(sum, 0, "entries balance");
     let account = &book.accounts[&(P.to_owned(), member)];
-    let member_entries: i64 = book.entries.iter().filter(|e| e.member_id == Some(member)).map(|e| e.points).sum();
-    assert_eq!(account.balance, member_entries, "account equals its entries");
+    let member_entries: i64 = book
+        .entries
+        .iter()
+        .filter(|e| e.member_id == Some(member))
+        .map(|e| e.points)
+        .sum();
+    assert_eq!(
+        account.balance, member_entries,
+        "account equals its entries"
+    );
     let in_lots: i64 = account.lots.iter().map(|l| l.remaining).sum();
     assert_eq!(account.lots_total, in_lots, "account equals its lots");
-    assert_eq!(account.balance, account.lots_total + account.held - account.debt);
+    assert_eq!(
+        account.balance,
+        account.lots_total + account.held - account.debt
+    );
     for (i, id) in lot_ids.iter().enumerate() {
-        let lot = account.lots.iter().find(|l| l.lot_id == *id).expect("lot kept");
+        let lot = account
+            .lots
+            .iter()
+            .find(|l| l.lot_id == *id)
+            .expect("lot kept");
         assert_eq!(lot.remaining, model.lots[i].remaining, "lot {i}");
     }
-    let held: i64 = model.holds.iter().filter(|h| h.1).flat_map(|h| h.0.iter()).map(|(_, n)| n).sum();
+    let held: i64 = model
+        .holds
+        .iter()
+        .filter(|h| h.1)
+        .flat_map(|h| h.0.iter())
+        .map(|(_, n)| n)
+        .sum();
     assert_eq!(account.held, held, "held");
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Options, eventually, fields, reason, req, rid, spawn, spawn_with, Stack};
+use common::{Options, Stack, eventually, fields, reason, req, rid, spawn, spawn_with};
 use laurel_proto::{common::v1::Money, points::v1 as pb};
 use laurel_runtime::clock::Clock;
 use tonic::Code;
@@ -15,7 +15,10 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(15);
 
 fn eur(amount_minor: i64) -> Option<Money> {
-    Some(Money { currency_code: "EUR".into(), amount_minor })
+    Some(Money {
+        currency_code: "EUR".into(),
+        amount_minor,
+    })
 }
 
 async fn settings(stack: &Stack, change: impl FnOnce(&mut pb::ProgramSettings)) {
@@ -29,7 +32,10 @@ async fn settings(stack: &Stack, change: impl FnOnce(&mut pb::ProgramSettings)) 
         .unwrap();
     change(&mut s);
     points
-        .update_program_settings(req(pb::UpdateProgramSettingsRequest { request_id: rid(), settings: Some(s) }))
+        .update_program_settings(req(pb::UpdateProgramSettingsRequest {
+            request_id: rid(),
+            settings: Some(s),
+        }))
         .await
         .expect("settings update");
 }
@@ -42,7 +48,10 @@ async fn rules(stack: &Stack) {
         .publish_earn_rules(req(pb::PublishEarnRulesRequest {
             request_id: rid(),
             rules: Some(pb::EarnRules {
-                effective_from: Some(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }),
+                effective_from: Some(prost_types::Timestamp {
+                    seconds: at.timestamp(),
+                    nanos: 0,
+                }),
                 base_points: 1,
                 base_amount_minor: 100,
                 ..Default::default()
@@ -60,7 +69,11 @@ async fn earn_order(stack: &Stack, member: Uuid, order_id: &str, total: i64) -> 
             request_id: rid(),
             member_id: member.to_string(),
             kind: pb::EarnKind::Order as i32,
-            order: Some(pb::Order { order_id: order_id.into(), total: eur(total), lines: vec![] }),
+            order: Some(pb::Order {
+                order_id: order_id.into(),
+                total: eur(total),
+                lines: vec![],
+            }),
             ..Default::default()
         }))
         .await
@@ -85,7 +98,12 @@ async fn refund(stack: &Stack, order_id: &str, amount: i64) -> pb::ReverseRespon
         .into_inner()
 }
 
-async fn redeem(stack: &Stack, member: Uuid, points: i64, total: i64) -> Result<pb::RedeemResponse, tonic::Status> {
+async fn redeem(
+    stack: &Stack,
+    member: Uuid,
+    points: i64,
+    total: i64,
+) -> Result<pb::RedeemResponse, tonic::Status> {
     stack
         .points
         .clone()
@@ -124,8 +142,15 @@ async fn points_expire_at_the_period_end_once_with_two_replicas_and_a_reminder_f
     let expires = earned.expires_at.unwrap();
     let expires = chrono::DateTime::from_timestamp(expires.seconds, 0).unwrap();
     let validity_end = stack.clock.now() + chrono::Duration::days(30);
-    assert!(expires > validity_end && expires - validity_end <= chrono::Duration::days(31), "moved to the end of the month");
-    assert_eq!(chrono::Datelike::day(&expires), 1, "the first instant after the month ends");
+    assert!(
+        expires > validity_end && expires - validity_end <= chrono::Duration::days(31),
+        "moved to the end of the month"
+    );
+    assert_eq!(
+        chrono::Datelike::day(&expires),
+        1,
+        "the first instant after the month ends"
+    );
     let balance = stack.balance(m).await;
     assert_eq!(balance.expiring.len(), 1);
     assert_eq!(balance.expiring[0].points, 80);
@@ -134,10 +159,12 @@ async fn points_expire_at_the_period_end_once_with_two_replicas_and_a_reminder_f
         clock.set(expires - chrono::Duration::days(9));
     }
     eventually(WAIT, "a reminder is sent", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'points.PointsExpiring'")
-            .fetch_one(&stack.db)
-            .await
-            .unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox WHERE event_type = 'points.PointsExpiring'",
+        )
+        .fetch_one(&stack.db)
+        .await
+        .unwrap();
         (n >= 1).then_some(n)
     })
     .await;
@@ -154,10 +181,12 @@ async fn points_expire_at_the_period_end_once_with_two_replicas_and_a_reminder_f
         .await
         .unwrap();
     assert_eq!(expiries, 1, "expired exactly once by two replicas");
-    let reminders: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'points.PointsExpiring'")
-        .fetch_one(&stack.db)
-        .await
-        .unwrap();
+    let reminders: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE event_type = 'points.PointsExpiring'",
+    )
+    .fetch_one(&stack.db)
+    .await
+    .unwrap();
     assert_eq!(reminders, 1, "one reminder");
     stack.assert_ledger_consistent().await;
 }
@@ -176,14 +205,21 @@ async fn pending_points_wait_for_the_return_window_and_refunds_follow_the_policy
     let earned = earn_order(&stack, m, "P-1", 10_000).await;
     let b = earned.balance.unwrap();
     assert_eq!((b.available, b.pending), (0, 100));
-    assert_eq!(reason(&redeem(&stack, m, 1, 1_000).await.unwrap_err()), "INSUFFICIENT_POINTS");
+    assert_eq!(
+        reason(&redeem(&stack, m, 1, 1_000).await.unwrap_err()),
+        "INSUFFICIENT_POINTS"
+    );
     // A refund inside the window cancels pending points.
     let r = refund(&stack, "P-1", 5_000).await;
     assert_eq!(r.points_not_reversed, 0);
     assert_eq!(stack.balance(m).await.pending, 50);
     stack.clock.advance(chrono::Duration::days(15));
     let b = stack.balance(m).await;
-    assert_eq!((b.available, b.pending), (50, 0), "available after the window");
+    assert_eq!(
+        (b.available, b.pending),
+        (50, 0),
+        "available after the window"
+    );
     // After the window the policy cancels nothing more.
     let r = refund(&stack, "P-1", 5_000).await;
     assert_eq!(r.points_not_reversed, 50);
@@ -196,7 +232,10 @@ async fn pending_points_wait_for_the_return_window_and_refunds_follow_the_policy
             request_id: rid(),
             target: Some(pb::reverse_request::Target::OrderRefund(pb::OrderRefund {
                 order_id: "P-1".into(),
-                refunded: Some(Money { currency_code: "USD".into(), amount_minor: 1 }),
+                refunded: Some(Money {
+                    currency_code: "USD".into(),
+                    amount_minor: 1,
+                }),
             })),
             reason: String::new(),
         }))
@@ -215,13 +254,22 @@ async fn clawbacks_stop_at_zero_or_go_negative_by_policy() {
     redeem(&stack, m, 80, 100_000).await.unwrap();
     // Default policy: claw back what is left.
     let r = refund(&stack, "C-1", 10_000).await;
-    assert_eq!((r.points_not_reversed, r.balance.unwrap().available), (80, 0));
-    settings(&stack, |s| s.reversal_policy = pb::ReversalPolicy::AllowNegative as i32).await;
+    assert_eq!(
+        (r.points_not_reversed, r.balance.unwrap().available),
+        (80, 0)
+    );
+    settings(&stack, |s| {
+        s.reversal_policy = pb::ReversalPolicy::AllowNegative as i32
+    })
+    .await;
     let n = stack.member().await;
     earn_order(&stack, n, "C-2", 10_000).await;
     redeem(&stack, n, 80, 100_000).await.unwrap();
     let r = refund(&stack, "C-2", 10_000).await;
-    assert_eq!((r.points_not_reversed, r.balance.unwrap().available), (0, -80));
+    assert_eq!(
+        (r.points_not_reversed, r.balance.unwrap().available),
+        (0, -80)
+    );
     // Later earns repay the debt first.
     let after = stack.give(n, 100).await;
     assert_eq!(after.balance.unwrap().available, 20);
@@ -244,7 +292,10 @@ async fn discounts_follow_the_rate_minimum_and_share_and_the_statement_pages() {
     let ok = redeem(&stack, m, 500, 1_000).await.unwrap();
     assert_eq!(ok.discount.unwrap().amount_minor, 50);
     let small = redeem(&stack, m, 10, 1_000).await.unwrap_err();
-    assert_eq!((small.code(), fields(&small)), (Code::InvalidArgument, vec!["points".to_owned()]));
+    assert_eq!(
+        (small.code(), fields(&small)),
+        (Code::InvalidArgument, vec!["points".to_owned()])
+    );
     let share = redeem(&stack, m, 6_000, 1_000).await.unwrap_err();
     assert_eq!(fields(&share), ["points"]);
     let zero = redeem(&stack, m, 0, 1_000).await.unwrap_err();
@@ -257,7 +308,10 @@ async fn discounts_follow_the_rate_minimum_and_share_and_the_statement_pages() {
             member_id: m.to_string(),
             target: Some(pb::redeem_request::Target::Order(pb::OrderDiscount {
                 order_id: "x".into(),
-                order_total: Some(Money { currency_code: "USD".into(), amount_minor: 1_000 }),
+                order_total: Some(Money {
+                    currency_code: "USD".into(),
+                    amount_minor: 1_000,
+                }),
             })),
             points: 100,
             reason: String::new(),
@@ -265,7 +319,11 @@ async fn discounts_follow_the_rate_minimum_and_share_and_the_statement_pages() {
         .await
         .unwrap_err();
     assert_eq!(fields(&usd), ["order.order_total.currency_code"]);
-    assert_eq!(stack.balance(m).await.available, 9_500, "refusals changed nothing");
+    assert_eq!(
+        stack.balance(m).await.available,
+        9_500,
+        "refusals changed nothing"
+    );
     for _ in 0..3 {
         redeem(&stack, m, 100, 1_000).await.unwrap();
     }
@@ -280,7 +338,10 @@ async fn discounts_follow_the_rate_minimum_and_share_and_the_statement_pages() {
         .unwrap()
         .into_inner();
     assert_eq!(page.lines.len(), 3);
-    assert_eq!(page.lines[0].balance_after, 9_200, "newest first with the balance after");
+    assert_eq!(
+        page.lines[0].balance_after, 9_200,
+        "newest first with the balance after"
+    );
     let rest = points
         .list_entries(req(pb::ListEntriesRequest {
             member_id: m.to_string(),

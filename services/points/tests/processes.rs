@@ -66,7 +66,9 @@ async fn start_member(prefix: &str) -> (support::Running, MemberServiceClient<Ch
         points: laurel_member::PointsSettings::at("http://127.0.0.1:1"),
     };
     let clock = laurel_runtime::clock::SystemClock;
-    let app = laurel_member::build(config, Some(Arc::new(clock))).await.unwrap();
+    let app = laurel_member::build(config, Some(Arc::new(clock)))
+        .await
+        .unwrap();
     let running = support::start(app).await;
     let client = MemberServiceClient::new(running.channel.clone());
     (running, client)
@@ -107,10 +109,11 @@ impl Scratch {
         .await
         .unwrap();
         assert_eq!(all, 0, "the ledger sums to zero");
-        let cached: i64 = sqlx::query_scalar("SELECT COALESCE(sum(balance), 0)::bigint FROM accounts")
-            .fetch_one(&self.db)
-            .await
-            .unwrap();
+        let cached: i64 =
+            sqlx::query_scalar("SELECT COALESCE(sum(balance), 0)::bigint FROM accounts")
+                .fetch_one(&self.db)
+                .await
+                .unwrap();
         assert_eq!(cached, members, "account balances equal their entries");
         let off: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM accounts a LEFT JOIN (SELECT member_id, sum(points) s FROM entries WHERE account = 1 GROUP BY member_id) e USING (member_id)
@@ -148,10 +151,18 @@ async fn two_processes_redeeming_and_holding_on_one_account_never_overspend() {
     let a = start_points(&scratch.schema, &prefix, _member_running.addr).await;
     let b = start_points(&scratch.schema, &prefix, _member_running.addr).await;
     let m = enrol(&member).await;
-    a.client.clone().earn(req(goodwill(m, 1_000, rid()))).await.unwrap();
+    a.client
+        .clone()
+        .earn(req(goodwill(m, 1_000, rid())))
+        .await
+        .unwrap();
     let mut calls = Vec::new();
     for i in 0..300 {
-        let client = if i % 2 == 0 { a.client.clone() } else { b.client.clone() };
+        let client = if i % 2 == 0 {
+            a.client.clone()
+        } else {
+            b.client.clone()
+        };
         calls.push(tokio::spawn(async move {
             let mut client = client;
             if i % 3 == 0 {
@@ -160,7 +171,10 @@ async fn two_processes_redeeming_and_holding_on_one_account_never_overspend() {
                         request_id: rid(),
                         member_id: m.to_string(),
                         points: 7,
-                        timeout: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+                        timeout: Some(prost_types::Duration {
+                            seconds: 600,
+                            nanos: 0,
+                        }),
                         reference: String::new(),
                     }))
                     .await
@@ -172,7 +186,10 @@ async fn two_processes_redeeming_and_holding_on_one_account_never_overspend() {
                         member_id: m.to_string(),
                         target: Some(pb::redeem_request::Target::Order(pb::OrderDiscount {
                             order_id: format!("o-{i}"),
-                            order_total: Some(Money { currency_code: "EUR".into(), amount_minor: 100_000 }),
+                            order_total: Some(Money {
+                                currency_code: "EUR".into(),
+                                amount_minor: 100_000,
+                            }),
                         })),
                         points: 5,
                         reason: String::new(),
@@ -199,7 +216,9 @@ async fn two_processes_redeeming_and_holding_on_one_account_never_overspend() {
     let balance = a
         .client
         .clone()
-        .get_balance(req(pb::GetBalanceRequest { member_id: m.to_string() }))
+        .get_balance(req(pb::GetBalanceRequest {
+            member_id: m.to_string(),
+        }))
         .await
         .unwrap()
         .into_inner()
@@ -240,14 +259,19 @@ async fn a_process_killed_under_load_loses_and_doubles_nothing() {
                 member
                     .clone()
                     .record_activity(req(mpb::RecordActivityRequest {
-                        member: Some(mpb::record_activity_request::Member::MemberId(members[i % 10].to_string())),
+                        member: Some(mpb::record_activity_request::Member::MemberId(
+                            members[i % 10].to_string(),
+                        )),
                         auto_enroll: false,
                         activity: Some(mpb::Activity {
                             source: "web".into(),
                             external_id: format!("k-{i}"),
                             detail: Some(mpb::activity::Detail::Purchase(mpb::Purchase {
                                 order_id: format!("K-{i}"),
-                                total: Some(Money { currency_code: "EUR".into(), amount_minor: 1_000 }),
+                                total: Some(Money {
+                                    currency_code: "EUR".into(),
+                                    amount_minor: 1_000,
+                                }),
                                 ..Default::default()
                             })),
                             ..Default::default()
@@ -266,7 +290,10 @@ async fn a_process_killed_under_load_loses_and_doubles_nothing() {
         .publish_earn_rules(req(pb::PublishEarnRulesRequest {
             request_id: rid(),
             rules: Some(pb::EarnRules {
-                effective_from: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
+                effective_from: Some(prost_types::Timestamp {
+                    seconds: 0,
+                    nanos: 0,
+                }),
                 base_points: 1,
                 base_amount_minor: 100,
                 ..Default::default()
@@ -298,22 +325,31 @@ async fn a_process_killed_under_load_loses_and_doubles_nothing() {
     }
     let mut expected: HashMap<Uuid, i64> = HashMap::new();
     for r in &requests {
-        *expected.entry(Uuid::parse_str(&r.member_id).unwrap()).or_default() += r.points;
+        *expected
+            .entry(Uuid::parse_str(&r.member_id).unwrap())
+            .or_default() += r.points;
     }
     // Each of the 40 purchases earns 10 points, exactly once.
     for i in 0..40 {
         *expected.entry(members[i % 10]).or_default() += 10;
     }
     eventually(Duration::from_secs(30), "every purchase earned", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM order_earns").fetch_one(&scratch.db).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM order_earns")
+            .fetch_one(&scratch.db)
+            .await
+            .unwrap();
         (n == 40).then_some(())
     })
     .await;
-    let earns: i64 = sqlx::query_scalar("SELECT count(*) FROM movements WHERE type = 1 AND earn_kind = 7")
-        .fetch_one(&scratch.db)
-        .await
-        .unwrap();
-    assert_eq!(earns, 400, "every request applied exactly once ({acked} acknowledged before the kill)");
+    let earns: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM movements WHERE type = 1 AND earn_kind = 7")
+            .fetch_one(&scratch.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        earns, 400,
+        "every request applied exactly once ({acked} acknowledged before the kill)"
+    );
     for (m, want) in expected {
         let got: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE member_id = $1")
             .bind(m)

@@ -145,7 +145,10 @@ impl<B: BatchApply> GroupCommit<B> {
     /// Queues `request` and waits until its batch has committed (or it
     /// failed alone). Dropping the future does not withdraw the request: it
     /// is applied, and a retry with the same idempotency key replays it.
-    pub async fn submit(&self, request: B::Request) -> Result<Result<B::Response, B::Error>, Stopped> {
+    pub async fn submit(
+        &self,
+        request: B::Request,
+    ) -> Result<Result<B::Response, B::Error>, Stopped> {
         let (answer, answered) = oneshot::channel();
         self.queue
             .send(Job { request, answer })

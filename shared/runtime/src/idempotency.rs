@@ -374,7 +374,8 @@ impl Idempotency {
         if taken.is_empty() {
             return Ok(claims);
         }
-        let pick = |f: fn(&BatchKey) -> String| taken.iter().map(|i| f(&keys[*i])).collect::<Vec<_>>();
+        let pick =
+            |f: fn(&BatchKey) -> String| taken.iter().map(|i| f(&keys[*i])).collect::<Vec<_>>();
         let rows: Vec<(i32, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
             "SELECT b.ord::int, k.request_hash, k.response
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
@@ -406,7 +407,8 @@ impl Idempotency {
         if responses.is_empty() {
             return Ok(());
         }
-        let column = |f: fn(&BatchResponse<'_>) -> String| responses.iter().map(f).collect::<Vec<_>>();
+        let column =
+            |f: fn(&BatchResponse<'_>) -> String| responses.iter().map(f).collect::<Vec<_>>();
         sqlx::query(
             "UPDATE idempotency_keys k SET response = b.response, subject = b.subject
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::uuid[])
@@ -418,7 +420,12 @@ impl Idempotency {
         .bind(column(|r| r.key.caller.clone()))
         .bind(column(|r| r.key.operation.to_owned()))
         .bind(column(|r| r.key.request_id.clone()))
-        .bind(responses.iter().map(|r| r.response.clone()).collect::<Vec<_>>())
+        .bind(
+            responses
+                .iter()
+                .map(|r| r.response.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind(responses.iter().map(|r| r.subject).collect::<Vec<_>>())
         .execute(conn)
         .await?;

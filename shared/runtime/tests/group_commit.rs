@@ -33,24 +33,39 @@ impl BatchApply for Inserter {
     type Response = i64;
     type Error = String;
 
-    fn apply<'a>(&'a self, tx: &'a mut PgConnection, requests: &'a [Ask]) -> BoxFuture<'a, Result<Vec<Result<i64, String>>, String>> {
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        requests: &'a [Ask],
+    ) -> BoxFuture<'a, Result<Vec<Result<i64, String>>, String>> {
         async move {
             self.batches.lock().unwrap().push(requests.len());
             let mut out = Vec::new();
             for ask in requests {
                 match ask {
                     Ask::Insert(v) => {
-                        sqlx::query("INSERT INTO gc_values (v) VALUES ($1)").bind(v).execute(&mut *tx).await.map_err(|e| e.to_string())?;
+                        sqlx::query("INSERT INTO gc_values (v) VALUES ($1)")
+                            .bind(v)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| e.to_string())?;
                         out.push(Ok(*v));
                     }
                     Ask::Refuse(v) => {
                         let mut sp = tx.begin().await.map_err(|e| e.to_string())?;
-                        sqlx::query("INSERT INTO gc_values (v) VALUES ($1)").bind(v).execute(&mut *sp).await.map_err(|e| e.to_string())?;
+                        sqlx::query("INSERT INTO gc_values (v) VALUES ($1)")
+                            .bind(v)
+                            .execute(&mut *sp)
+                            .await
+                            .map_err(|e| e.to_string())?;
                         sp.rollback().await.map_err(|e| e.to_string())?;
                         out.push(Err(format!("refused {v}")));
                     }
                     Ask::Poison => {
-                        sqlx::query("SELECT 1/0").execute(&mut *tx).await.map_err(|e| e.to_string())?;
+                        sqlx::query("SELECT 1/0")
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| e.to_string())?;
                         out.push(Ok(0));
                     }
                 }
@@ -68,22 +83,42 @@ impl BatchApply for Inserter {
 async fn setup() -> (PgPool, String) {
     let schema = support::fresh_schema("gc");
     let admin = PgPool::connect(&support::database_url()).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
     let pool = laurel_runtime::db::pool(&support::database_url(), &schema, 4).unwrap();
-    sqlx::query("CREATE TABLE gc_values (v bigint PRIMARY KEY)").execute(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE gc_values (v bigint PRIMARY KEY)")
+        .execute(&pool)
+        .await
+        .unwrap();
     (pool, schema)
 }
 
 async fn stored(pool: &PgPool) -> Vec<i64> {
-    sqlx::query_scalar("SELECT v FROM gc_values ORDER BY v").fetch_all(pool).await.unwrap()
+    sqlx::query_scalar("SELECT v FROM gc_values ORDER BY v")
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn concurrent_requests_share_commits_and_fail_alone() {
     let (pool, schema) = setup().await;
     let batches = Arc::new(Mutex::new(Vec::new()));
-    let config = GroupConfig { max_batch: 64, max_wait: Duration::from_millis(2), writers: 1, queue: 1024 };
-    let group = GroupCommit::start(pool.clone(), Inserter { batches: batches.clone() }, config);
+    let config = GroupConfig {
+        max_batch: 64,
+        max_wait: Duration::from_millis(2),
+        writers: 1,
+        queue: 1024,
+    };
+    let group = GroupCommit::start(
+        pool.clone(),
+        Inserter {
+            batches: batches.clone(),
+        },
+        config,
+    );
     let calls = (0..200i64).map(|i| {
         let group = group.clone();
         async move {
@@ -110,8 +145,14 @@ async fn concurrent_requests_share_commits_and_fail_alone() {
     // Every acknowledged insert is there, and nothing else.
     assert_eq!(stored(&pool).await, want);
     let sizes = batches.lock().unwrap().clone();
-    assert!(sizes.iter().any(|n| *n > 1), "requests shared transactions: {sizes:?}");
-    assert!(sizes.iter().all(|n| *n <= 64), "batches are bounded: {sizes:?}");
+    assert!(
+        sizes.iter().any(|n| *n > 1),
+        "requests shared transactions: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().all(|n| *n <= 64),
+        "batches are bounded: {sizes:?}"
+    );
     support::drop_schema(&schema);
 }
 

@@ -532,7 +532,12 @@ impl Book {
     }
 
     /// Expires the due lots of an account as one movement, if any are due.
-    pub fn expire_due(&mut self, program: &str, member: Uuid, reason: &str) -> Result<Option<pb::Movement>, LedgerError> {
+    pub fn expire_due(
+        &mut self,
+        program: &str,
+        member: Uuid,
+        reason: &str,
+    ) -> Result<Option<pb::Movement>, LedgerError> {
         let now = self.now;
         let account = self.account_mut(program, member);
         let expired = lots::expire_due(&mut account.lots, now);
@@ -563,7 +568,13 @@ impl Book {
         for (lot, n) in expired {
             self.lot_uses.push((movement_id, lot, n));
         }
-        Ok(Some(self.recorded.last().expect("just recorded").movement.clone()))
+        Ok(Some(
+            self.recorded
+                .last()
+                .expect("just recorded")
+                .movement
+                .clone(),
+        ))
     }
 
     /// Records a movement whose account changes the caller has applied:
@@ -623,7 +634,11 @@ impl Book {
             counterparty_member_id: m.counterparty.map(|x| x.to_string()).unwrap_or_default(),
         };
         // One event per member account the movement touched.
-        let mut members: Vec<Uuid> = m.entries.iter().filter_map(|(_, member, _)| *member).collect();
+        let mut members: Vec<Uuid> = m
+            .entries
+            .iter()
+            .filter_map(|(_, member, _)| *member)
+            .collect();
         members.dedup();
         for member in members {
             let account = self.account_mut(m.program, member);

@@ -152,7 +152,15 @@ fn checked(v: Option<i64>) -> Result<i64, LedgerError> {
 }
 
 impl Book {
-    fn new_lot(&mut self, program: &str, member: Uuid, movement: Uuid, points: i64, remaining: i64, terms: LotTerms) -> Uuid {
+    fn new_lot(
+        &mut self,
+        program: &str,
+        member: Uuid,
+        movement: Uuid,
+        points: i64,
+        remaining: i64,
+        terms: LotTerms,
+    ) -> Uuid {
         let lot = Lot {
             lot_id: Uuid::now_v7(),
             member_id: member,
@@ -170,7 +178,13 @@ impl Book {
     }
 
     /// Credits points into a new lot, repaying any debt first.
-    fn credit(&mut self, program: &str, member: Uuid, points: i64, earned: bool) -> Result<(i64, i64), LedgerError> {
+    fn credit(
+        &mut self,
+        program: &str,
+        member: Uuid,
+        points: i64,
+        earned: bool,
+    ) -> Result<(i64, i64), LedgerError> {
         let account = self.account_mut(program, member);
         let repaid = account.debt.min(points);
         let new_balance = checked(account.balance.checked_add(points))?;
@@ -195,7 +209,9 @@ impl Book {
     pub fn earn(&mut self, op: &Earn) -> Result<Earned, LedgerError> {
         let member = self.active(&op.program, op.member_id)?.member_id;
         if let Some(order) = &op.order
-            && self.orders.contains_key(&(op.program.clone(), order.order_id.clone()))
+            && self
+                .orders
+                .contains_key(&(op.program.clone(), order.order_id.clone()))
         {
             return Err(LedgerError::OrderAlreadyEarned);
         }
@@ -246,7 +262,11 @@ impl Book {
                 earn_kind: op.kind,
                 reason: op.reason.clone(),
                 reference: op.reference.clone(),
-                order_id: op.order.as_ref().map(|o| o.order_id.clone()).unwrap_or_default(),
+                order_id: op
+                    .order
+                    .as_ref()
+                    .map(|o| o.order_id.clone())
+                    .unwrap_or_default(),
                 related: None,
                 counterparty: None,
                 occurred_at: op.occurred_at,
@@ -291,7 +311,12 @@ impl Book {
 
     /// Takes `points` spendable points from an active account, after
     /// expiring its due lots; returns the lots used.
-    fn take(&mut self, program: &str, member: Uuid, points: i64) -> Result<Vec<(Uuid, i64)>, LedgerError> {
+    fn take(
+        &mut self,
+        program: &str,
+        member: Uuid,
+        points: i64,
+    ) -> Result<Vec<(Uuid, i64)>, LedgerError> {
         in_bounds(points)?;
         self.expire_due(program, member, "expired")?;
         let now = self.now;
@@ -304,7 +329,9 @@ impl Book {
             });
         }
         let uses = lots::take(&mut account.lots, points, now).ok_or_else(|| {
-            LedgerError::Internal(format!("lots of {member} do not cover its available points"))
+            LedgerError::Internal(format!(
+                "lots of {member} do not cover its available points"
+            ))
         })?;
         account.lots_total -= points;
         account.changed = true;
@@ -333,12 +360,28 @@ impl Book {
                 (pb::Account::Redeemed, None, op.points),
             ],
         })?;
-        self.lot_uses.extend(uses.iter().map(|(l, n)| (movement_id, *l, *n)));
-        self.remember_redemption(&op.program, movement_id, member, pb::MovementType::Redeem, op.points, uses);
+        self.lot_uses
+            .extend(uses.iter().map(|(l, n)| (movement_id, *l, *n)));
+        self.remember_redemption(
+            &op.program,
+            movement_id,
+            member,
+            pb::MovementType::Redeem,
+            op.points,
+            uses,
+        );
         Ok(self.recorded.last().expect("recorded").movement.clone())
     }
 
-    fn remember_redemption(&mut self, program: &str, movement_id: Uuid, member: Uuid, kind: pb::MovementType, points: i64, uses: Vec<(Uuid, i64)>) {
+    fn remember_redemption(
+        &mut self,
+        program: &str,
+        movement_id: Uuid,
+        member: Uuid,
+        kind: pb::MovementType,
+        points: i64,
+        uses: Vec<(Uuid, i64)>,
+    ) {
         self.redemptions.insert(
             movement_id,
             super::book::Redemption {
@@ -392,7 +435,12 @@ impl Book {
     }
 
     /// Puts `uses` back into the account's lots.
-    fn restore(&mut self, program: &str, member: Uuid, uses: &[(Uuid, i64)]) -> Result<i64, LedgerError> {
+    fn restore(
+        &mut self,
+        program: &str,
+        member: Uuid,
+        uses: &[(Uuid, i64)],
+    ) -> Result<i64, LedgerError> {
         let total: i64 = uses.iter().map(|(_, n)| n).sum();
         let account = self.account_mut(program, member);
         lots::restore(&mut account.lots, uses).map_err(|e| LedgerError::Internal(e.to_string()))?;
@@ -402,7 +450,13 @@ impl Book {
     }
 
     /// Capture: spends all or part of a hold; the rest goes back to its lots.
-    pub fn capture(&mut self, hold_id: Uuid, points: i64, reason: &str, order_id: &str) -> Result<(pb::PointsHold, pb::Movement), LedgerError> {
+    pub fn capture(
+        &mut self,
+        hold_id: Uuid,
+        points: i64,
+        reason: &str,
+        order_id: &str,
+    ) -> Result<(pb::PointsHold, pb::Movement), LedgerError> {
         let hold = self.active_hold(hold_id)?.clone();
         if hold.expires_at <= self.now {
             return Err(LedgerError::HoldExpired);
@@ -450,8 +504,16 @@ impl Book {
                 (pb::Account::Redeemed, None, amount),
             ],
         })?;
-        self.lot_uses.extend(captured.iter().map(|(l, n)| (movement_id, *l, *n)));
-        self.remember_redemption(&program, movement_id, member, pb::MovementType::Capture, amount, captured);
+        self.lot_uses
+            .extend(captured.iter().map(|(l, n)| (movement_id, *l, *n)));
+        self.remember_redemption(
+            &program,
+            movement_id,
+            member,
+            pb::MovementType::Capture,
+            amount,
+            captured,
+        );
         let movement = self.recorded.last().expect("recorded").movement.clone();
         let now = self.now;
         let h = self.holds.get_mut(&hold_id).expect("loaded");
@@ -466,7 +528,11 @@ impl Book {
     }
 
     /// Release (or time out): returns a hold's points to their lots.
-    pub fn release(&mut self, hold_id: Uuid, timed_out: bool) -> Result<pb::PointsHold, LedgerError> {
+    pub fn release(
+        &mut self,
+        hold_id: Uuid,
+        timed_out: bool,
+    ) -> Result<pb::PointsHold, LedgerError> {
         let hold = self.active_hold(hold_id)?.clone();
         if timed_out && hold.expires_at > self.now {
             return Err(LedgerError::HoldNotActive("not yet due"));
@@ -475,7 +541,11 @@ impl Book {
         self.account_mut(&hold.program, hold.member_id).held -= hold.points;
         let now = self.now;
         let h = self.holds.get_mut(&hold_id).expect("loaded");
-        h.status = if timed_out { HoldStatus::Expired } else { HoldStatus::Released };
+        h.status = if timed_out {
+            HoldStatus::Expired
+        } else {
+            HoldStatus::Released
+        };
         h.resolved_at = Some(now);
         h.changed = true;
         self.hold_changed(hold_id);
@@ -486,11 +556,15 @@ impl Book {
     /// Reverse an order's earn in proportion to what was refunded.
     pub fn reverse_earn(&mut self, op: &ReverseEarn) -> Result<Reversed, LedgerError> {
         let key = (op.program.clone(), op.order_id.clone());
-        let order = self.orders.get(&key).ok_or(LedgerError::OrderNotEarned)?.clone();
-        let (amount, currency) = op
-            .refunded
-            .clone()
-            .unwrap_or((order.total_minor - order.refunded_minor, order.currency.clone()));
+        let order = self
+            .orders
+            .get(&key)
+            .ok_or(LedgerError::OrderNotEarned)?
+            .clone();
+        let (amount, currency) = op.refunded.clone().unwrap_or((
+            order.total_minor - order.refunded_minor,
+            order.currency.clone(),
+        ));
         if currency != order.currency {
             return Err(LedgerError::CurrencyMismatch);
         }
@@ -507,7 +581,13 @@ impl Book {
         let member = self.resolve(&op.program, order.member_id);
         let account = self.account_mut(&op.program, member);
         if account.status != Status::Active {
-            return Err(LedgerError::MemberInactive(if account.status == Status::Erased { "erased" } else { "merged" }));
+            return Err(LedgerError::MemberInactive(
+                if account.status == Status::Erased {
+                    "erased"
+                } else {
+                    "merged"
+                },
+            ));
         }
         self.expire_due(&op.program, member, "expired")?;
         let now = self.now;
@@ -516,7 +596,10 @@ impl Book {
         let mut lots = account.lots.clone();
         let mut uses: Vec<(Uuid, i64)> = Vec::new();
         let mut taken = 0;
-        if let Some(lot) = order.lot_id.and_then(|id| lots.iter_mut().find(|l| l.lot_id == id)) {
+        if let Some(lot) = order
+            .lot_id
+            .and_then(|id| lots.iter_mut().find(|l| l.lot_id == id))
+        {
             let from_lot = match op.policy {
                 ReversalPolicy::CancelPendingOnly if !lot.is_pending(now) => 0,
                 _ => lots::take_from(lot, due, now),
@@ -538,7 +621,11 @@ impl Book {
                 taken += more;
             }
         }
-        let debt = if op.policy == ReversalPolicy::AllowNegative { due - taken } else { 0 };
+        let debt = if op.policy == ReversalPolicy::AllowNegative {
+            due - taken
+        } else {
+            0
+        };
         let reversed = taken + debt;
         account.lots = lots;
         account.lots_total -= taken;
@@ -564,7 +651,8 @@ impl Book {
                     (pb::Account::Issued, None, reversed),
                 ],
             })?;
-            self.lot_uses.extend(uses.iter().map(|(l, n)| (movement_id, *l, *n)));
+            self.lot_uses
+                .extend(uses.iter().map(|(l, n)| (movement_id, *l, *n)));
             movement = Some(self.recorded.last().expect("recorded").movement.clone());
         }
         let o = self.orders.get_mut(&key).expect("loaded");
@@ -580,15 +668,27 @@ impl Book {
 
     /// Undo a redemption or capture: its points go back into the lots they
     /// came from, with their original expiry (due ones expire at once).
-    pub fn reverse_redemption(&mut self, program: &str, movement_id: Uuid, reason: &str) -> Result<pb::Movement, LedgerError> {
-        let r = self.redemptions.get(&movement_id).filter(|r| r.program == program).ok_or(LedgerError::RedemptionNotFound)?.clone();
+    pub fn reverse_redemption(
+        &mut self,
+        program: &str,
+        movement_id: Uuid,
+        reason: &str,
+    ) -> Result<pb::Movement, LedgerError> {
+        let r = self
+            .redemptions
+            .get(&movement_id)
+            .filter(|r| r.program == program)
+            .ok_or(LedgerError::RedemptionNotFound)?
+            .clone();
         if r.reversed {
             return Err(LedgerError::AlreadyReversed);
         }
         let member = self.active(program, r.member_id)?.member_id;
         let restored = self.restore(program, member, &r.uses)?;
         if restored != r.points {
-            return Err(LedgerError::Internal("redemption uses do not add up".into()));
+            return Err(LedgerError::Internal(
+                "redemption uses do not add up".into(),
+            ));
         }
         let account = self.account_mut(program, member);
         account.balance = checked(account.balance.checked_add(r.points))?;
@@ -609,15 +709,27 @@ impl Book {
                 (pb::Account::Redeemed, None, -r.points),
             ],
         })?;
-        self.lot_uses.extend(r.uses.iter().map(|(l, n)| (id, *l, -n)));
-        self.redemptions.get_mut(&movement_id).expect("loaded").reversed = true;
+        self.lot_uses
+            .extend(r.uses.iter().map(|(l, n)| (id, *l, -n)));
+        self.redemptions
+            .get_mut(&movement_id)
+            .expect("loaded")
+            .reversed = true;
         let movement = self.recorded.last().expect("recorded").movement.clone();
         self.expire_due(program, member, "expired")?;
         Ok(movement)
     }
 
     /// Adjust: an operator's credit (a new lot) or debit (spendable points).
-    pub fn adjust(&mut self, program: &str, member: Uuid, points: i64, reason: &str, operator: &str, terms: LotTerms) -> Result<pb::Movement, LedgerError> {
+    pub fn adjust(
+        &mut self,
+        program: &str,
+        member: Uuid,
+        points: i64,
+        reason: &str,
+        operator: &str,
+        terms: LotTerms,
+    ) -> Result<pb::Movement, LedgerError> {
         let member = self.active(program, member)?.member_id;
         in_bounds(points.checked_abs().ok_or(LedgerError::Overflow)?)?;
         let mut uses = Vec::new();
@@ -659,7 +771,14 @@ impl Book {
     }
 
     /// Transfer between two active members (merged and erased are refused).
-    pub fn transfer(&mut self, program: &str, from: Uuid, to: Uuid, points: i64, reason: &str) -> Result<pb::Movement, LedgerError> {
+    pub fn transfer(
+        &mut self,
+        program: &str,
+        from: Uuid,
+        to: Uuid,
+        points: i64,
+        reason: &str,
+    ) -> Result<pb::Movement, LedgerError> {
         if from == to {
             return Err(LedgerError::SameMember);
         }
@@ -718,7 +837,12 @@ impl Book {
 
     /// Merge: the merged member's lots, holds, debt and balance move to the
     /// survivor; the merged account stays, marked merged.
-    pub fn merge(&mut self, program: &str, from: Uuid, to: Uuid) -> Result<Option<pb::Movement>, LedgerError> {
+    pub fn merge(
+        &mut self,
+        program: &str,
+        from: Uuid,
+        to: Uuid,
+    ) -> Result<Option<pb::Movement>, LedgerError> {
         if from == to {
             return Err(LedgerError::SameMember);
         }
@@ -740,17 +864,26 @@ impl Book {
         target.lots_total = checked(target.lots_total.checked_add(moved.lots_total))?;
         target.held = checked(target.held.checked_add(moved.held))?;
         target.debt = checked(target.debt.checked_add(moved.debt))?;
-        target.lifetime_earned = checked(target.lifetime_earned.checked_add(moved.lifetime_earned))?;
+        target.lifetime_earned =
+            checked(target.lifetime_earned.checked_add(moved.lifetime_earned))?;
         target.changed = true;
         for mut lot in moved.lots {
             lot.member_id = to;
             target.lots.push(lot);
         }
-        for hold in self.holds.values_mut().filter(|h| h.program == program && h.member_id == from) {
+        for hold in self
+            .holds
+            .values_mut()
+            .filter(|h| h.program == program && h.member_id == from)
+        {
             hold.member_id = to;
             hold.changed = true;
         }
-        for order in self.orders.values_mut().filter(|o| o.program == program && o.member_id == from) {
+        for order in self
+            .orders
+            .values_mut()
+            .filter(|o| o.program == program && o.member_id == from)
+        {
             order.member_id = to;
             order.changed = true;
         }
@@ -783,14 +916,20 @@ impl Book {
     /// Erase: open holds return, and the balance is forfeited (to the
     /// expired account; a debt is written off against adjustments), so the
     /// ledger stays balanced; the account takes no more movements.
-    pub fn erase(&mut self, program: &str, member: Uuid) -> Result<Option<pb::Movement>, LedgerError> {
+    pub fn erase(
+        &mut self,
+        program: &str,
+        member: Uuid,
+    ) -> Result<Option<pb::Movement>, LedgerError> {
         if self.account_mut(program, member).status == Status::Erased {
             return Ok(None);
         }
         let open: Vec<Uuid> = self
             .holds
             .values()
-            .filter(|h| h.program == program && h.member_id == member && h.status == HoldStatus::Active)
+            .filter(|h| {
+                h.program == program && h.member_id == member && h.status == HoldStatus::Active
+            })
             .map(|h| h.hold_id)
             .collect();
         for hold in open {
@@ -817,7 +956,11 @@ impl Book {
             account.version += 1;
             return Ok(None);
         }
-        let counter = if forfeited > 0 { pb::Account::Expired } else { pb::Account::Adjusted };
+        let counter = if forfeited > 0 {
+            pb::Account::Expired
+        } else {
+            pb::Account::Adjusted
+        };
         let id = self.record(NewMovement {
             kind: pb::MovementType::Expire,
             program,

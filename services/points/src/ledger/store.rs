@@ -36,14 +36,21 @@ pub struct Needs {
 impl Needs {
     /// Needs `member`'s account, and `spend` spendable points from it.
     pub fn account(&mut self, program: &str, member: Uuid, spend: i64, everything: bool) {
-        let e = self.accounts.entry((program.to_owned(), member)).or_insert((0, false));
+        let e = self
+            .accounts
+            .entry((program.to_owned(), member))
+            .or_insert((0, false));
         e.0 = e.0.saturating_add(spend.max(0));
         e.1 |= everything;
     }
 }
 
 /// Loads and locks everything `needs` names into a new book at `now`.
-pub async fn load(tx: &mut PgConnection, mut needs: Needs, now: DateTime<Utc>) -> Result<Book, sqlx::Error> {
+pub async fn load(
+    tx: &mut PgConnection,
+    mut needs: Needs,
+    now: DateTime<Utc>,
+) -> Result<Book, sqlx::Error> {
     let mut book = Book::new(now);
     // Who the holds, orders and redemptions belong to (read again below,
     // under the accounts' locks).
@@ -65,14 +72,20 @@ pub async fn load(tx: &mut PgConnection, mut needs: Needs, now: DateTime<Utc>) -
                     wanted.push(key);
                 }
             }
-            book.accounts.insert((account.program.clone(), account.member_id), account);
+            book.accounts
+                .insert((account.program.clone(), account.member_id), account);
         }
         if wanted.is_empty() {
             break;
         }
     }
     // Merges and erasures move or return every open hold of the account.
-    let whole: Vec<(String, Uuid)> = needs.accounts.iter().filter(|(_, (_, all))| *all).map(|(k, _)| k.clone()).collect();
+    let whole: Vec<(String, Uuid)> = needs
+        .accounts
+        .iter()
+        .filter(|(_, (_, all))| *all)
+        .map(|(k, _)| k.clone())
+        .collect();
     if !whole.is_empty() {
         let open: Vec<Uuid> = sqlx::query_scalar(
             "SELECT h.hold_id FROM holds h JOIN unnest($1::text[], $2::uuid[]) AS b(p, m)
@@ -105,10 +118,12 @@ async fn owners(tx: &mut PgConnection, needs: &Needs) -> Result<Vec<(String, Uui
     if !needs.holds.is_empty() {
         let ids: Vec<Uuid> = needs.holds.iter().copied().collect();
         owners.extend(
-            sqlx::query_as::<_, (String, Uuid)>("SELECT program_id, member_id FROM holds WHERE hold_id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await?,
+            sqlx::query_as::<_, (String, Uuid)>(
+                "SELECT program_id, member_id FROM holds WHERE hold_id = ANY($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?,
         );
     }
     if !needs.orders.is_empty() {
@@ -141,7 +156,10 @@ async fn owners(tx: &mut PgConnection, needs: &Needs) -> Result<Vec<(String, Uui
     Ok(owners)
 }
 
-async fn create_accounts(tx: &mut PgConnection, create: &HashSet<(String, Uuid)>) -> Result<(), sqlx::Error> {
+async fn create_accounts(
+    tx: &mut PgConnection,
+    create: &HashSet<(String, Uuid)>,
+) -> Result<(), sqlx::Error> {
     if create.is_empty() {
         return Ok(());
     }
@@ -160,7 +178,10 @@ async fn create_accounts(tx: &mut PgConnection, create: &HashSet<(String, Uuid)>
     Ok(())
 }
 
-async fn lock_accounts(tx: &mut PgConnection, keys: &[(String, Uuid)]) -> Result<Vec<Account>, sqlx::Error> {
+async fn lock_accounts(
+    tx: &mut PgConnection,
+    keys: &[(String, Uuid)],
+) -> Result<Vec<Account>, sqlx::Error> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -194,7 +215,11 @@ async fn lock_accounts(tx: &mut PgConnection, keys: &[(String, Uuid)]) -> Result
         .collect())
 }
 
-async fn load_holds(tx: &mut PgConnection, book: &mut Book, ids: &HashSet<Uuid>) -> Result<(), sqlx::Error> {
+async fn load_holds(
+    tx: &mut PgConnection,
+    book: &mut Book,
+    ids: &HashSet<Uuid>,
+) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -241,7 +266,11 @@ async fn load_holds(tx: &mut PgConnection, book: &mut Book, ids: &HashSet<Uuid>)
     Ok(())
 }
 
-async fn load_orders(tx: &mut PgConnection, book: &mut Book, keys: &HashSet<(String, String)>) -> Result<(), sqlx::Error> {
+async fn load_orders(
+    tx: &mut PgConnection,
+    book: &mut Book,
+    keys: &HashSet<(String, String)>,
+) -> Result<(), sqlx::Error> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -269,12 +298,17 @@ async fn load_orders(tx: &mut PgConnection, book: &mut Book, keys: &HashSet<(Str
             new: false,
             changed: false,
         };
-        book.orders.insert((o.program.clone(), o.order_id.clone()), o);
+        book.orders
+            .insert((o.program.clone(), o.order_id.clone()), o);
     }
     Ok(())
 }
 
-async fn load_redemptions(tx: &mut PgConnection, book: &mut Book, ids: &HashSet<Uuid>) -> Result<(), sqlx::Error> {
+async fn load_redemptions(
+    tx: &mut PgConnection,
+    book: &mut Book,
+    ids: &HashSet<Uuid>,
+) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -294,7 +328,11 @@ async fn load_redemptions(tx: &mut PgConnection, book: &mut Book, ids: &HashSet<
             program: r.get(0),
             movement_id: r.get(1),
             member_id: r.get(2),
-            kind: if kind == 3 { pb::MovementType::Capture } else { pb::MovementType::Redeem },
+            kind: if kind == 3 {
+                pb::MovementType::Capture
+            } else {
+                pb::MovementType::Redeem
+            },
             points: -points,
             uses: Vec::new(),
             reversed: r.get(5),
@@ -318,13 +356,22 @@ async fn load_redemptions(tx: &mut PgConnection, book: &mut Book, ids: &HashSet<
 /// Loads, per account: every pending and due lot, every open lot when
 /// needed, spendable lots in spending order until they cover the batch's
 /// spend, and the lots named.
-async fn load_lots(tx: &mut PgConnection, book: &mut Book, needs: &Needs, named: &[Uuid]) -> Result<(), sqlx::Error> {
+async fn load_lots(
+    tx: &mut PgConnection,
+    book: &mut Book,
+    needs: &Needs,
+    named: &[Uuid],
+) -> Result<(), sqlx::Error> {
     let mut programs = Vec::new();
     let mut members = Vec::new();
     let mut amounts = Vec::new();
     let mut everything = Vec::new();
     for (program, member) in book.accounts.keys() {
-        let (spend, all) = needs.accounts.get(&(program.clone(), *member)).copied().unwrap_or((0, false));
+        let (spend, all) = needs
+            .accounts
+            .get(&(program.clone(), *member))
+            .copied()
+            .unwrap_or((0, false));
         programs.push(program.clone());
         members.push(*member);
         amounts.push(spend);
@@ -377,7 +424,11 @@ async fn load_lots(tx: &mut PgConnection, book: &mut Book, needs: &Needs, named:
     Ok(())
 }
 
-async fn load_daily(tx: &mut PgConnection, book: &mut Book, keys: &HashSet<DailyKey>) -> Result<(), sqlx::Error> {
+async fn load_daily(
+    tx: &mut PgConnection,
+    book: &mut Book,
+    keys: &HashSet<DailyKey>,
+) -> Result<(), sqlx::Error> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -396,8 +447,17 @@ async fn load_daily(tx: &mut PgConnection, book: &mut Book, keys: &HashSet<Daily
     .await?;
     for (program, member_id, day, kind, points, events) in rows {
         book.daily.insert(
-            DailyKey { program, member_id, day, kind: i32::from(kind) },
-            Daily { points, events, changed: false },
+            DailyKey {
+                program,
+                member_id,
+                day,
+                kind: i32::from(kind),
+            },
+            Daily {
+                points,
+                events,
+                changed: false,
+            },
         );
     }
     Ok(())
@@ -416,7 +476,11 @@ pub fn snapshot_lots(book: &Book) -> LoadedLots {
 }
 
 /// Writes back everything the book changed.
-pub async fn save(tx: &mut PgConnection, book: &Book, loaded: &LoadedLots) -> Result<(), sqlx::Error> {
+pub async fn save(
+    tx: &mut PgConnection,
+    book: &Book,
+    loaded: &LoadedLots,
+) -> Result<(), sqlx::Error> {
     save_accounts(tx, book).await?;
     save_movements(tx, book).await?;
     save_lots(tx, book, loaded).await?;
@@ -514,7 +578,11 @@ async fn save_movements(tx: &mut PgConnection, book: &Book) -> Result<(), sqlx::
     Ok(())
 }
 
-async fn save_lots(tx: &mut PgConnection, book: &Book, loaded: &LoadedLots) -> Result<(), sqlx::Error> {
+async fn save_lots(
+    tx: &mut PgConnection,
+    book: &Book,
+    loaded: &LoadedLots,
+) -> Result<(), sqlx::Error> {
     let new: HashSet<Uuid> = book.new_lots.iter().map(|(_, l)| l.lot_id).collect();
     let fresh: Vec<(&String, &Lot)> = book
         .accounts

@@ -50,7 +50,11 @@ pub async fn spawn() -> Stack {
 
 pub async fn spawn_with(options: Options) -> Stack {
     let clock = ManualClock::new(chrono::Utc::now());
-    let prefix = options.join.as_ref().map(|j| j.0.clone()).unwrap_or_else(support::fresh_prefix);
+    let prefix = options
+        .join
+        .as_ref()
+        .map(|j| j.0.clone())
+        .unwrap_or_else(support::fresh_prefix);
     let mut member_runtime = support::runtime_config("member");
     member_runtime.redis_prefix = prefix.clone();
     let member_config = laurel_member::Config {
@@ -63,7 +67,11 @@ pub async fn spawn_with(options: Options) -> Stack {
         .await
         .expect("member builds");
     let member_running = support::start(member_app).await;
-    let member_addr = options.join.as_ref().map(|j| j.1).unwrap_or(member_running.addr);
+    let member_addr = options
+        .join
+        .as_ref()
+        .map(|j| j.1)
+        .unwrap_or(member_running.addr);
 
     let mut runtime = support::runtime_config("points");
     runtime.redis_prefix = prefix.clone();
@@ -137,7 +145,9 @@ impl Stack {
     pub async fn balance(&self, member: Uuid) -> pb::Balance {
         self.points
             .clone()
-            .get_balance(req(pb::GetBalanceRequest { member_id: member.to_string() }))
+            .get_balance(req(pb::GetBalanceRequest {
+                member_id: member.to_string(),
+            }))
             .await
             .expect("balance")
             .into_inner()
@@ -168,7 +178,10 @@ impl Stack {
         .fetch_all(&self.db)
         .await
         .unwrap();
-        assert!(bad.is_empty(), "account balances equal their entries: {bad:?}");
+        assert!(
+            bad.is_empty(),
+            "account balances equal their entries: {bad:?}"
+        );
         let lots: Vec<(Uuid, i64, i64)> = sqlx::query_as(
             "SELECT a.member_id, a.lots_total, COALESCE(l.s, 0) FROM accounts a
              LEFT JOIN (SELECT member_id, sum(remaining)::bigint AS s FROM lots GROUP BY member_id) l USING (member_id)
@@ -188,7 +201,9 @@ impl Stack {
 
 pub fn req<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("x-laurel-program", "default".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-laurel-program", "default".parse().unwrap());
     request
 }
 
@@ -208,5 +223,32 @@ pub fn fields(status: &tonic::Status) -> Vec<String> {
 /// The ErrorInfo reason of an error.
 pub fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
-    status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
+
+impl Stack {
+    /// Another member replica on the same schema and prefix that reads
+    /// balances from this points service (for GetMemberCard).
+    pub async fn member_with_points(&self) -> (support::Running, MemberServiceClient<Channel>) {
+        let mut runtime = support::runtime_config("member");
+        runtime.redis_prefix = self.prefix.clone();
+        runtime.db_schema = self.member_running.schema.clone();
+        runtime.run_relay = false;
+        let config = laurel_member::Config {
+            runtime,
+            pii_keys: laurel_member::pii::Keyring::single([42; 32]),
+            phone_region: Some(phonenumber::country::Id::DE),
+            points: laurel_member::PointsSettings::at(&format!("http://{}", self.points_addr)),
+        };
+        let app = laurel_member::build(config, Some(Arc::new(self.clock.clone())))
+            .await
+            .expect("member builds");
+        let mut running = support::start(app).await;
+        running.keep_schema();
+        let client = MemberServiceClient::new(running.channel.clone());
+        (running, client)
+    }
 }

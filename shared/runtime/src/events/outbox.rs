@@ -132,7 +132,10 @@ pub struct PackedEvent {
 
 impl PackedEvent {
     /// Packs `event` of `source`.
-    pub fn pack<P: Message + Name>(source: &str, event: NewEvent<'_, P>) -> Result<Self, sqlx::Error> {
+    pub fn pack<P: Message + Name>(
+        source: &str,
+        event: NewEvent<'_, P>,
+    ) -> Result<Self, sqlx::Error> {
         Ok(Self {
             program: event.program.to_string(),
             member_id: event.member_id,
@@ -181,7 +184,12 @@ pub async fn enqueue_many(
              DO UPDATE SET last_sequence = member_sequences.last_sequence + EXCLUDED.last_sequence
              RETURNING program_id, member_id, last_sequence",
         )
-        .bind(counts.iter().map(|((p, _), _)| p.to_string()).collect::<Vec<_>>())
+        .bind(
+            counts
+                .iter()
+                .map(|((p, _), _)| p.to_string())
+                .collect::<Vec<_>>(),
+        )
         .bind(counts.iter().map(|((_, m), _)| *m).collect::<Vec<_>>())
         .bind(source)
         .bind(counts.iter().map(|(_, n)| *n).collect::<Vec<_>>())
