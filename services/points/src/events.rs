@@ -89,6 +89,17 @@ fn time(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
         .and_then(|at| DateTime::from_timestamp_micros(at.timestamp_micros()))
 }
 
+/// An earn an event asks for.
+struct EventEarn {
+    program: String,
+    member_id: Uuid,
+    kind: pb::EarnKind,
+    order: Option<pb::Order>,
+    occurred_at: DateTime<Utc>,
+    reason: String,
+    reference: String,
+}
+
 /// How a refused command or a failure reads to the consumer.
 fn outcome(result: Result<(), PointsError>) -> Result<(), HandlerError> {
     match result {
@@ -128,17 +139,17 @@ impl Points {
         outcome(result)
     }
 
-    async fn earn_event(
-        &self,
-        tx: &mut PgConnection,
-        program: &str,
-        member_id: Uuid,
-        kind: pb::EarnKind,
-        order: Option<pb::Order>,
-        occurred_at: DateTime<Utc>,
-        reason: String,
-        reference: String,
-    ) -> Result<(), HandlerError> {
+    async fn earn_event(&self, tx: &mut PgConnection, e: EventEarn) -> Result<(), HandlerError> {
+        let EventEarn {
+            program,
+            member_id,
+            kind,
+            order,
+            occurred_at,
+            reason,
+            reference,
+        } = e;
+        let program = program.as_str();
         let settings = self
             .settings
             .get(self.db.pool(), program)
@@ -228,13 +239,15 @@ impl Points {
                 let reason = format!("purchase {}", p.order_id);
                 self.earn_event(
                     tx,
-                    &program,
-                    member_id,
-                    pb::EarnKind::Order,
-                    Some(order),
-                    occurred_at,
-                    reason,
-                    p.order_id,
+                    EventEarn {
+                        program: program.clone(),
+                        member_id,
+                        kind: pb::EarnKind::Order,
+                        order: Some(order),
+                        occurred_at,
+                        reason,
+                        reference: p.order_id,
+                    },
                 )
                 .await
             }
@@ -262,39 +275,45 @@ impl Points {
             Some(Detail::Review(r)) => {
                 self.earn_event(
                     tx,
-                    &program,
-                    member_id,
-                    pb::EarnKind::Review,
-                    None,
-                    occurred_at,
-                    "product review".into(),
-                    r.sku,
+                    EventEarn {
+                        program: program.clone(),
+                        member_id,
+                        kind: pb::EarnKind::Review,
+                        order: None,
+                        occurred_at,
+                        reason: "product review".into(),
+                        reference: r.sku,
+                    },
                 )
                 .await
             }
             Some(Detail::Share(s)) => {
                 self.earn_event(
                     tx,
-                    &program,
-                    member_id,
-                    pb::EarnKind::Share,
-                    None,
-                    occurred_at,
-                    "social share".into(),
-                    s.platform,
+                    EventEarn {
+                        program: program.clone(),
+                        member_id,
+                        kind: pb::EarnKind::Share,
+                        order: None,
+                        occurred_at,
+                        reason: "social share".into(),
+                        reference: s.platform,
+                    },
                 )
                 .await
             }
             Some(Detail::CheckIn(c)) => {
                 self.earn_event(
                     tx,
-                    &program,
-                    member_id,
-                    pb::EarnKind::CheckIn,
-                    None,
-                    occurred_at,
-                    "check-in".into(),
-                    c.location_id,
+                    EventEarn {
+                        program: program.clone(),
+                        member_id,
+                        kind: pb::EarnKind::CheckIn,
+                        order: None,
+                        occurred_at,
+                        reason: "check-in".into(),
+                        reference: c.location_id,
+                    },
                 )
                 .await
             }
@@ -319,13 +338,15 @@ impl Points {
         let at = DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at);
         self.earn_event(
             tx,
-            &program,
-            referrer,
-            pb::EarnKind::Referral,
-            None,
-            at,
-            "referral".into(),
-            member_id.to_string(),
+            EventEarn {
+                program: program.clone(),
+                member_id: referrer,
+                kind: pb::EarnKind::Referral,
+                order: None,
+                occurred_at: at,
+                reason: "referral".into(),
+                reference: member_id.to_string(),
+            },
         )
         .await
     }

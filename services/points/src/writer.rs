@@ -231,7 +231,7 @@ impl BatchApply for Writer {
         &'a self,
         tx: &'a mut PgConnection,
         requests: &'a [Request],
-    ) -> BoxFuture<'a, Result<Vec<Outcome>, PointsError>> {
+    ) -> BoxFuture<'a, laurel_runtime::group_commit::BatchOutcome<Self>> {
         self.apply_batch(tx, requests).boxed()
     }
 

@@ -30,6 +30,12 @@ use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+/// One outcome per request of a batch, or the batch's own failure.
+pub type BatchOutcome<B> = Result<
+    Vec<Result<<B as BatchApply>::Response, <B as BatchApply>::Error>>,
+    <B as BatchApply>::Error,
+>;
+
 /// How a service applies a batch of its requests.
 pub trait BatchApply: Send + Sync + 'static {
     /// One queued request.
@@ -46,7 +52,7 @@ pub trait BatchApply: Send + Sync + 'static {
         &'a self,
         tx: &'a mut PgConnection,
         requests: &'a [Self::Request],
-    ) -> BoxFuture<'a, Result<Vec<Result<Self::Response, Self::Error>>, Self::Error>>;
+    ) -> BoxFuture<'a, BatchOutcome<Self>>;
 
     /// The error answered when the transaction cannot begin or commit.
     fn storage_error(&self, error: sqlx::Error) -> Self::Error;
@@ -222,10 +228,7 @@ impl<B: BatchApply> Writer<B> {
         }
     }
 
-    async fn attempt(
-        &self,
-        requests: &[B::Request],
-    ) -> Result<Vec<Result<B::Response, B::Error>>, B::Error> {
+    async fn attempt(&self, requests: &[B::Request]) -> BatchOutcome<B> {
         let storage = |e| self.handler.storage_error(e);
         let mut tx = self.pool.begin().await.map_err(storage)?;
         let outcomes = self.handler.apply(&mut tx, requests).await?;

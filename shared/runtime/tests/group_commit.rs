@@ -9,7 +9,7 @@ use std::{
 };
 
 use futures::{FutureExt, future::BoxFuture};
-use laurel_runtime::group_commit::{BatchApply, GroupCommit, GroupConfig};
+use laurel_runtime::group_commit::{BatchApply, BatchOutcome, GroupCommit, GroupConfig};
 use laurel_test_support as support;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -37,7 +37,7 @@ impl BatchApply for Inserter {
         &'a self,
         tx: &'a mut PgConnection,
         requests: &'a [Ask],
-    ) -> BoxFuture<'a, Result<Vec<Result<i64, String>>, String>> {
+    ) -> BoxFuture<'a, BatchOutcome<Self>> {
         async move {
             self.batches.lock().unwrap().push(requests.len());
             let mut out = Vec::new();

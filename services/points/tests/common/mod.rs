@@ -241,7 +241,7 @@ impl Stack {
             runtime,
             pii_keys: laurel_member::pii::Keyring::single([42; 32]),
             phone_region: Some(phonenumber::country::Id::DE),
-            points: laurel_member::PointsSettings::at(&format!("http://{}", self.points_addr)),
+            points: laurel_member::PointsSettings::at(format!("http://{}", self.points_addr)),
         };
         let app = laurel_member::build(config, Some(Arc::new(self.clock.clone())))
             .await
