@@ -89,7 +89,10 @@ CREATE TABLE lots (
     CONSTRAINT lots_pkey PRIMARY KEY (lot_id),
     CONSTRAINT lots_remaining_in_range CHECK (points > 0 AND remaining >= 0 AND remaining <= points)
 );
-CREATE INDEX lots_open_idx ON lots (program_id, member_id) WHERE remaining > 0;
+-- Open lots of an account in spending order (soonest expiry first), and by
+-- availability (pending ones).
+CREATE INDEX lots_spending_idx ON lots (program_id, member_id, expires_at, earned_at, lot_id) WHERE remaining > 0;
+CREATE INDEX lots_pending_idx ON lots (program_id, member_id, available_from) WHERE remaining > 0;
 CREATE INDEX lots_due_idx ON lots (expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL;
 CREATE INDEX lots_reminder_idx ON lots (expires_at) WHERE remaining > 0 AND NOT reminded AND expires_at IS NOT NULL;
 

@@ -54,8 +54,8 @@ pub async fn load(
     let mut book = Book::new(now);
     // Who the holds, orders and redemptions belong to (read again below,
     // under the accounts' locks).
-    for (program, member) in owners(tx, &needs).await? {
-        needs.account(&program, member, 0, false);
+    for (program, member, everything) in owners(tx, &needs).await? {
+        needs.account(&program, member, 0, everything);
     }
     create_accounts(tx, &needs.create).await?;
     let mut wanted: Vec<(String, Uuid)> = needs.accounts.keys().cloned().collect();
@@ -113,13 +113,16 @@ pub async fn load(
     Ok(book)
 }
 
-async fn owners(tx: &mut PgConnection, needs: &Needs) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
+/// The accounts of the holds, orders and redemptions named, and whether
+/// every open lot of each is needed (a refund's clawback may reach beyond
+/// the order's own lot).
+async fn owners(tx: &mut PgConnection, needs: &Needs) -> Result<Vec<(String, Uuid, bool)>, sqlx::Error> {
     let mut owners = Vec::new();
     if !needs.holds.is_empty() {
         let ids: Vec<Uuid> = needs.holds.iter().copied().collect();
         owners.extend(
-            sqlx::query_as::<_, (String, Uuid)>(
-                "SELECT program_id, member_id FROM holds WHERE hold_id = ANY($1)",
+            sqlx::query_as::<_, (String, Uuid, bool)>(
+                "SELECT program_id, member_id, false FROM holds WHERE hold_id = ANY($1)",
             )
             .bind(&ids)
             .fetch_all(&mut *tx)
@@ -129,8 +132,8 @@ async fn owners(tx: &mut PgConnection, needs: &Needs) -> Result<Vec<(String, Uui
     if !needs.orders.is_empty() {
         let (programs, orders): (Vec<String>, Vec<String>) = needs.orders.iter().cloned().unzip();
         owners.extend(
-            sqlx::query_as::<_, (String, Uuid)>(
-                "SELECT o.program_id, o.member_id FROM order_earns o
+            sqlx::query_as::<_, (String, Uuid, bool)>(
+                "SELECT o.program_id, o.member_id, true FROM order_earns o
                  JOIN unnest($1::text[], $2::text[]) AS b(p, id) ON o.program_id = b.p AND o.order_id = b.id",
             )
             .bind(&programs)
@@ -142,11 +145,11 @@ async fn owners(tx: &mut PgConnection, needs: &Needs) -> Result<Vec<(String, Uui
     if !needs.redemptions.is_empty() {
         let ids: Vec<Uuid> = needs.redemptions.iter().copied().collect();
         owners.extend(
-            sqlx::query_as::<_, (String, Uuid)>(
-                "SELECT m.program_id, l.member_id FROM movements m
+            sqlx::query_as::<_, (String, Uuid, bool)>(
+                "SELECT m.program_id, l.member_id, false FROM movements m
                  JOIN lot_uses u ON u.movement_id = m.movement_id JOIN lots l ON l.lot_id = u.lot_id
                  WHERE m.movement_id = ANY($1)
-                 UNION SELECT program_id, member_id FROM movements WHERE movement_id = ANY($1)",
+                 UNION SELECT program_id, member_id, false FROM movements WHERE movement_id = ANY($1)",
             )
             .bind(&ids)
             .fetch_all(&mut *tx)
@@ -353,62 +356,13 @@ async fn load_redemptions(
     Ok(())
 }
 
-/// Loads, per account: every pending and due lot, every open lot when
-/// needed, spendable lots in spending order until they cover the batch's
-/// spend, and the lots named.
-async fn load_lots(
-    tx: &mut PgConnection,
-    book: &mut Book,
-    needs: &Needs,
-    named: &[Uuid],
-) -> Result<(), sqlx::Error> {
-    let mut programs = Vec::new();
-    let mut members = Vec::new();
-    let mut amounts = Vec::new();
-    let mut everything = Vec::new();
-    for (program, member) in book.accounts.keys() {
-        let (spend, all) = needs
-            .accounts
-            .get(&(program.clone(), *member))
-            .copied()
-            .unwrap_or((0, false));
-        programs.push(program.clone());
-        members.push(*member);
-        amounts.push(spend);
-        everything.push(all);
-    }
-    let rows = sqlx::query(
-        "WITH need AS (
-           SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bool[]) AS n(program_id, member_id, amount, everything)
-         ), open AS (
-           SELECT l.program_id, l.lot_id, l.member_id, l.movement_id, l.points, l.remaining, l.earned_at,
-                  l.available_from, l.expires_at, n.amount, n.everything,
-                  (l.available_from <= $5 AND (l.expires_at IS NULL OR l.expires_at > $5)) AS spendable,
-                  sum(CASE WHEN l.available_from <= $5 AND (l.expires_at IS NULL OR l.expires_at > $5) THEN l.remaining ELSE 0 END)
-                    OVER (PARTITION BY l.program_id, l.member_id
-                          ORDER BY l.expires_at NULLS LAST, l.earned_at, l.lot_id
-                          ROWS UNBOUNDED PRECEDING) AS upto
-           FROM lots l JOIN need n ON l.program_id = n.program_id AND l.member_id = n.member_id
-           WHERE l.remaining > 0
-         )
-         SELECT program_id, lot_id, member_id, movement_id, points, remaining, earned_at, available_from, expires_at
-         FROM open
-         WHERE everything OR NOT spendable OR (upto - remaining) < amount OR lot_id = ANY($6)
-         UNION
-         SELECT program_id, lot_id, member_id, movement_id, points, remaining, earned_at, available_from, expires_at
-         FROM lots WHERE lot_id = ANY($6)",
-    )
-    .bind(&programs)
-    .bind(&members)
-    .bind(&amounts)
-    .bind(&everything)
-    .bind(book.now)
-    .bind(named)
-    .fetch_all(tx)
-    .await?;
-    for r in rows {
-        let program: String = r.get(0);
-        let lot = Lot {
+/// Columns of a lot, in [`lot_from_row`]'s order.
+const LOT_COLUMNS: &str = "l.program_id, l.lot_id, l.member_id, l.movement_id, l.points, l.remaining, l.earned_at, l.available_from, l.expires_at";
+
+fn lot_from_row(r: &sqlx::postgres::PgRow) -> (String, Lot) {
+    (
+        r.get(0),
+        Lot {
             lot_id: r.get(1),
             member_id: r.get(2),
             movement_id: r.get(3),
@@ -417,9 +371,91 @@ async fn load_lots(
             earned_at: r.get(6),
             available_from: r.get(7),
             expires_at: r.get(8),
-        };
-        let account = book.account_mut(&program, lot.member_id);
-        account.lots.push(lot);
+        },
+    )
+}
+
+/// Spendable lots fetched per account and round, in spending order.
+const SPEND_PAGE: i64 = 32;
+
+/// Loads, per account: every pending and due lot, every open lot when
+/// needed, spendable lots in spending order until they cover the batch's
+/// spend, and the lots named. Each query walks an index range, so an
+/// account with thousands of open lots costs no more than one with a few.
+async fn load_lots(tx: &mut PgConnection, book: &mut Book, needs: &Needs, named: &[Uuid]) -> Result<(), sqlx::Error> {
+    let keys: Vec<(String, Uuid)> = book.accounts.keys().cloned().collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let programs: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+    let members: Vec<Uuid> = keys.iter().map(|k| k.1).collect();
+    let whole: Vec<bool> = keys.iter().map(|k| needs.accounts.get(k).is_some_and(|n| n.1)).collect();
+    let mut rows = sqlx::query(&format!(
+        "WITH b AS (SELECT * FROM unnest($1::text[], $2::uuid[], $3::bool[]) AS b(p, m, whole))
+         SELECT {LOT_COLUMNS} FROM lots l JOIN b ON l.program_id = b.p AND l.member_id = b.m
+           WHERE l.remaining > 0 AND (b.whole OR l.available_from > $4)
+         UNION
+         SELECT {LOT_COLUMNS} FROM lots l JOIN b ON l.program_id = b.p AND l.member_id = b.m
+           WHERE l.remaining > 0 AND l.expires_at <= $4
+         UNION
+         SELECT {LOT_COLUMNS} FROM lots l WHERE l.lot_id = ANY($5)"
+    ))
+    .bind(&programs)
+    .bind(&members)
+    .bind(&whole)
+    .bind(book.now)
+    .bind(named)
+    .fetch_all(&mut *tx)
+    .await?;
+    // Spendable lots, a page per account at a time, until the spend is covered.
+    let mut wanted: Vec<((String, Uuid), i64)> = keys
+        .iter()
+        .zip(&whole)
+        .filter(|(_, whole)| !**whole)
+        .filter_map(|(k, _)| needs.accounts.get(k).map(|n| (k.clone(), n.0)))
+        .filter(|(_, spend)| *spend > 0)
+        .collect();
+    let mut offset = 0;
+    while !wanted.is_empty() {
+        let page = sqlx::query(&format!(
+            "SELECT x.* FROM unnest($1::text[], $2::uuid[]) AS b(p, m),
+             LATERAL (SELECT {LOT_COLUMNS} FROM lots l
+                      WHERE l.program_id = b.p AND l.member_id = b.m AND l.remaining > 0
+                        AND l.available_from <= $3 AND (l.expires_at IS NULL OR l.expires_at > $3)
+                      ORDER BY l.expires_at NULLS LAST, l.earned_at, l.lot_id
+                      OFFSET $4 LIMIT $5) x"
+        ))
+        .bind(wanted.iter().map(|w| w.0.0.clone()).collect::<Vec<_>>())
+        .bind(wanted.iter().map(|w| w.0.1).collect::<Vec<_>>())
+        .bind(book.now)
+        .bind(offset)
+        .bind(SPEND_PAGE)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut got: HashMap<(String, Uuid), (i64, i64)> = HashMap::new();
+        for r in &page {
+            let (program, lot) = lot_from_row(r);
+            let e = got.entry((program, lot.member_id)).or_default();
+            e.0 += 1;
+            e.1 += lot.remaining;
+        }
+        rows.extend(page);
+        // Still short, with a full page: the next page.
+        wanted = wanted
+            .into_iter()
+            .filter_map(|(k, spend)| {
+                let (n, points) = got.get(&k).copied().unwrap_or_default();
+                (n == SPEND_PAGE && points < spend).then(|| (k, spend - points))
+            })
+            .collect();
+        offset += SPEND_PAGE;
+    }
+    let mut seen = HashSet::new();
+    for r in &rows {
+        let (program, lot) = lot_from_row(r);
+        if seen.insert(lot.lot_id) {
+            book.account_mut(&program, lot.member_id).lots.push(lot);
+        }
     }
     Ok(())
 }
