@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
-use laurel_proto::member::v1::{GetMemberRequest, member_service_client::MemberServiceClient};
+use laurel_proto::member::v1::{
+    GetMemberRequest, MemberStatus, member_service_client::MemberServiceClient,
+};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::error::PointsError;
+use crate::{error::PointsError, ledger::book::LedgerError};
 
 /// Members known to exist.
 #[derive(Clone)]
@@ -87,7 +89,12 @@ impl MemberDirectory {
             }
         }
         match self.client.clone().get_member(request).await {
-            Ok(_) => Ok(()),
+            Ok(r) => match r.into_inner().member.map(|m| m.status) {
+                Some(s) if s == MemberStatus::Erased as i32 => {
+                    Err(PointsError::Ledger(LedgerError::MemberInactive("erased")))
+                }
+                _ => Ok(()),
+            },
             Err(s) if s.code() == tonic::Code::NotFound => Err(PointsError::MemberNotFound),
             Err(s) => Err(PointsError::MemberServiceUnavailable(
                 s.message().to_owned(),
