@@ -299,7 +299,7 @@ impl Writer {
         let mut needs = Needs::default();
         for (i, r) in requests.iter().enumerate() {
             if outcomes[i].is_none() && follows[i].is_none() {
-                need(&mut needs, &r.command, now);
+                need(&mut needs, &r.command);
             }
         }
         let mut book = store::load(tx, needs, now).await?;
@@ -421,7 +421,7 @@ fn pack_events(book: &Book) -> Result<Vec<PackedEvent>, PointsError> {
 }
 
 /// What a command needs loaded.
-fn need(needs: &mut Needs, command: &Command, now: chrono::DateTime<chrono::Utc>) {
+fn need(needs: &mut Needs, command: &Command) {
     match command {
         Command::Earn { op, .. } => {
             needs.account(&op.program, op.member_id, 0, false);
@@ -489,7 +489,6 @@ fn need(needs: &mut Needs, command: &Command, now: chrono::DateTime<chrono::Utc>
             needs.create.insert((program.clone(), *member_id));
         }
     }
-    let _ = now;
 }
 
 fn balance(book: &Book, program: &str, member: Uuid) -> Option<pb::Balance> {

@@ -366,3 +366,77 @@ async fn discounts_follow_the_rate_minimum_and_share_and_the_statement_pages() {
     assert_eq!(earns.lines.len(), 1);
     assert_eq!(earns.lines[0].movement.as_ref().unwrap().points, 10_000);
 }
+
+#[tokio::test]
+async fn daily_caps_and_event_limits_hold_per_member_and_day() {
+    let stack = spawn().await;
+    let at = stack.clock.now() - chrono::Duration::days(1);
+    stack
+        .points
+        .clone()
+        .publish_earn_rules(req(pb::PublishEarnRulesRequest {
+            request_id: rid(),
+            rules: Some(pb::EarnRules {
+                effective_from: Some(prost_types::Timestamp {
+                    seconds: at.timestamp(),
+                    nanos: 0,
+                }),
+                base_points: 1,
+                base_amount_minor: 100,
+                max_points_per_day: 150,
+                event_rules: vec![pb::EventRule {
+                    kind: pb::EarnKind::Review as i32,
+                    points: 20,
+                    max_per_day: 2,
+                }],
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+    let m = stack.member().await;
+    earn_order(&stack, m, "D-1", 10_000).await;
+    let capped = earn_order(&stack, m, "D-2", 10_000).await;
+    assert_eq!(capped.movement.unwrap().points, 50);
+    assert!(capped.applied_rules.iter().any(|r| r.rule == "cap:day"));
+    for _ in 0..3 {
+        stack
+            .points
+            .clone()
+            .earn(req(pb::EarnRequest {
+                request_id: rid(),
+                member_id: m.to_string(),
+                kind: pb::EarnKind::Review as i32,
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        stack.balance(m).await.available,
+        150 + 40,
+        "two reviews a day earn"
+    );
+    let preview = stack
+        .points
+        .clone()
+        .preview_earn(req(pb::PreviewEarnRequest {
+            member_id: m.to_string(),
+            kind: pb::EarnKind::Order as i32,
+            order: Some(pb::Order {
+                order_id: "D-3".into(),
+                total: eur(12_345),
+                lines: vec![],
+            }),
+            occurred_at: None,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((preview.points, preview.rules_version), (123, 1));
+    assert_eq!(
+        stack.balance(m).await.available,
+        190,
+        "a preview earns nothing"
+    );
+}

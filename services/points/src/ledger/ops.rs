@@ -235,15 +235,9 @@ impl Book {
             points = 0;
         }
         if let Some(cap) = op.max_points_per_day {
-            let room = (cap - today.points).max(0);
-            if points > room {
-                limited = Some(pb::AppliedRule {
-                    rule: "cap:day".into(),
-                    points: room - points,
-                    detail: format!("at most {cap} points a day"),
-                });
-                points = room;
-            }
+            let (allowed, cut) = crate::rules::apply_daily_cap(points, today.points, cap);
+            points = allowed;
+            limited = cut.or(limited);
         }
         if points > 0 {
             in_bounds(points)?;

@@ -116,7 +116,10 @@ pub async fn load(
 /// The accounts of the holds, orders and redemptions named, and whether
 /// every open lot of each is needed (a refund's clawback may reach beyond
 /// the order's own lot).
-async fn owners(tx: &mut PgConnection, needs: &Needs) -> Result<Vec<(String, Uuid, bool)>, sqlx::Error> {
+async fn owners(
+    tx: &mut PgConnection,
+    needs: &Needs,
+) -> Result<Vec<(String, Uuid, bool)>, sqlx::Error> {
     let mut owners = Vec::new();
     if !needs.holds.is_empty() {
         let ids: Vec<Uuid> = needs.holds.iter().copied().collect();
@@ -382,14 +385,22 @@ const SPEND_PAGE: i64 = 32;
 /// needed, spendable lots in spending order until they cover the batch's
 /// spend, and the lots named. Each query walks an index range, so an
 /// account with thousands of open lots costs no more than one with a few.
-async fn load_lots(tx: &mut PgConnection, book: &mut Book, needs: &Needs, named: &[Uuid]) -> Result<(), sqlx::Error> {
+async fn load_lots(
+    tx: &mut PgConnection,
+    book: &mut Book,
+    needs: &Needs,
+    named: &[Uuid],
+) -> Result<(), sqlx::Error> {
     let keys: Vec<(String, Uuid)> = book.accounts.keys().cloned().collect();
     if keys.is_empty() {
         return Ok(());
     }
     let programs: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
     let members: Vec<Uuid> = keys.iter().map(|k| k.1).collect();
-    let whole: Vec<bool> = keys.iter().map(|k| needs.accounts.get(k).is_some_and(|n| n.1)).collect();
+    let whole: Vec<bool> = keys
+        .iter()
+        .map(|k| needs.accounts.get(k).is_some_and(|n| n.1))
+        .collect();
     let mut rows = sqlx::query(&format!(
         "WITH b AS (SELECT * FROM unnest($1::text[], $2::uuid[], $3::bool[]) AS b(p, m, whole))
          SELECT {LOT_COLUMNS} FROM lots l JOIN b ON l.program_id = b.p AND l.member_id = b.m
