@@ -440,3 +440,63 @@ async fn daily_caps_and_event_limits_hold_per_member_and_day() {
         "a preview earns nothing"
     );
 }
+
+#[tokio::test]
+async fn an_imported_order_earns_by_the_rules_in_force_when_it_happened() {
+    let stack = spawn().await;
+    let now = stack.clock.now();
+    for (days_ago, base_points) in [(30, 1), (5, 3)] {
+        let at = now - chrono::Duration::days(days_ago);
+        stack
+            .points
+            .clone()
+            .publish_earn_rules(req(pb::PublishEarnRulesRequest {
+                request_id: rid(),
+                rules: Some(pb::EarnRules {
+                    effective_from: Some(prost_types::Timestamp {
+                        seconds: at.timestamp(),
+                        nanos: 0,
+                    }),
+                    base_points,
+                    base_amount_minor: 100,
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap();
+    }
+    let m = stack.member().await;
+    let old = now - chrono::Duration::days(10);
+    let imported = stack
+        .points
+        .clone()
+        .earn(req(pb::EarnRequest {
+            request_id: rid(),
+            member_id: m.to_string(),
+            kind: pb::EarnKind::Order as i32,
+            order: Some(pb::Order {
+                order_id: "I-1".into(),
+                total: eur(1_000),
+                lines: vec![],
+            }),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: old.timestamp(),
+                nanos: 0,
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        imported.movement.unwrap().points,
+        10,
+        "version 1 was in force ten days ago"
+    );
+    let today = earn_order(&stack, m, "I-2", 1_000).await;
+    assert_eq!(
+        today.movement.unwrap().points,
+        30,
+        "version 2 is in force now"
+    );
+}
