@@ -7,7 +7,7 @@
 mod common;
 
 use chrono::{DateTime, Duration, Utc};
-use common::{Stack, fields, reason, req, rid, spawn};
+use common::{Stack, eventually, fields, reason, req, rid, spawn};
 use laurel_proto::{common::v1::EventEnvelope, points::v1 as pb};
 use laurel_runtime::clock::Clock;
 use prost::Message;
@@ -560,6 +560,13 @@ async fn redeeming_takes_the_stock_and_the_points_and_records_a_pending_redempti
     let m = stack.member().await;
     stack.give(m, 1_000).await;
     let mug = create(&stack, reward("Mug", 300, 5)).await;
+    // Read once, so the member's card is filled before the spend.
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the card shows the earn",
+        || async { (stack.balance(m).await.available == 1_000).then_some(()) },
+    )
+    .await;
 
     let redeemed = redeem(&stack, m, &mug.reward_id, 2).await.unwrap();
     let movement = redeemed.movement.unwrap();
@@ -596,6 +603,13 @@ async fn redeeming_takes_the_stock_and_the_points_and_records_a_pending_redempti
         "stock changes are changes"
     );
     assert_eq!(points(&stack, m).await, 400);
+    // The member's card follows (its PointsMoved event left with the spend).
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the card shows the spend",
+        || async { (stack.balance(m).await.available == 400).then_some(()) },
+    )
+    .await;
 
     let mut client = stack.points.clone();
     for (reward_id, member_id) in [
@@ -613,7 +627,7 @@ async fn redeeming_takes_the_stock_and_the_points_and_records_a_pending_redempti
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(listed.redemptions, [redemption.clone()]);
+        assert_eq!(listed.redemptions, std::slice::from_ref(&redemption));
     }
 
     // The redemption is announced to other services.
