@@ -32,9 +32,15 @@ pub enum PointsError {
     /// A reward cannot be redeemed now.
     #[error("reward not redeemable: {0}")]
     RewardUnavailable(&'static str),
+    /// The member reached a reward's per-member limit for the period.
+    #[error("reward limit reached: {0}")]
+    RewardLimitReached(String),
     /// No such reward redemption.
     #[error("redemption not found")]
     RedemptionNotFound,
+    /// A reward redemption's fulfilment can no longer change.
+    #[error("redemption not pending: {0}")]
+    RedemptionNotPending(&'static str),
     /// The request_id was used with a different request.
     #[error("request_id was used with a different request")]
     RequestIdReused,
@@ -113,7 +119,13 @@ impl ServiceError for PointsError {
             RewardUnavailable(_) => {
                 ErrorKind::Refused(Code::FailedPrecondition, "REWARD_UNAVAILABLE")
             }
+            RewardLimitReached(_) => {
+                ErrorKind::Refused(Code::FailedPrecondition, "REWARD_LIMIT_REACHED")
+            }
             RedemptionNotFound => ErrorKind::Refused(Code::NotFound, "REDEMPTION_NOT_FOUND"),
+            RedemptionNotPending(_) => {
+                ErrorKind::Refused(Code::FailedPrecondition, "REDEMPTION_NOT_PENDING")
+            }
             RequestIdReused => ErrorKind::Refused(Code::AlreadyExists, "REQUEST_ID_REUSED"),
             Db(e) => ErrorKind::Db(e),
             Internal(_) => ErrorKind::Internal,
