@@ -328,6 +328,9 @@ impl Points {
         ctx: &RequestContext,
         req: &pb::RedeemRequest,
     ) -> Result<pb::RedeemResponse, PointsError> {
+        if let Some(pb::redeem_request::Target::Reward(_)) = &req.target {
+            return self.redeem_reward(ctx, req).await;
+        }
         let settings = self
             .settings
             .get(self.db.pool(), ctx.program.as_str())
@@ -337,16 +340,9 @@ impl Points {
         check::request_id(&req.request_id, &mut v);
         let member = check::member_id(&req.member_id, "member_id", &mut v);
         check::text(&req.reason, "reason", MAX_TEXT, &mut v);
-        let order = match &req.target {
-            Some(pb::redeem_request::Target::Order(o)) => o,
-            Some(pb::redeem_request::Target::Reward(_)) => {
-                v.finish()?;
-                return self.redeem_reward(ctx, req).await;
-            }
-            None => {
-                v.add("target", "required: order or reward");
-                return Err(v.into());
-            }
+        let Some(pb::redeem_request::Target::Order(order)) = &req.target else {
+            v.add("target", "required: order or reward");
+            return Err(v.into());
         };
         let order_id = order.order_id.trim();
         v.check(
