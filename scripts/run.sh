@@ -8,10 +8,16 @@
 #
 # The services are built once (release), then each is started with
 # `<bin> serve` (which applies its migrations) in the background with its own
-# LAUREL_GRPC_ADDR and LAUREL_METRICS_ADDR. If one exits, all stop and
-# the script exits with that service's status. Other settings the services
-# read (LAUREL_PII_KEYS, LAUREL_API_KEYS, RUST_LOG, ...) pass through from the
-# environment. LAUREL_DEV_MODE defaults to 1 here (see below).
+# LAUREL_GRPC_ADDR and LAUREL_METRICS_ADDR, and with LAUREL_<OTHER>_ADDR
+# (http://host:port) pointing at every other service of the list (member
+# asks points for balances, points asks member about members it never saw),
+# unless the environment sets that address already. All share the
+# environment's LAUREL_REDIS_PREFIX (default laurel), so they read one
+# another's events and card fields; each keeps its own Postgres schema (its
+# name). If one exits, all stop and the script exits with that service's
+# status. Other settings the services read (LAUREL_PII_KEYS, LAUREL_API_KEYS,
+# LAUREL_POINTS_API_KEY, LAUREL_MEMBER_API_KEY, RUST_LOG, ...) pass through
+# from the environment. LAUREL_DEV_MODE defaults to 1 here (see below).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/stack.sh
@@ -23,6 +29,7 @@ HOST=${LAUREL_RUN_HOST:-127.0.0.1}
 # laurel-<name>.
 SERVICES=(
   "member 50051 9464"
+  "points 50052 9465"
 )
 
 selected=()
@@ -79,6 +86,12 @@ for line in "${selected[@]}"; do
   (
     trap - INT QUIT TERM HUP EXIT
     export LAUREL_GRPC_ADDR="$HOST:$grpc_port" LAUREL_METRICS_ADDR="$HOST:$metrics_port"
+    for peer in "${SERVICES[@]}"; do
+      read -r peer_name peer_port _ <<<"$peer"
+      [[ $peer_name != "$name" ]] || continue
+      var="LAUREL_${peer_name^^}_ADDR"
+      [[ -n ${!var:-} ]] || export "$var=http://$HOST:$peer_port"
+    done
     exec cargo run --release -q -p "laurel-$name" -- serve
   ) </dev/null &
   PIDS[$!]=$name
