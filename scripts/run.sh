@@ -63,6 +63,9 @@ if [[ $LAUREL_DEV_MODE == 1 ]]; then
 fi
 
 cargo build --release "${packages[@]}"
+# The binaries of that one build: `cargo run -p` per service would select
+# one package at a time, unify dependency features differently and rebuild.
+bin_dir=${CARGO_TARGET_DIR:-$PWD/target}/release
 
 declare -A PIDS=()
 # shellcheck disable=SC2317 # called from the exit hook
@@ -81,7 +84,7 @@ laurel_at_exit stop_services
 
 for line in "${selected[@]}"; do
   read -r name grpc_port metrics_port <<<"$line"
-  # cargo run execs the binary, so $! is the service itself. Default SIGINT
+  # The subshell execs the binary, so $! is the service itself. Default SIGINT
   # handling is restored so Ctrl-C reaches it as a graceful shutdown.
   (
     trap - INT QUIT TERM HUP EXIT
@@ -92,7 +95,7 @@ for line in "${selected[@]}"; do
       var="LAUREL_${peer_name^^}_ADDR"
       [[ -n ${!var:-} ]] || export "$var=http://$HOST:$peer_port"
     done
-    exec cargo run --release -q -p "laurel-$name" -- serve
+    exec "$bin_dir/laurel-$name" serve
   ) </dev/null &
   PIDS[$!]=$name
   echo "run: $name gRPC on $HOST:$grpc_port, metrics on http://$HOST:$metrics_port/metrics (pid $!)" >&2
