@@ -8,10 +8,16 @@
 #
 # The services are built once (release), then each is started with
 # `<bin> serve` (which applies its migrations) in the background with its own
-# LAUREL_GRPC_ADDR and LAUREL_METRICS_ADDR. If one exits, all stop and
-# the script exits with that service's status. Other settings the services
-# read (LAUREL_PII_KEYS, LAUREL_API_KEYS, RUST_LOG, ...) pass through from the
-# environment. LAUREL_DEV_MODE defaults to 1 here (see below).
+# LAUREL_GRPC_ADDR and LAUREL_METRICS_ADDR, and with LAUREL_<OTHER>_ADDR
+# (http://host:port) pointing at every other service of the list (member
+# asks points for balances, points asks member about members it never saw),
+# unless the environment sets that address already. All share the
+# environment's LAUREL_REDIS_PREFIX (default laurel), so they read one
+# another's events and card fields; each keeps its own Postgres schema (its
+# name). If one exits, all stop and the script exits with that service's
+# status. Other settings the services read (LAUREL_PII_KEYS, LAUREL_API_KEYS,
+# LAUREL_POINTS_API_KEY, LAUREL_MEMBER_API_KEY, RUST_LOG, ...) pass through
+# from the environment. LAUREL_DEV_MODE defaults to 1 here (see below).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/stack.sh
@@ -23,6 +29,7 @@ HOST=${LAUREL_RUN_HOST:-127.0.0.1}
 # laurel-<name>.
 SERVICES=(
   "member 50051 9464"
+  "points 50052 9465"
 )
 
 selected=()
@@ -56,6 +63,9 @@ if [[ $LAUREL_DEV_MODE == 1 ]]; then
 fi
 
 cargo build --release "${packages[@]}"
+# The binaries of that one build: `cargo run -p` per service would select
+# one package at a time, unify dependency features differently and rebuild.
+bin_dir=${CARGO_TARGET_DIR:-$PWD/target}/release
 
 declare -A PIDS=()
 # shellcheck disable=SC2317 # called from the exit hook
@@ -74,12 +84,18 @@ laurel_at_exit stop_services
 
 for line in "${selected[@]}"; do
   read -r name grpc_port metrics_port <<<"$line"
-  # cargo run execs the binary, so $! is the service itself. Default SIGINT
+  # The subshell execs the binary, so $! is the service itself. Default SIGINT
   # handling is restored so Ctrl-C reaches it as a graceful shutdown.
   (
     trap - INT QUIT TERM HUP EXIT
     export LAUREL_GRPC_ADDR="$HOST:$grpc_port" LAUREL_METRICS_ADDR="$HOST:$metrics_port"
-    exec cargo run --release -q -p "laurel-$name" -- serve
+    for peer in "${SERVICES[@]}"; do
+      read -r peer_name peer_port _ <<<"$peer"
+      [[ $peer_name != "$name" ]] || continue
+      var="LAUREL_${peer_name^^}_ADDR"
+      [[ -n ${!var:-} ]] || export "$var=http://$HOST:$peer_port"
+    done
+    exec "$bin_dir/laurel-$name" serve
   ) </dev/null &
   PIDS[$!]=$name
   echo "run: $name gRPC on $HOST:$grpc_port, metrics on http://$HOST:$metrics_port/metrics (pid $!)" >&2

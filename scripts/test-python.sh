@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Run the Python client suite (tests/clients/python) against a real member
-# service, started here from a debug build on a free port.
+# Run the Python client suite (tests/clients/python) against real member and
+# points services, started here from debug builds on free ports and pointed
+# at each other.
 #
 #   scripts/test-python.sh [pytest args...]
 #   scripts/stack.sh scripts/test-python.sh -k reflection
 #
 # Postgres and Redis come from scripts/stack.sh: DATABASE_URL and REDIS_URL
-# when set, throwaway servers otherwise. The service gets a fresh schema and
-# Redis prefix (dropped afterwards when psql and redis-cli are at hand), a
-# generated LAUREL_PII_KEY, LAUREL_DEV_MODE=1 and no metrics listener.
+# when set, throwaway servers otherwise. Each service gets a fresh schema,
+# both one fresh Redis prefix (dropped afterwards when psql and redis-cli
+# are at hand); LAUREL_DEV_MODE=1, no metrics listener, and for member a
+# generated LAUREL_PII_KEY. pytest sees LAUREL_MEMBER_ADDR and
+# LAUREL_POINTS_ADDR.
 #
 # The virtualenv lives in tests/clients/python/.venv (gitignored) and is
 # (re)installed from tests/clients/python/requirements.txt when that file
@@ -48,64 +51,95 @@ if [[ ! -x $venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
 fi
 py=$venv/bin/python
 
-# --- the member service ------------------------------------------------------
+# --- the services ------------------------------------------------------------
 # shellcheck source=scripts/stack.sh
 source scripts/stack.sh
 laurel_stack_up
 
-cargo build -q -p laurel-member
-bin=${CARGO_TARGET_DIR:-$repo/target}/debug/laurel-member
+# name: the cargo package is laurel-<name>. Member asks points for balances
+# (GetMemberCard), points asks member about members it never saw.
+services=(member points)
+packages=()
+for name in "${services[@]}"; do packages+=(-p "laurel-$name"); done
+cargo build -q "${packages[@]}"
+bin_dir=${CARGO_TARGET_DIR:-$repo/target}/debug
 
 run_id=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
-schema=pyclient_$run_id
 prefix=pyclient-$run_id
-port=$(laurel_free_port)
 work=$(mktemp -d /tmp/laurel-pyclient.XXXXXX)
-service_log=$work/member.log
-service_pid=""
+declare -A port=() pid=()
+taken=" "
+for name in "${services[@]}"; do
+  # Nothing listens yet, so two draws could meet: draw again.
+  until [[ -n ${port[$name]:-} && $taken != *" ${port[$name]} "* ]]; do
+    port[$name]=$(laurel_free_port)
+  done
+  taken+="${port[$name]} "
+done
 
 # shellcheck disable=SC2317 # called from the exit hook
 cleanup() {
-  local i
-  if [[ -n $service_pid ]]; then
-    kill -TERM "$service_pid" 2>/dev/null || true
+  local name i
+  for name in "${!pid[@]}"; do kill -TERM "${pid[$name]}" 2>/dev/null || true; done
+  for name in "${!pid[@]}"; do
     for ((i = 0; i < 250; i++)); do
-      kill -0 "$service_pid" 2>/dev/null || break
+      kill -0 "${pid[$name]}" 2>/dev/null || break
       sleep 0.1
     done
-    kill -KILL "$service_pid" 2>/dev/null || true
-  fi
-  laurel_drop_scratch "$schema" "$prefix"
+    kill -KILL "${pid[$name]}" 2>/dev/null || true
+  done
+  for name in "${services[@]}"; do
+    laurel_drop_scratch "pyclient_${run_id}_$name" "$prefix"
+  done
   rm -rf "$work"
 }
 laurel_at_exit cleanup
 
-(
-  trap - INT QUIT TERM HUP EXIT
-  LAUREL_PII_KEY=$(head -c 32 /dev/urandom | base64)
-  export LAUREL_GRPC_ADDR=127.0.0.1:$port LAUREL_METRICS_ADDR=off \
-    LAUREL_DB_SCHEMA=$schema LAUREL_REDIS_PREFIX=$prefix LAUREL_DEV_MODE=1 \
-    LAUREL_PII_KEY
-  exec "$bin" serve
-) </dev/null >"$service_log" 2>&1 &
-service_pid=$!
-log "member (pid $service_pid) on 127.0.0.1:$port, schema $schema"
+show_logs() {
+  local name
+  for name in "${services[@]}"; do
+    log "the $name service's log ends with:"
+    tail -n 40 "$work/$name.log" >&2 || true
+  done
+}
 
-if ! "$py" "$suite/wait_serving.py" "127.0.0.1:$port" "$service_pid" 120; then
-  log "the member service did not become SERVING; its log:"
-  tail -n 40 "$service_log" >&2
-  exit 1
-fi
+for name in "${services[@]}"; do
+  (
+    trap - INT QUIT TERM HUP EXIT
+    # Each service its own schema, all one Redis prefix (events, the card).
+    export LAUREL_GRPC_ADDR=127.0.0.1:${port[$name]} LAUREL_METRICS_ADDR=off \
+      LAUREL_DB_SCHEMA=pyclient_${run_id}_$name LAUREL_REDIS_PREFIX=$prefix LAUREL_DEV_MODE=1
+    for peer in "${services[@]}"; do
+      [[ $peer == "$name" ]] || export "LAUREL_${peer^^}_ADDR=http://127.0.0.1:${port[$peer]}"
+    done
+    if [[ $name == member ]]; then
+      LAUREL_PII_KEY=$(head -c 32 /dev/urandom | base64)
+      export LAUREL_PII_KEY
+    fi
+    exec "$bin_dir/laurel-$name" serve
+  ) </dev/null >"$work/$name.log" 2>&1 &
+  pid[$name]=$!
+  log "$name (pid ${pid[$name]}) on 127.0.0.1:${port[$name]}, schema pyclient_${run_id}_$name"
+done
+
+for name in "${services[@]}"; do
+  if ! "$py" "$suite/wait_serving.py" "127.0.0.1:${port[$name]}" "${pid[$name]}" 120; then
+    log "the $name service did not become SERVING"
+    show_logs
+    exit 1
+  fi
+done
 
 rc=0
-LAUREL_MEMBER_ADDR=127.0.0.1:$port "$py" -m pytest -c "$suite/pytest.ini" \
+LAUREL_MEMBER_ADDR=127.0.0.1:${port[member]} LAUREL_POINTS_ADDR=127.0.0.1:${port[points]} \
+  "$py" -m pytest -c "$suite/pytest.ini" \
   --rootdir "$suite" -p no:cacheprovider "$suite" "$@" || rc=$?
 if [[ $rc -eq 5 ]]; then
   log "pytest collected no tests: counted as a failure"
   rc=1
 fi
 if [[ $rc -ne 0 ]]; then
-  log "pytest exited $rc; the member service's log ends with:"
-  tail -n 40 "$service_log" >&2
+  log "pytest exited $rc"
+  show_logs
 fi
 exit "$rc"

@@ -2,8 +2,8 @@
 # Run every test against the Postgres and Redis that scripts/stack.sh ensures
 # (throwaway ones unless DATABASE_URL / REDIS_URL are set): the Rust
 # workspace's tests, then the Python client suite (tests/clients/python)
-# against a running member service. Extra arguments go to `cargo test` and
-# skip the Python suite unless LAUREL_TEST_PYTHON=1, e.g.
+# against running member and points services. Extra arguments go to
+# `cargo test` and skip the Python suite unless LAUREL_TEST_PYTHON=1, e.g.
 #   scripts/test.sh -p laurel-member
 #   scripts/test.sh -- --nocapture
 # Exits non-zero if any part failed.

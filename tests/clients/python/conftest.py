@@ -10,10 +10,12 @@ Stubs are generated from `proto/` with grpcio-tools when the suite starts,
 into a temporary directory put first on `sys.path`, so tests import them as
 `from laurel.member.v1 import member_pb2`.
 
-To add a service (say points): add a `points_channel` fixture with
-`_channel("points")` and a `points` stub fixture beside `member` below, then
-write `test_points.py` with its calls. Metadata (`md`, `md_for`) and the fresh
-programme per test (`program`) work for every service.
+Each service has a session-wide channel fixture (`member_channel`,
+`points_channel`) and a stub fixture (`member`, `points`). To add a service
+(say tier): add a `tier_channel` fixture with `_channel("tier")` and a `tier`
+stub fixture beside the others below, start it in scripts/test-python.sh,
+then write `test_tier.py` with its calls. Metadata (`md`, `md_for`) and the
+fresh programme per test (`program`) work for every service.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ _install_stubs()
 from grpc_health.v1 import health_pb2_grpc  # noqa: E402
 from laurel.common.v1 import echo_pb2_grpc  # noqa: E402
 from laurel.member.v1 import member_pb2_grpc  # noqa: E402
+from laurel.points.v1 import points_pb2_grpc  # noqa: E402
 
 
 def service_addr(service: str) -> str:
@@ -124,6 +127,25 @@ def member_channel():
 def member(member_channel):
     """laurel.member.v1.MemberService."""
     return Stub(member_pb2_grpc.MemberServiceStub(member_channel))
+
+
+@pytest.fixture(scope="session")
+def points_channel():
+    channel = _channel("points")
+    yield channel
+    channel.close()
+
+
+@pytest.fixture
+def points(points_channel):
+    """laurel.points.v1.PointsService."""
+    return Stub(points_pb2_grpc.PointsServiceStub(points_channel))
+
+
+@pytest.fixture
+def points_health(points_channel):
+    """grpc.health.v1.Health of the points service."""
+    return Stub(health_pb2_grpc.HealthStub(points_channel))
 
 
 @pytest.fixture
