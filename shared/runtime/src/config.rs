@@ -109,9 +109,13 @@ pub fn database_from_env(service: &str) -> Result<(String, String), ConfigError>
 }
 
 impl RuntimeConfig {
-    /// Reads the shared settings for `service` from the environment.
+    /// Reads the shared settings for `service` from the environment; each
+    /// service has its own default ports (see [`default_ports`]).
     pub fn from_env(service: &'static str) -> Result<Self, ConfigError> {
-        let metrics_addr: String = env_or("LAUREL_METRICS_ADDR", "127.0.0.1:9464".to_owned())?;
+        let metrics_addr: String = env_or(
+            "LAUREL_METRICS_ADDR",
+            format!("127.0.0.1:{}", default_ports(service).1),
+        )?;
         let metrics_addr = match metrics_addr.as_str() {
             "off" | "none" => None,
             addr => Some(
@@ -136,7 +140,7 @@ impl RuntimeConfig {
             service,
             grpc_addr: env_or(
                 "LAUREL_GRPC_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], 50051)),
+                SocketAddr::from(([127, 0, 0, 1], default_ports(service).0)),
             )?,
             metrics_addr,
             database_url,
@@ -225,6 +229,19 @@ fn parse_api_keys(raw: Option<&str>, dev_mode: bool) -> Result<Vec<ApiKey>, Conf
         ));
     }
     Ok(keys)
+}
+
+/// The default gRPC and metrics ports of a service, so services started
+/// side by side without settings do not collide: member 50051/9464, points
+/// 50052/9465, tier 50053/9466, campaign 50054/9467, analytics 50055/9468.
+pub fn default_ports(service: &str) -> (u16, u16) {
+    match service {
+        "points" => (50052, 9465),
+        "tier" => (50053, 9466),
+        "campaign" => (50054, 9467),
+        "analytics" => (50055, 9468),
+        _ => (50051, 9464),
+    }
 }
 
 #[cfg(test)]
