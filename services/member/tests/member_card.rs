@@ -146,6 +146,7 @@ fn fake_points(delay: Duration, available: i64) -> FakePoints {
 
 fn balance(member_id: &str, available: i64, version: i64) -> Balance {
     Balance {
+        valid_until: None,
         member_id: member_id.into(),
         available,
         pending: 20,

@@ -178,19 +178,24 @@ impl PointsLink {
     }
 
     /// The member's balance and where it came from: the card (this
-    /// replica's copy, else Redis), else the points service within
-    /// `deadline`, else none.
+    /// replica's copy, else Redis, unless points said the balance changes by
+    /// itself before now: points became available or expired), else the
+    /// points service within `deadline`, else none.
     async fn balance(
         &self,
         program: &ProgramId,
         member: Uuid,
         deadline: Option<Instant>,
     ) -> (Option<Balance>, pb::PointsStatus) {
-        if let Some(balance) = self.cards.local(program, &member) {
+        let now = chrono::Utc::now();
+        if let Some(balance) = self.cards.local(program, &member)
+            && current(&balance, now)
+        {
             return (Some((*balance).clone()), pb::PointsStatus::FromCard);
         }
         if let Some(stored) = self.cards.shared(program, &member).await {
             match Balance::decode(stored.value.as_slice()) {
+                Ok(balance) if !current(&balance, now) => {}
                 Ok(balance) => {
                     self.cards
                         .keep(program, &member, stored.version, Arc::new(balance.clone()));
@@ -420,4 +425,14 @@ mod tests {
         );
         assert_eq!(caller_deadline(&MetadataMap::new(), received, None), None);
     }
+}
+
+/// Whether a balance read from the card still holds at `now`: points marks
+/// when it changes by itself (pending points become available, lots expire).
+fn current(balance: &Balance, now: chrono::DateTime<chrono::Utc>) -> bool {
+    balance
+        .valid_until
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .is_none_or(|until| now < until)
 }
