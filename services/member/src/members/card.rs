@@ -353,6 +353,16 @@ impl Members {
     }
 }
 
+/// Whether a balance read from the card still holds at `now`: points marks
+/// when it changes by itself (pending points become available, lots expire).
+fn current(balance: &Balance, now: chrono::DateTime<chrono::Utc>) -> bool {
+    balance
+        .valid_until
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .is_none_or(|until| now < until)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,14 +435,4 @@ mod tests {
         );
         assert_eq!(caller_deadline(&MetadataMap::new(), received, None), None);
     }
-}
-
-/// Whether a balance read from the card still holds at `now`: points marks
-/// when it changes by itself (pending points become available, lots expire).
-fn current(balance: &Balance, now: chrono::DateTime<chrono::Utc>) -> bool {
-    balance
-        .valid_until
-        .as_ref()
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        .is_none_or(|until| now < until)
 }
