@@ -554,9 +554,24 @@ impl Points {
                 })
             }
             Some(pb::reverse_request::Target::RedemptionMovementId(id)) => {
+                let movement_id = check::uuid(id, "redemption_movement_id", "movement", &mut v);
+                // A reward's points come back with its stock, by cancelling it.
+                let reward: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM reward_redemptions WHERE program_id = $1 AND movement_id = $2",
+                )
+                .bind(ctx.program.as_str())
+                .bind(movement_id)
+                .fetch_optional(self.db.pool())
+                .await?;
+                if reward.is_some() {
+                    v.add(
+                        "redemption_movement_id",
+                        "a reward redemption: cancel it with UpdateFulfilment, which also returns the stock",
+                    );
+                }
                 Command::ReverseRedemption {
                     program: ctx.program.to_string(),
-                    movement_id: check::uuid(id, "redemption_movement_id", "movement", &mut v),
+                    movement_id,
                     reason: if req.reason.is_empty() {
                         "redemption reversed".into()
                     } else {

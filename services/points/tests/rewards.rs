@@ -1315,3 +1315,31 @@ async fn redemptions_page_newest_first_by_reward_and_by_member() {
 fn pagination_token(position: &str) -> String {
     laurel_runtime::pagination::encode_token(position)
 }
+
+#[tokio::test]
+async fn a_rewards_movement_is_undone_by_cancelling_not_by_reverse() {
+    let stack = spawn().await;
+    let member = stack.member().await;
+    stack.give(member, 500).await;
+    let created = create(&stack, reward("mug", 200, 5)).await;
+    let redeemed = redeem(&stack, member, &created.reward_id, 1)
+        .await
+        .expect("redeems");
+    let movement_id = redeemed.movement.unwrap().movement_id;
+    let refused = stack
+        .points
+        .clone()
+        .reverse(req(pb::ReverseRequest {
+            request_id: rid(),
+            target: Some(pb::reverse_request::Target::RedemptionMovementId(
+                movement_id,
+            )),
+            reason: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(common::fields(&refused), ["redemption_movement_id"]);
+    assert_eq!(points(&stack, member).await, 300, "nothing came back");
+    assert_eq!(get(&stack, &created.reward_id).await.stock, 4);
+}
