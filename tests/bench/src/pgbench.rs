@@ -150,15 +150,17 @@ async fn once(setup: &Setup, script: &str, members: usize, seconds: u64) -> Resu
         .context("run pgbench")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let hint = if stderr.contains("too many clients") {
+            " (Postgres's max_connections is below the services' pools plus pgbench's \
+             clients: lower --concurrency or use a server with more connections)"
+        } else {
+            ""
+        };
         bail!(
-            "pgbench exited with {}: {}",
+            "pgbench exited with {}: {}{hint}",
             output.status,
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .join(" | ")
+            stderr.lines().last().unwrap_or_default(),
         );
     }
     let (tps, latency_ms, transactions, failed) =
