@@ -687,6 +687,76 @@ mod tests {
         assert!(memory_line(&Err("remote".into())).contains("not measured (remote)"));
     }
 
+    fn pg(members: usize, tps: f64) -> crate::pgbench::Run {
+        crate::pgbench::Run {
+            members,
+            clients: 32,
+            threads: 2,
+            seconds: 10,
+            tps,
+            latency_ms: 5.0,
+            transactions: (tps * 10.0) as u64,
+            failed: 0,
+        }
+    }
+
+    #[test]
+    fn points_figures_are_judged_against_their_targets() {
+        // 1000 OK in 10 s each: 100 OK/s.
+        let rs = vec![
+            result(PathKind::Echo, Mode::Closed, 100_000, 0),
+            result(PathKind::Earn, Mode::Closed, 1000, 0),
+            result(PathKind::EarnHot, Mode::Closed, 1000, 0),
+            result(PathKind::RedeemHot, Mode::Closed, 1000, 0),
+        ];
+        let drained = crate::points::DrainCheck {
+            start: 1000,
+            successes: 1000,
+            refused: 0,
+            unknown: 0,
+            final_available: 0,
+            final_total: 0,
+        };
+        let mut p = points::Report {
+            pgbench: vec![pg(300, 40.0), pg(1, 10.0)],
+            drain: Some(drained.clone()),
+            ..points::Report::default()
+        };
+        let text = points(&rs, &[], &p);
+        let line = |start: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(start))
+                .unwrap_or_else(|| panic!("no line {start:?} in\n{text}"))
+                .to_string()
+        };
+        assert!(line("distinct members").contains("ratio 2.50"), "{text}");
+        assert!(line("distinct members").contains("(meets)"), "{text}");
+        assert!(line("one hot account").contains("ratio 10.00"), "{text}");
+        assert!(line("redeem-hot:").contains("100.0/s"), "{text}");
+        assert!(line("redeem-hot:").contains("(BELOW)"), "{text}");
+        assert!(line("no overspend: yes").contains("OK 1000"), "{text}");
+        p.pgbench = vec![pg(300, 60.0)];
+        let text = points(&rs, &[], &p);
+        assert!(text.contains("ratio 1.67  target >= 2.0 (BELOW)"), "{text}");
+        p.drain = Some(crate::points::DrainCheck {
+            final_available: 1,
+            ..drained
+        });
+        assert!(points(&rs, &[], &p).contains("no overspend: NO"));
+        let j: Value = serde_json::from_str(&json_object(
+            &rs,
+            32,
+            8,
+            None,
+            &Err("x".into()),
+            None,
+            Some(&p),
+        ))
+        .unwrap();
+        assert_eq!(j["points"]["redeem_hot"]["no_overspend"], false);
+        assert!((j["points"]["earn_vs_pgbench"].as_f64().unwrap() - 100.0 / 60.0).abs() < 1e-9);
+    }
+
     #[test]
     fn errors_are_listed() {
         let r = result(PathKind::RecordActivity, Mode::Closed, 10, 3);
