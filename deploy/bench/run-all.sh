@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # The whole benchmark in one run: builds the release binaries, starts two
-# replicas of the member service (A and B: same Postgres, same Redis) and the
-# bare tonic echo server on free ports, runs laurel-bench with everything
+# replicas of the member service (A and B: same Postgres, same Redis), the
+# points service (asking A about members, consuming the member events) and
+# the bare tonic echo server on free ports, runs laurel-bench with everything
 # (h2load and the tonic client beside echo and bare echo, A's memory under
-# load, B's staleness after writes on A), prints the report and stops it all.
+# load, B's staleness after writes on A, the points paths, and pgbench running
+# the statements of one Earn per transaction on a scratch schema), prints the
+# report and stops it all.
 #
 #   deploy/bench/run-all.sh [laurel-bench flags...]
 #   deploy/bench/run-all.sh --duration 5 --h2load-n 50000 --json
 #
 # Postgres and Redis come from scripts/stack.sh (DATABASE_URL / REDIS_URL when
-# set, throwaway servers otherwise, with fsync on). The services get a fresh
-# schema and Redis prefix (dropped afterwards when psql and redis-cli are at
-# hand), a generated LAUREL_PII_KEY and LAUREL_DEV_MODE=1; A serves metrics so
-# the gRPC codes of the h2load runs can be counted. Needs h2load
-# (apt-get install nghttp2-client). Exits with laurel-bench's status.
+# set, throwaway servers otherwise, with fsync on). The services get fresh
+# schemas (member, points, and one for pgbench made by `laurel-points
+# migrate`) and one Redis prefix, all dropped afterwards when psql and
+# redis-cli are at hand, a generated LAUREL_PII_KEY and LAUREL_DEV_MODE=1; A
+# and the points service serve metrics, so the gRPC codes of the h2load runs
+# and the group commit's batch sizes can be read. Needs h2load (apt-get
+# install nghttp2-client) and pgbench (postgresql-client). Exits with
+# laurel-bench's status.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 repo=$PWD
@@ -26,13 +32,19 @@ if ! command -v h2load >/dev/null 2>&1; then
   log "h2load not found: apt-get install -y nghttp2-client"
   exit 1
 fi
+if ! command -v pgbench >/dev/null 2>&1; then
+  log "pgbench not found: apt-get install -y postgresql-client"
+  exit 1
+fi
 
 laurel_stack_up
-cargo build --release -q -p laurel-member -p laurel-bench
+cargo build --release -q -p laurel-member -p laurel-points -p laurel-bench
 bin=${CARGO_TARGET_DIR:-$repo/target}/release
 
 run_id=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
 schema=bench_$run_id
+points_schema=bench_${run_id}_points
+pgbench_schema=bench_${run_id}_pgbench
 prefix=bench-$run_id
 pii_key=$(head -c 32 /dev/urandom | base64)
 work=$(mktemp -d /tmp/laurel-bench.XXXXXX)
@@ -50,6 +62,8 @@ stop_all() {
   done
   for pid in "${!PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   laurel_drop_scratch "$schema" "$prefix"
+  laurel_drop_scratch "$points_schema" "$prefix"
+  laurel_drop_scratch "$pgbench_schema" "$prefix"
   rm -rf "$work"
 }
 laurel_at_exit stop_all
@@ -106,9 +120,29 @@ bare_port=$(laurel_free_port)
 start bare-echo "$bin/laurel-bare-echo" "127.0.0.1:$bare_port"
 bare_pid=$STARTED_PID
 
+# The points service: its own schema, the members' Redis prefix (it consumes
+# their events), member A to ask about members it has not seen.
+points_port=$(laurel_free_port)
+points_metrics=$(laurel_free_port)
+start points env DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" \
+  LAUREL_DB_SCHEMA="$points_schema" LAUREL_REDIS_PREFIX="$prefix" \
+  LAUREL_DEV_MODE=1 RUST_LOG="${RUST_LOG:-warn}" \
+  LAUREL_GRPC_ADDR="127.0.0.1:$points_port" LAUREL_METRICS_ADDR="127.0.0.1:$points_metrics" \
+  LAUREL_MEMBER_ADDR="http://127.0.0.1:$a_port" "$bin/laurel-points" serve
+points_pid=$STARTED_PID
+
+# pgbench's scratch schema: the points tables, made as a migration Job would.
+env DATABASE_URL="$DATABASE_URL" LAUREL_DB_SCHEMA="$pgbench_schema" RUST_LOG=warn \
+  "$bin/laurel-points" migrate >"$work/pgbench-migrate.log" 2>&1 || {
+  log "laurel-points migrate for pgbench failed:"
+  tail -n 20 "$work/pgbench-migrate.log" >&2
+  exit 1
+}
+
 wait_port "$b_pid" "$b_port" member-b
 wait_port "$bare_pid" "$bare_port" bare-echo
-log "member A pid $a_pid on $a_port (metrics $a_metrics), member B pid $b_pid on $b_port, bare echo pid $bare_pid on $bare_port"
+wait_port "$points_pid" "$points_port" points
+log "member A pid $a_pid on $a_port (metrics $a_metrics), member B pid $b_pid on $b_port, bare echo pid $bare_pid on $bare_port, points pid $points_pid on $points_port (metrics $points_metrics)"
 
 rc=0
 "$bin/laurel-bench" \
@@ -117,9 +151,12 @@ rc=0
   --bare-addr "http://127.0.0.1:$bare_port" \
   --metrics-url "http://127.0.0.1:$a_metrics/metrics" \
   --server-pid "$a_pid" \
+  --points-addr "http://127.0.0.1:$points_port" \
+  --points-metrics-url "http://127.0.0.1:$points_metrics/metrics" \
+  --pgbench-url "$DATABASE_URL" --pgbench-schema "$pgbench_schema" \
   --h2load "$@" || rc=$?
 if [[ $rc -ne 0 ]]; then
-  for name in member-a member-b bare-echo; do
+  for name in member-a member-b bare-echo points; do
     log "$name log ends with:"
     tail -n 15 "$work/$name.log" >&2 || true
   done

@@ -19,8 +19,10 @@ FLAGS:
   --warmup SECS        unmeasured warm-up per path [default: 1]
   --concurrency N      concurrent workers          [default: 64]
   --connections N      HTTP/2 connections (workers round-robin over them) [default: 8]
-  --paths LIST         comma-separated: echo,get-member,lookup-member,record-activity
-                       [default: all; echo is always run first]
+  --paths LIST         comma-separated: echo,get-member,lookup-member,record-activity,
+                       earn,earn-hot,redeem,redeem-hot,earn-replay,purchase-visible
+                       [default: the member paths, and the points paths with
+                       --points-addr; echo is always run first]
   --rate RPS           target total rate, paced across workers (open-loop-ish)
   --half-rate          per path: measure max rps, then rerun at 50% of it
   --members N          members to seed for the member paths [default: 300]
@@ -49,6 +51,17 @@ FLAGS:
                        Redis): measures how long it serves a card after a write on
                        --addr
   --staleness-writes N writes for the staleness measurement [default: 200]
+
+  Points service (see deploy/bench/README.md):
+  --points-addr URL    the points service; its members are created at --addr
+                       (the member service it asks)
+  --points-metrics-url URL  its Prometheus endpoint: group commit batch sizes per
+                       path, and the gRPC codes of h2load's earn-replay
+  --hot-points K       points the redeem-hot member starts with  [default: 20000]
+  --visible-samples N  purchases timed by purchase-visible        [default: 200]
+  --pgbench-url URL    Postgres for pgbench's run of the Earn statements
+                       (deploy/bench/pgbench/earn.sql) at --concurrency
+  --pgbench-schema S   schema there with the points tables (laurel-points migrate)
   -h, --help           this text
 ";
 
@@ -76,6 +89,12 @@ pub struct Args {
     pub server_pid: Option<u32>,
     pub replica_addr: Option<String>,
     pub staleness_writes: usize,
+    pub points_addr: Option<String>,
+    pub points_metrics_url: Option<String>,
+    pub hot_points: i64,
+    pub visible_samples: usize,
+    /// pgbench's database URL and schema, when both were given.
+    pub pgbench: Option<(String, String)>,
 }
 
 impl Default for Args {
@@ -100,9 +119,17 @@ impl Default for Args {
             server_pid: None,
             replica_addr: None,
             staleness_writes: 200,
+            points_addr: None,
+            points_metrics_url: None,
+            hot_points: 20_000,
+            visible_samples: 200,
+            pgbench: None,
         }
     }
 }
+
+/// Most points `--hot-points` may give (the service's limit per Earn).
+const MAX_HOT_POINTS: i64 = 1_000_000_000_000;
 
 /// What the command line asked for.
 pub enum Parsed {
@@ -121,6 +148,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
     };
     let mut use_h2load = false;
     let mut shape = h2load::Shape::default();
+    let mut paths_given = false;
+    let (mut pgbench_url, mut pgbench_schema) = (None, None);
     let mut it = argv.into_iter();
     while let Some(raw) = it.next() {
         let (flag, inline) = match raw.split_once('=') {
@@ -140,7 +169,10 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
             "--warmup" => args.warmup = secs(&flag, &value()?)?,
             "--concurrency" => args.concurrency = positive(&flag, &value()?)?,
             "--connections" => args.connections = positive(&flag, &value()?)?,
-            "--paths" => args.paths = paths(&value()?)?,
+            "--paths" => {
+                args.paths = paths(&value()?)?;
+                paths_given = true;
+            }
             "--rate" => {
                 let v = value()?;
                 let rate: f64 = v.parse().with_context(|| format!("--rate {v}"))?;
@@ -170,6 +202,30 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
             "--server-pid" => args.server_pid = Some(small(&flag, &value()?)?),
             "--replica-addr" => args.replica_addr = Some(value()?),
             "--staleness-writes" => args.staleness_writes = positive(&flag, &value()?)?,
+            "--points-addr" => args.points_addr = Some(value()?),
+            "--points-metrics-url" => args.points_metrics_url = Some(value()?),
+            "--hot-points" => {
+                let v = value()?;
+                match v.parse::<i64>() {
+                    Ok(n) if (1..=MAX_HOT_POINTS).contains(&n) => args.hot_points = n,
+                    _ => bail!("--hot-points must be 1 to {MAX_HOT_POINTS}, got {v:?}"),
+                }
+            }
+            "--visible-samples" => args.visible_samples = positive(&flag, &value()?)?,
+            "--pgbench-url" => pgbench_url = Some(value()?),
+            "--pgbench-schema" => {
+                let v = value()?;
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    bail!(
+                        "--pgbench-schema: lower case letters, digits and underscores, got {v:?}"
+                    );
+                }
+                pgbench_schema = Some(v);
+            }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
@@ -182,6 +238,19 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
     if args.members > 10_000 {
         bail!("--members is at most 10000");
     }
+    if args.points_addr.is_some() && !paths_given {
+        args.paths.extend(PathKind::POINTS);
+    }
+    if args.points_addr.is_none()
+        && let Some(p) = args.paths.iter().find(|p| p.is_points())
+    {
+        bail!("path {} needs --points-addr", p.name());
+    }
+    args.pgbench = match (pgbench_url, pgbench_schema) {
+        (Some(url), Some(schema)) => Some((url, schema)),
+        (None, None) => None,
+        _ => bail!("--pgbench-url and --pgbench-schema go together"),
+    };
     if use_h2load {
         if shape.threads > shape.connections {
             bail!("--h2load-t must not exceed --h2load-c");
@@ -215,7 +284,11 @@ fn paths(list: &str) -> Result<Vec<PathKind>> {
     let mut out = vec![PathKind::Echo];
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let kind = PathKind::from_name(name).with_context(|| {
-            let known: Vec<_> = PathKind::ALL.iter().map(|p| p.name()).collect();
+            let known: Vec<_> = PathKind::ALL
+                .iter()
+                .chain(&PathKind::POINTS)
+                .map(|p| p.name())
+                .collect();
             format!("unknown path {name:?}; known: {}", known.join(","))
         })?;
         if !out.contains(&kind) {
@@ -284,5 +357,32 @@ mod tests {
         let a = run(&["--h2load", "--h2load-n", "500", "--h2load-t", "2"]).unwrap();
         assert_eq!(a.h2load.unwrap().calls, 500);
         assert_eq!(a.h2load.unwrap().threads, 2);
+    }
+
+    #[test]
+    fn points_paths_come_with_the_points_address() {
+        let a = run(&["--points-addr", "http://p:1"]).unwrap();
+        assert_eq!(a.paths.len(), 4 + PathKind::POINTS.len());
+        assert!(a.paths.contains(&PathKind::RedeemHot));
+        assert_eq!(a.hot_points, 20_000);
+        let a = run(&["--points-addr=http://p:1", "--paths", "earn,redeem-hot"]).unwrap();
+        assert_eq!(
+            a.paths,
+            vec![PathKind::Echo, PathKind::Earn, PathKind::RedeemHot]
+        );
+        assert!(run(&["--paths", "earn"]).is_err());
+        assert!(run(&[]).unwrap().paths.iter().all(|p| !p.is_points()));
+    }
+
+    #[test]
+    fn pgbench_needs_url_and_schema() {
+        let a = run(&["--pgbench-url", "postgres://x/y", "--pgbench-schema", "s_1"]).unwrap();
+        assert_eq!(
+            a.pgbench,
+            Some(("postgres://x/y".to_string(), "s_1".to_string()))
+        );
+        assert!(run(&["--pgbench-url", "postgres://x/y"]).is_err());
+        assert!(run(&["--pgbench-url", "u", "--pgbench-schema", "Bad-Name"]).is_err());
+        assert!(run(&["--hot-points", "0"]).is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! laurel-bench: drives Laurel gRPC paths under load and reports each beside
 //! EchoService, which goes through the same server stack but does no work.
 //! Optionally also with h2load (server-bound), beside a bare tonic echo, with
-//! the server's memory and the staleness of a second replica.
+//! the server's memory and the staleness of a second replica; and the points
+//! service's Earn and Redeem (distinct and hot members, replays), purchase to
+//! points visible, beside pgbench running the same statements.
 //!
 //! Run `laurel-bench --help` for the flags.
 
@@ -9,6 +11,8 @@ mod args;
 mod h2load;
 mod memory;
 mod paths;
+mod pgbench;
+mod points;
 mod report;
 mod run;
 mod scrape;
@@ -24,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args::{Args, Parsed};
-use crate::paths::{CallMeta, Clients, ECHO_PAYLOAD, PathKind};
+use crate::paths::{CallMeta, Clients, ECHO_PAYLOAD, Fixture, PathKind};
 use crate::run::{Load, Mode, PathResult};
 
 #[tokio::main]
@@ -59,15 +63,22 @@ async fn bench(args: &Args) -> Result<()> {
         Some(addr) => Some(connect(addr, args).await?),
         None => None,
     };
+    let points_channels = match &args.points_addr {
+        Some(addr) => Some(connect(addr, args).await.context("points service")?),
+        None => None,
+    };
     let clients: Vec<Clients> = channels
         .into_iter()
         .enumerate()
         .map(|(i, ch)| {
-            let c = Clients::new(ch, meta.clone());
-            match &bare_channels {
-                Some(bare) => c.with_bare(bare[i].clone()),
-                None => c,
+            let mut c = Clients::new(ch, meta.clone());
+            if let Some(bare) = &bare_channels {
+                c = c.with_bare(bare[i].clone());
             }
+            if let Some(points) = &points_channels {
+                c = c.with_points(points[i].clone());
+            }
+            c
         })
         .collect();
     probe(&clients).await?;
@@ -90,9 +101,12 @@ async fn bench(args: &Args) -> Result<()> {
 
     let member_paths = args.paths.iter().any(|p| p.needs_members());
     let h2load_members = args.h2load.is_some() && args.paths.iter().any(|p| h2load_kind(*p));
-    let members = if member_paths || h2load_members || replica.is_some() {
-        eprintln!("seeding {} members ...", args.members);
-        let m = seed::seed(&clients, args.members).await?;
+    let points_paths = args.paths.iter().any(|p| p.is_points());
+    // The points paths take two more: the hot earner and the hot redeemer.
+    let extra = if points_paths { 2 } else { 0 };
+    let mut members = if member_paths || h2load_members || replica.is_some() {
+        eprintln!("seeding {} members ...", args.members + extra);
+        let m = seed::seed(&clients, args.members + extra).await?;
         eprintln!(
             "seeded {} members and warmed them with GetMember (one is {})",
             m.len(),
@@ -102,7 +116,31 @@ async fn bench(args: &Args) -> Result<()> {
     } else {
         Vec::new()
     };
-    let members = Arc::new(members);
+    let points_fixture = if points_paths {
+        let hot_redeem = members.pop().context("no member for redeem-hot")?;
+        let hot_earn = members.pop().context("no member for earn-hot")?;
+        let plan = points::Plan {
+            paths: &args.paths,
+            members: &members,
+            hot_earn: &hot_earn,
+            hot_redeem: &hot_redeem,
+            hot_points: args.hot_points,
+        };
+        let f = points::prepare(&clients, &plan)
+            .await
+            .context("points setup")?;
+        eprintln!(
+            "points: hot earner {}, hot redeemer {} with {} points",
+            f.hot_earn, f.hot_redeem, args.hot_points
+        );
+        Some(f)
+    } else {
+        None
+    };
+    let fixture = Arc::new(Fixture {
+        members,
+        points: points_fixture,
+    });
 
     let sampler = server_pid(args).and_then(|pid| {
         memory::Sampler::start(pid, Duration::from_millis(100)).map_err(|e| format!("{e:#}"))
@@ -123,9 +161,11 @@ async fn bench(args: &Args) -> Result<()> {
             addr: &args.addr,
             bare_addr: args.bare_addr.as_deref(),
             metrics_url: args.metrics_url.as_deref(),
+            points_addr: args.points_addr.as_deref(),
+            points_metrics_url: args.points_metrics_url.as_deref(),
             headers,
         };
-        h2_rows = server_bound::run(shape, &target, &clients[0], &kinds, members.first())
+        h2_rows = server_bound::run(shape, &target, &clients[0], &kinds, &fixture)
             .await
             .context("h2load")?;
     }
@@ -141,24 +181,77 @@ async fn bench(args: &Args) -> Result<()> {
         tonic_paths.insert(1, PathKind::BareEcho);
     }
     let mut results: Vec<PathResult> = Vec::new();
+    let mut points_report = points::Report::default();
     for &kind in &tonic_paths {
+        if kind == PathKind::PurchaseVisible {
+            continue;
+        }
         let mode = args.rate.map_or(Mode::Closed, Mode::Rate);
-        let r = phase(kind, mode, load, &clients, &members).await;
+        let before = batch_reading(args, kind).await;
+        let started = std::time::Instant::now();
+        let r = phase(kind, mode, load, &clients, &fixture).await;
+        if let Some(b) = batches_since(args, kind, before, started).await {
+            points_report.batches.push(b);
+        }
+        if kind == PathKind::RedeemHot {
+            points_report.drain = Some(drain_check(args, &clients[0], &fixture, &r).await?);
+        }
         let max_rps = r.rps();
         results.push(r);
-        if args.half_rate {
+        if args.half_rate && kind != PathKind::RedeemHot {
             let r = phase(
                 kind,
                 Mode::HalfRate(max_rps / 2.0),
                 load,
                 &clients,
-                &members,
+                &fixture,
             )
             .await;
             results.push(r);
         }
     }
     let memory = sampler.and_then(|s| s.finish().map_err(|e| format!("{e:#}")));
+
+    if args.paths.contains(&PathKind::PurchaseVisible) {
+        eprintln!(
+            "purchase-visible: {} purchases at {}, GetBalance at {} until the points show ...",
+            args.visible_samples,
+            args.addr,
+            args.points_addr.as_deref().unwrap_or_default()
+        );
+        let v = points::purchase_visible(
+            &clients[0],
+            &fixture.members,
+            args.visible_samples,
+            VISIBLE_GIVE_UP,
+        )
+        .await
+        .context("purchase-visible")?;
+        eprintln!(
+            "  p50 {:.3} ms, p99 {:.3} ms, not shown {}",
+            v.quantile_ms(0.5),
+            v.quantile_ms(0.99),
+            v.never
+        );
+        points_report.visible = Some(v);
+    }
+
+    if let Some((url, schema)) = &args.pgbench {
+        let setup = pgbench::Setup {
+            url: url.clone(),
+            schema: schema.clone(),
+            clients: args.concurrency,
+            duration: args.duration,
+            warmup: args.warmup,
+        };
+        match run_pgbench(&setup, args).await {
+            Ok(runs) => points_report.pgbench = runs,
+            Err(e) => {
+                eprintln!("pgbench failed: {e:#}");
+                points_report.pgbench_error = Some(format!("{e:#}"));
+            }
+        }
+    }
 
     let staleness = match &replica {
         Some(b) => {
@@ -168,6 +261,7 @@ async fn bench(args: &Args) -> Result<()> {
                 args.addr,
                 args.replica_addr.as_deref().unwrap_or_default()
             );
+            let members = &fixture.members;
             let few = &members[..members.len().min(STALENESS_MEMBERS)];
             Some(
                 staleness::measure(
@@ -196,6 +290,10 @@ async fn bench(args: &Args) -> Result<()> {
     print!("{}", report::table(&results));
     println!();
     print!("{}", report::targets(&results, &h2_rows));
+    if points_paths || args.pgbench.is_some() {
+        println!();
+        print!("{}", report::points(&results, &h2_rows, &points_report));
+    }
     print!("{}", report::memory_line(&memory));
     if let Some(s) = &staleness {
         print!("{}", report::staleness_line(s));
@@ -210,6 +308,7 @@ async fn bench(args: &Args) -> Result<()> {
                 args.h2load.as_ref().map(|s| (s, &h2_rows[..])),
                 &memory,
                 staleness.as_ref(),
+                (points_paths || args.pgbench.is_some()).then_some(&points_report),
             )
         );
     }
@@ -221,13 +320,113 @@ const STALENESS_MEMBERS: usize = 20;
 /// A replica that has not shown a write after this long counts as never.
 const STALENESS_GIVE_UP: Duration = Duration::from_secs(30);
 
-/// The paths h2load drives (record-activity writes a new order per call,
-/// which one fixed body cannot do).
+/// Longest a purchase's points may take to show before counting as never.
+const VISIBLE_GIVE_UP: Duration = Duration::from_secs(10);
+
+/// The paths h2load drives (record-activity, earn and redeem write anew per
+/// call, which one fixed body cannot do; an Earn under h2load is a replay).
 fn h2load_kind(kind: PathKind) -> bool {
     matches!(
         kind,
-        PathKind::Echo | PathKind::GetMember | PathKind::LookupMember
+        PathKind::Echo | PathKind::GetMember | PathKind::LookupMember | PathKind::EarnReplay
     )
+}
+
+/// The points service's group commit counters before a points path, when
+/// its metrics endpoint is known (a failed read only loses the figure).
+async fn batch_reading(args: &Args, kind: PathKind) -> Option<(f64, u64)> {
+    let url = args
+        .points_metrics_url
+        .as_deref()
+        .filter(|_| kind.is_points())?;
+    match scrape::fetch_text(url).await {
+        Ok(text) => Some(scrape::batch_sizes(&text)),
+        Err(e) => {
+            eprintln!("  (points metrics not read: {e:#})");
+            None
+        }
+    }
+}
+
+/// The batches the points service committed since `before`.
+async fn batches_since(
+    args: &Args,
+    kind: PathKind,
+    before: Option<(f64, u64)>,
+    started: std::time::Instant,
+) -> Option<points::Batches> {
+    let (sum0, count0) = before?;
+    let (sum1, count1) = batch_reading(args, kind).await?;
+    let b = points::Batches {
+        kind,
+        count: count1.saturating_sub(count0),
+        requests: (sum1 - sum0).max(0.0),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    eprintln!(
+        "  group commit: {} transactions ({:.0}/s), {} requests each on average",
+        b.count,
+        b.per_second(),
+        b.mean().map_or("-".into(), |m| format!("{m:.1}"))
+    );
+    Some(b)
+}
+
+/// Reads the redeem-hot member's balance and checks it against the run.
+async fn drain_check(
+    args: &Args,
+    clients: &Clients,
+    fixture: &Fixture,
+    r: &PathResult,
+) -> Result<points::DrainCheck> {
+    let member = &fixture
+        .points
+        .as_ref()
+        .context("redeem-hot without its member")?
+        .hot_redeem;
+    let balance = clients
+        .clone()
+        .balance(member)
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))
+        .context("GetBalance after redeem-hot")?;
+    let d = points::DrainCheck::new(args.hot_points, r, &balance);
+    eprintln!(
+        "  redeem-hot: {} OK, {} refused, {} unknown; {} of {} points left: {}",
+        d.successes,
+        d.refused,
+        d.unknown,
+        d.final_available,
+        d.start,
+        if d.holds() {
+            "no overspend"
+        } else {
+            "MISMATCH"
+        }
+    );
+    Ok(d)
+}
+
+/// pgbench's Earn statements on distinct members (as many as were seeded)
+/// and on one hot account, at the Earn run's concurrency.
+async fn run_pgbench(setup: &pgbench::Setup, args: &Args) -> Result<Vec<pgbench::Run>> {
+    pgbench::check_installed().await?;
+    let mut runs = Vec::new();
+    for members in [args.members, 1] {
+        eprintln!(
+            "pgbench earn.sql -c {} -T {} on {} member(s) ...",
+            setup.clients,
+            setup.duration.as_secs().max(1),
+            members
+        );
+        let r = pgbench::run_earn(setup, members).await?;
+        eprintln!(
+            "  {:.1} tps, latency {:.3} ms, {} failed",
+            r.tps, r.latency_ms, r.failed
+        );
+        runs.push(r);
+    }
+    Ok(runs)
 }
 
 /// The server process to watch: `--server-pid`, else whoever listens on
@@ -249,7 +448,7 @@ async fn phase(
     mode: Mode,
     load: Load,
     clients: &[Clients],
-    members: &Arc<Vec<paths::SeededMember>>,
+    fixture: &Arc<Fixture>,
 ) -> PathResult {
     let target = mode
         .target_rps()
@@ -260,10 +459,11 @@ async fn phase(
         load.duration,
         load.warmup
     );
-    let r = run::run_path(kind, mode, load, clients, members).await;
+    let r = run::run_path(kind, mode, load, clients, fixture).await;
     eprintln!(
-        "  {:.1} rps, p50 {:.3} ms, p99 {:.3} ms, {} errors",
+        "  {:.1} rps ({:.1} OK/s), p50 {:.3} ms, p99 {:.3} ms, {} errors",
         r.rps(),
+        r.ok_rps(),
         r.quantile_ms(0.5),
         r.quantile_ms(0.99),
         r.errors()
@@ -298,6 +498,9 @@ async fn probe(clients: &[Clients]) -> Result<()> {
         let mut targets = vec![("Echo", &mut c.echo)];
         if let Some(bare) = c.bare.as_mut() {
             targets.push(("bare Echo", bare));
+        }
+        if let Some(p) = c.points_echo.as_mut() {
+            targets.push(("points Echo", p));
         }
         for (what, client) in targets {
             let resp = client

@@ -10,6 +10,10 @@ use laurel_proto::member::v1::{
     Activity, GetMemberRequest, Identity, IdentityType, LookupMemberRequest, OrderLine, Purchase,
     RecordActivityRequest, SalesChannel, activity, record_activity_request,
 };
+use laurel_proto::points::v1::points_service_client::PointsServiceClient;
+use laurel_proto::points::v1::{
+    EarnKind, EarnRequest, GetBalanceRequest, OrderDiscount, RedeemRequest, redeem_request,
+};
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -21,6 +25,20 @@ pub enum PathKind {
     GetMember,
     LookupMember,
     RecordActivity,
+    /// Goodwill Earn of [`EARN_POINTS`] on a random seeded member (points service).
+    Earn,
+    /// The same, always on one member.
+    EarnHot,
+    /// One Earn request sent again and again: answered from its stored response.
+    EarnReplay,
+    /// Redeem of one point on a random seeded member (each funded beforehand).
+    Redeem,
+    /// Redeem of one point on one member holding `--hot-points` points, until
+    /// they are gone (see `run::run_path`).
+    RedeemHot,
+    /// RecordActivity of a purchase at the member service, then GetBalance at
+    /// the points service until its points show (not a load path).
+    PurchaseVisible,
     /// Echo on the bare tonic server (`--bare-addr`), not selectable by name.
     BareEcho,
 }
@@ -33,25 +51,54 @@ impl PathKind {
         PathKind::RecordActivity,
     ];
 
+    /// The points service's paths, run when `--points-addr` is given.
+    pub const POINTS: [PathKind; 6] = [
+        PathKind::Earn,
+        PathKind::EarnHot,
+        PathKind::Redeem,
+        PathKind::RedeemHot,
+        PathKind::EarnReplay,
+        PathKind::PurchaseVisible,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             PathKind::Echo => "echo",
             PathKind::GetMember => "get-member",
             PathKind::LookupMember => "lookup-member",
             PathKind::RecordActivity => "record-activity",
+            PathKind::Earn => "earn",
+            PathKind::EarnHot => "earn-hot",
+            PathKind::EarnReplay => "earn-replay",
+            PathKind::Redeem => "redeem",
+            PathKind::RedeemHot => "redeem-hot",
+            PathKind::PurchaseVisible => "purchase-visible",
             PathKind::BareEcho => "bare-echo",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
+        Self::ALL
+            .into_iter()
+            .chain(Self::POINTS)
+            .find(|p| p.name() == name)
     }
 
     /// Whether the path needs seeded members.
     pub fn needs_members(self) -> bool {
         !matches!(self, PathKind::Echo | PathKind::BareEcho)
     }
+
+    /// Whether the path calls the points service (`--points-addr`).
+    pub fn is_points(self) -> bool {
+        Self::POINTS.contains(&self)
+    }
 }
+
+/// Points each `earn` and `earn-hot` call earns.
+pub const EARN_POINTS: i64 = 10;
+/// Points each `redeem` and `redeem-hot` call spends.
+pub const REDEEM_POINTS: i64 = 1;
 
 /// A member created by the seeding step.
 #[derive(Debug, Clone)]
@@ -93,13 +140,35 @@ impl CallMeta {
     }
 }
 
+/// What the paths draw on: the seeded members and, with `--points-addr`,
+/// the points service's special members and the replayed request.
+#[derive(Debug, Default)]
+pub struct Fixture {
+    pub members: Vec<SeededMember>,
+    pub points: Option<PointsFixture>,
+}
+
+/// The members and the request the points paths use besides `members`.
+#[derive(Debug, Clone)]
+pub struct PointsFixture {
+    /// The one member of `earn-hot` (and of `earn-replay`).
+    pub hot_earn: String,
+    /// The one member of `redeem-hot`, funded with exactly `--hot-points`.
+    pub hot_redeem: String,
+    /// The request `earn-replay` sends every time.
+    pub replay: EarnRequest,
+}
+
 /// The clients of one worker, over one shared channel (connection), and
-/// one to the bare echo server when there is one.
+/// one to the bare echo server and to the points service when there are.
 #[derive(Clone)]
 pub struct Clients {
     pub echo: EchoServiceClient<Channel>,
     pub member: MemberServiceClient<Channel>,
     pub bare: Option<EchoServiceClient<Channel>>,
+    pub points: Option<PointsServiceClient<Channel>>,
+    /// Echo on the points service, to probe it.
+    pub points_echo: Option<EchoServiceClient<Channel>>,
     pub meta: CallMeta,
 }
 
@@ -109,6 +178,8 @@ impl Clients {
             echo: EchoServiceClient::new(channel.clone()),
             member: MemberServiceClient::new(channel),
             bare: None,
+            points: None,
+            points_echo: None,
             meta,
         }
     }
@@ -119,13 +190,34 @@ impl Clients {
         self
     }
 
+    /// Adds a channel to the points service.
+    pub fn with_points(mut self, channel: Channel) -> Self {
+        self.points = Some(PointsServiceClient::new(channel.clone()));
+        self.points_echo = Some(EchoServiceClient::new(channel));
+        self
+    }
+
+    /// The points client, or FAILED_PRECONDITION without `--points-addr`.
+    pub fn points(&mut self) -> Result<&mut PointsServiceClient<Channel>, Status> {
+        self.points
+            .as_mut()
+            .ok_or_else(|| Status::failed_precondition("no --points-addr"))
+    }
+
     /// Makes one call of `kind`; only the status matters.
     pub async fn call(
         &mut self,
         kind: PathKind,
-        members: &Arc<Vec<SeededMember>>,
+        fixture: &Arc<Fixture>,
         rng: &mut Rng,
     ) -> Result<(), Status> {
+        let members = &fixture.members;
+        let special = || {
+            fixture
+                .points
+                .as_ref()
+                .ok_or_else(|| Status::failed_precondition("points paths were not set up"))
+        };
         match kind {
             PathKind::Echo => {
                 self.echo.echo(self.meta.request(echo_request())).await?;
@@ -154,8 +246,88 @@ impl Clients {
                 let req = purchase(&m.member_id);
                 self.member.record_activity(self.meta.request(req)).await?;
             }
+            PathKind::Earn => {
+                let req = goodwill(&pick(members, rng).member_id, EARN_POINTS);
+                let req = self.meta.request(req);
+                self.points()?.earn(req).await?;
+            }
+            PathKind::EarnHot => {
+                let req = self
+                    .meta
+                    .request(goodwill(&special()?.hot_earn, EARN_POINTS));
+                self.points()?.earn(req).await?;
+            }
+            PathKind::EarnReplay => {
+                let req = self.meta.request(special()?.replay.clone());
+                self.points()?.earn(req).await?;
+            }
+            PathKind::Redeem => {
+                let req = redeem(&pick(members, rng).member_id, REDEEM_POINTS);
+                let req = self.meta.request(req);
+                self.points()?.redeem(req).await?;
+            }
+            PathKind::RedeemHot => {
+                let req = self
+                    .meta
+                    .request(redeem(&special()?.hot_redeem, REDEEM_POINTS));
+                self.points()?.redeem(req).await?;
+            }
+            PathKind::PurchaseVisible => {
+                return Err(Status::failed_precondition(
+                    "purchase-visible is measured on its own, not as a load path",
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// The member's balance at the points service.
+    pub async fn balance(
+        &mut self,
+        member_id: &str,
+    ) -> Result<laurel_proto::points::v1::Balance, Status> {
+        let req = self.meta.request(GetBalanceRequest {
+            member_id: member_id.to_string(),
+        });
+        self.points()?
+            .get_balance(req)
+            .await?
+            .into_inner()
+            .balance
+            .ok_or_else(|| Status::internal("GetBalance answered without a balance"))
+    }
+}
+
+/// A goodwill Earn of `points` with a new request id.
+pub fn goodwill(member_id: &str, points: i64) -> EarnRequest {
+    EarnRequest {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        member_id: member_id.to_string(),
+        kind: EarnKind::Goodwill as i32,
+        points,
+        reason: "laurel-bench goodwill".into(),
+        ..EarnRequest::default()
+    }
+}
+
+/// Order total of every redemption: large enough for any benchmark discount.
+const REDEEM_ORDER_MINOR: i64 = 1_000_000;
+
+/// A Redeem of `points` as a discount on a new order, with a new request id.
+pub fn redeem(member_id: &str, points: i64) -> RedeemRequest {
+    let order_id = uuid::Uuid::now_v7().to_string();
+    RedeemRequest {
+        request_id: order_id.clone(),
+        member_id: member_id.to_string(),
+        target: Some(redeem_request::Target::Order(OrderDiscount {
+            order_id,
+            order_total: Some(Money {
+                currency_code: "EUR".into(),
+                amount_minor: REDEEM_ORDER_MINOR,
+            }),
+        })),
+        points,
+        reason: String::new(),
     }
 }
 
@@ -184,10 +356,13 @@ pub fn phone_identity(phone: &str) -> Identity {
     }
 }
 
+/// Price of the purchase every record-activity call records, in minor units.
+pub const PURCHASE_MINOR: i64 = 1999;
+
 /// A purchase of 19.99 EUR, unique on (source, external_id) per call.
 pub fn purchase(member_id: &str) -> RecordActivityRequest {
     let external_id = uuid::Uuid::now_v7().to_string();
-    let price = 1999;
+    let price = PURCHASE_MINOR;
     RecordActivityRequest {
         member: Some(record_activity_request::Member::MemberId(
             member_id.to_string(),
@@ -251,9 +426,26 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for p in PathKind::ALL {
+        for p in PathKind::ALL.into_iter().chain(PathKind::POINTS) {
             assert_eq!(PathKind::from_name(p.name()), Some(p));
         }
+        assert_eq!(PathKind::from_name("bare-echo"), None);
+        assert!(PathKind::POINTS.iter().all(|p| p.is_points()));
+        assert!(!PathKind::ALL.iter().any(|p| p.is_points()));
+    }
+
+    #[test]
+    fn points_requests_are_new_each_time() {
+        let (a, b) = (goodwill("m1", 10), goodwill("m1", 10));
+        assert_ne!(a.request_id, b.request_id);
+        assert_eq!((a.kind, a.points), (EarnKind::Goodwill as i32, 10));
+        let (a, b) = (redeem("m1", 1), redeem("m1", 1));
+        assert_ne!(a.request_id, b.request_id);
+        let Some(redeem_request::Target::Order(o)) = a.target else {
+            panic!("not an order discount")
+        };
+        assert_eq!(o.order_id, a.request_id);
+        assert!(o.order_total.unwrap().amount_minor >= a.points);
     }
 
     #[test]

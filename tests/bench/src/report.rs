@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::h2load::Shape;
 use crate::memory;
 use crate::paths::PathKind;
+use crate::points;
 use crate::run::{Mode, OK, PathResult};
 use crate::server_bound::Row;
 use crate::staleness::Staleness;
@@ -197,6 +198,239 @@ pub fn targets(results: &[PathResult], rows: &[Row]) -> String {
     out
 }
 
+/// Earn on distinct members over pgbench's one-Earn-per-transaction rate.
+pub const EARN_VS_PGBENCH_TARGET: f64 = 2.0;
+/// Successful redeems per second on one hot member.
+pub const REDEEM_HOT_TARGET: f64 = 1000.0;
+/// Purchase to points visible, p99, in milliseconds.
+pub const VISIBLE_P99_TARGET_MS: f64 = 100.0;
+
+/// The first closed (or --rate) run of `kind`.
+fn first_run(results: &[PathResult], kind: PathKind) -> Option<&PathResult> {
+    let first_group = results.first()?.mode.group();
+    results
+        .iter()
+        .find(|r| r.kind == kind && r.mode.group() == first_group)
+}
+
+fn verdict(meets: bool) -> &'static str {
+    if meets { "meets" } else { "BELOW" }
+}
+
+/// Earn's OK/s over pgbench's tps on as many members (1: the hot account).
+fn earn_vs_pgbench(results: &[PathResult], p: &points::Report, hot: bool) -> Option<f64> {
+    let kind = if hot {
+        PathKind::EarnHot
+    } else {
+        PathKind::Earn
+    };
+    let earn = first_run(results, kind)?.ok_rps();
+    let pg = p.pgbench.iter().find(|r| (r.members == 1) == hot)?;
+    ratio(Some(earn), Some(pg.tps))
+}
+
+/// The points service's figures: rates with their group commit batches,
+/// Earn beside pgbench, the hot redemption's no-overspend check, replays,
+/// and purchase to points visible, each with its target.
+pub fn points(results: &[PathResult], rows: &[Row], p: &points::Report) -> String {
+    let mut out = String::new();
+    let runs: Vec<&PathResult> = PathKind::POINTS
+        .iter()
+        .filter_map(|k| first_run(results, *k))
+        .collect();
+    if !runs.is_empty() {
+        let _ = writeln!(
+            out,
+            "points service (tonic client; group commit from the points metrics)\n"
+        );
+        let _ = writeln!(
+            out,
+            "{:<16} {:>10} {:>9} {:>9} {:>10} {:>9}",
+            "path", "OK/s", "p50 ms", "p99 ms", "txn/s", "req/txn"
+        );
+        for r in runs {
+            let b = p.batches.iter().find(|b| b.kind == r.kind);
+            let _ = writeln!(
+                out,
+                "{:<16} {:>10.1} {:>9.3} {:>9.3} {:>10} {:>9}",
+                r.kind.name(),
+                r.ok_rps(),
+                r.quantile_ms(0.5),
+                r.quantile_ms(0.99),
+                b.map_or("-".into(), |b| format!("{:.1}", b.per_second())),
+                b.and_then(points::Batches::mean)
+                    .map_or("-".into(), |m| format!("{m:.1}")),
+            );
+        }
+        out.push('\n');
+    }
+    if let Some(first) = p.pgbench.first() {
+        let _ = writeln!(
+            out,
+            "pgbench deploy/bench/pgbench/earn.sql (the statements of one Earn, one per transaction, -M prepared -c {} -j {} -T {}):",
+            first.clients, first.threads, first.seconds
+        );
+        for pg in &p.pgbench {
+            let hot = pg.members == 1;
+            let (label, kind) = if hot {
+                ("one hot account", PathKind::EarnHot)
+            } else {
+                ("distinct members", PathKind::Earn)
+            };
+            let earn = first_run(results, kind).map(PathResult::ok_rps);
+            let r = earn_vs_pgbench(results, p, hot);
+            let judged = if hot {
+                String::new()
+            } else {
+                format!(
+                    "  target >= {EARN_VS_PGBENCH_TARGET:.1} ({})",
+                    verdict(r.is_some_and(|r| r >= EARN_VS_PGBENCH_TARGET))
+                )
+            };
+            let _ = writeln!(
+                out,
+                "  {label:<17} ({:>4} members) pgbench {:>9.1} tps (mean latency {:.2} ms, {} failed); laurel {:<9} {:>9} OK/s; ratio {}{judged}",
+                pg.members,
+                pg.tps,
+                pg.latency_ms,
+                pg.failed,
+                kind.name(),
+                earn.map_or("-".into(), |e| format!("{e:.1}")),
+                r.map_or("-".into(), |r| format!("{r:.2}")),
+            );
+        }
+    } else if let Some(why) = &p.pgbench_error {
+        let _ = writeln!(out, "pgbench: not measured ({why})");
+    }
+    if let Some(d) = &p.drain {
+        let rate = first_run(results, PathKind::RedeemHot).map(|r| (r.ok_rps(), r.window));
+        let (ok_s, window) = rate.unwrap_or((0.0, std::time::Duration::ZERO));
+        let _ = writeln!(
+            out,
+            "redeem-hot: {} points, 1 point per redeem: {} OK in {:.3} s = {:.1}/s{}; target >= {:.0}/s ({})",
+            d.start,
+            d.successes,
+            window.as_secs_f64(),
+            ok_s,
+            if d.drained() {
+                ", account drained"
+            } else {
+                ", not drained within the duration"
+            },
+            REDEEM_HOT_TARGET,
+            verdict(ok_s >= REDEEM_HOT_TARGET),
+        );
+        let _ = writeln!(
+            out,
+            "  no overspend: {} (available afterwards {}, total {}; points spent {} = {} start - {} left; OK {}, refused {}, unknown outcome {})",
+            if d.holds() { "yes" } else { "NO" },
+            d.final_available,
+            d.final_total,
+            d.spent(),
+            d.start,
+            d.final_available,
+            d.successes,
+            d.refused,
+            d.unknown,
+        );
+    }
+    let replay_h2 = h2load_rps(rows, PathKind::EarnReplay);
+    let replay_tonic = first_run(results, PathKind::EarnReplay).map(PathResult::ok_rps);
+    if replay_h2.is_some() || replay_tonic.is_some() {
+        let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+        let vs = |kind| {
+            ratio(replay_h2, h2load_rps(rows, kind)).map_or("-".into(), |v| format!("{v:.3}"))
+        };
+        // h2load counts every HTTP 200; the server's counters say how many were OK.
+        let ok_share = rows
+            .iter()
+            .find(|r| r.kind == PathKind::EarnReplay)
+            .and_then(|r| r.grpc_codes.as_ref())
+            .and_then(|c| {
+                let all: u64 = c.values().sum();
+                (all > 0).then(|| c.get("OK").copied().unwrap_or(0) as f64 / all as f64)
+            });
+        let _ = writeln!(
+            out,
+            "earn-replay (one request_id again and again): h2load {} calls/s (vs echo {}, vs get-member {}, vs lookup-member {}; OK share {} = {} OK/s), tonic client {} OK/s",
+            fmt(replay_h2),
+            vs(PathKind::Echo),
+            vs(PathKind::GetMember),
+            vs(PathKind::LookupMember),
+            ok_share.map_or("-".into(), |s| format!("{:.1}%", s * 100.0)),
+            fmt(ok_share.zip(replay_h2).map(|(s, r)| s * r)),
+            fmt(replay_tonic),
+        );
+    }
+    if let Some(v) = &p.visible {
+        let p99 = v.quantile_ms(0.99);
+        let _ = writeln!(
+            out,
+            "purchase -> points visible (RecordActivity answered -> GetBalance shows the points; {} purchases, one at a time, {} GetBalance polls; the first, unmeasured, showed after {:.3} s): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; not shown within {:?}: {}; target p99 < {:.0} ms ({})",
+            v.samples,
+            v.polls,
+            v.first_wait.as_secs_f64(),
+            v.quantile_ms(0.5),
+            p99,
+            v.max_ms(),
+            v.give_up,
+            v.never,
+            VISIBLE_P99_TARGET_MS,
+            verdict(v.never == 0 && p99 < VISIBLE_P99_TARGET_MS),
+        );
+    }
+    out
+}
+
+/// The points figures as JSON.
+fn points_json(results: &[PathResult], rows: &[Row], p: &points::Report) -> Value {
+    json!({
+        "batches": p.batches.iter().map(|b| json!({
+            "path": b.kind.name(),
+            "transactions": b.count,
+            "requests": b.requests,
+            "transactions_per_s": b.per_second(),
+            "requests_per_transaction": b.mean(),
+        })).collect::<Vec<_>>(),
+        "pgbench": p.pgbench.iter().map(|r| json!({
+            "members": r.members,
+            "clients": r.clients,
+            "threads": r.threads,
+            "seconds": r.seconds,
+            "tps": r.tps,
+            "latency_ms": r.latency_ms,
+            "transactions": r.transactions,
+            "failed": r.failed,
+        })).collect::<Vec<_>>(),
+        "pgbench_error": p.pgbench_error,
+        "earn_vs_pgbench": earn_vs_pgbench(results, p, false),
+        "earn_hot_vs_pgbench_hot": earn_vs_pgbench(results, p, true),
+        "earn_vs_pgbench_target": EARN_VS_PGBENCH_TARGET,
+        "redeem_hot": p.drain.as_ref().map(|d| json!({
+            "start": d.start,
+            "ok": d.successes,
+            "refused": d.refused,
+            "unknown": d.unknown,
+            "final_available": d.final_available,
+            "final_total": d.final_total,
+            "ok_per_s": first_run(results, PathKind::RedeemHot).map(PathResult::ok_rps),
+            "no_overspend": d.holds(),
+            "drained": d.drained(),
+            "target_per_s": REDEEM_HOT_TARGET,
+        })),
+        "earn_replay_h2load_rps": h2load_rps(rows, PathKind::EarnReplay),
+        "purchase_visible": p.visible.as_ref().map(|v| json!({
+            "samples": v.samples,
+            "p50_ms": v.quantile_ms(0.5),
+            "p99_ms": v.quantile_ms(0.99),
+            "max_ms": v.max_ms(),
+            "never": v.never,
+            "first_wait_s": v.first_wait.as_secs_f64(),
+            "target_p99_ms": VISIBLE_P99_TARGET_MS,
+        })),
+    })
+}
+
 /// The server's memory over the load runs, or why it was not measured.
 pub fn memory_line(m: &Result<memory::Report, String>) -> String {
     match m {
@@ -243,6 +477,7 @@ pub fn json_object(
     h2load: Option<(&Shape, &[Row])>,
     memory: &Result<memory::Report, String>,
     staleness: Option<&Staleness>,
+    points: Option<&points::Report>,
 ) -> String {
     let h2 = h2load.map(|(shape, rows)| {
         let echo = h2load_rps(rows, PathKind::Echo);
@@ -301,6 +536,7 @@ pub fn json_object(
         "targets": targets,
         "memory": memory,
         "staleness": staleness,
+        "points": points.map(|p| points_json(results, rows, p)),
     })
     .to_string()
 }
@@ -320,6 +556,7 @@ fn json_rows(results: &[PathResult], concurrency: usize, connections: usize) -> 
                 "requests": r.requests(),
                 "errors": r.errors(),
                 "rps": r.rps(),
+                "ok_rps": r.ok_rps(),
                 "p50_ms": r.quantile_ms(0.5),
                 "p99_ms": r.quantile_ms(0.99),
                 "max_ms": r.max_ms(),
@@ -372,7 +609,8 @@ mod tests {
         let t = table(&rs);
         assert!(t.contains("get-member"), "{t}");
         let none = Err("not asked".to_string());
-        let j: Value = serde_json::from_str(&json_object(&rs, 64, 8, None, &none, None)).unwrap();
+        let j: Value =
+            serde_json::from_str(&json_object(&rs, 64, 8, None, &none, None, None)).unwrap();
         let j = &j["tonic"];
         assert_eq!(j.as_array().unwrap().len(), 4);
         assert_eq!(j[2]["vs_echo"], 0.25);
@@ -447,6 +685,76 @@ mod tests {
             "{line}"
         );
         assert!(memory_line(&Err("remote".into())).contains("not measured (remote)"));
+    }
+
+    fn pg(members: usize, tps: f64) -> crate::pgbench::Run {
+        crate::pgbench::Run {
+            members,
+            clients: 32,
+            threads: 2,
+            seconds: 10,
+            tps,
+            latency_ms: 5.0,
+            transactions: (tps * 10.0) as u64,
+            failed: 0,
+        }
+    }
+
+    #[test]
+    fn points_figures_are_judged_against_their_targets() {
+        // 1000 OK in 10 s each: 100 OK/s.
+        let rs = vec![
+            result(PathKind::Echo, Mode::Closed, 100_000, 0),
+            result(PathKind::Earn, Mode::Closed, 1000, 0),
+            result(PathKind::EarnHot, Mode::Closed, 1000, 0),
+            result(PathKind::RedeemHot, Mode::Closed, 1000, 0),
+        ];
+        let drained = crate::points::DrainCheck {
+            start: 1000,
+            successes: 1000,
+            refused: 0,
+            unknown: 0,
+            final_available: 0,
+            final_total: 0,
+        };
+        let mut p = points::Report {
+            pgbench: vec![pg(300, 40.0), pg(1, 10.0)],
+            drain: Some(drained.clone()),
+            ..points::Report::default()
+        };
+        let text = points(&rs, &[], &p);
+        let line = |start: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(start))
+                .unwrap_or_else(|| panic!("no line {start:?} in\n{text}"))
+                .to_string()
+        };
+        assert!(line("distinct members").contains("ratio 2.50"), "{text}");
+        assert!(line("distinct members").contains("(meets)"), "{text}");
+        assert!(line("one hot account").contains("ratio 10.00"), "{text}");
+        assert!(line("redeem-hot:").contains("100.0/s"), "{text}");
+        assert!(line("redeem-hot:").contains("(BELOW)"), "{text}");
+        assert!(line("no overspend: yes").contains("OK 1000"), "{text}");
+        p.pgbench = vec![pg(300, 60.0)];
+        let text = points(&rs, &[], &p);
+        assert!(text.contains("ratio 1.67  target >= 2.0 (BELOW)"), "{text}");
+        p.drain = Some(crate::points::DrainCheck {
+            final_available: 1,
+            ..drained
+        });
+        assert!(points(&rs, &[], &p).contains("no overspend: NO"));
+        let j: Value = serde_json::from_str(&json_object(
+            &rs,
+            32,
+            8,
+            None,
+            &Err("x".into()),
+            None,
+            Some(&p),
+        ))
+        .unwrap();
+        assert_eq!(j["points"]["redeem_hot"]["no_overspend"], false);
+        assert!((j["points"]["earn_vs_pgbench"].as_f64().unwrap() - 100.0 / 60.0).abs() < 1e-9);
     }
 
     #[test]

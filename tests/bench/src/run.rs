@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::paths::{Clients, PathKind, Rng, SeededMember};
+use crate::paths::{Clients, Fixture, PathKind, Rng};
 
 /// How a path was driven.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,6 +72,11 @@ impl PathResult {
         self.requests() as f64 / self.window.as_secs_f64()
     }
 
+    /// Calls answered OK per second.
+    pub fn ok_rps(&self) -> f64 {
+        self.codes.get(OK).copied().unwrap_or(0) as f64 / self.window.as_secs_f64()
+    }
+
     /// Latency at quantile `q` (0..=1) in milliseconds.
     pub fn quantile_ms(&self, q: f64) -> f64 {
         self.hist.value_at_quantile(q) as f64 / 1000.0
@@ -89,16 +94,35 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Whether workers of `kind` stop at their first FAILED_PRECONDITION: the
+/// hot redemption drains one account, and once it is empty every further
+/// call would only measure the refusal.
+fn drains(kind: PathKind) -> bool {
+    kind == PathKind::RedeemHot
+}
+
 /// Drives `kind` with `load.concurrency` workers spread round-robin over
 /// `clients` (one per connection): `load.warmup` unmeasured, then
 /// `load.duration` measured. Calls started inside the window are counted.
+///
+/// `redeem-hot` has no warm-up (every spend counts against the account) and
+/// its workers stop when the account is empty (FAILED_PRECONDITION); its
+/// window then ends with the last call, so its rate is that of the drain.
 pub async fn run_path(
     kind: PathKind,
     mode: Mode,
     load: Load,
     clients: &[Clients],
-    members: &Arc<Vec<SeededMember>>,
+    fixture: &Arc<Fixture>,
 ) -> PathResult {
+    let load = if drains(kind) {
+        Load {
+            warmup: Duration::ZERO,
+            ..load
+        }
+    } else {
+        load
+    };
     let start = Instant::now();
     let measure_from = start + load.warmup;
     let end = measure_from + load.duration;
@@ -109,7 +133,7 @@ pub async fn run_path(
     let mut tasks = JoinSet::new();
     for w in 0..load.concurrency {
         let clients = clients[w % clients.len()].clone();
-        let members = members.clone();
+        let fixture = fixture.clone();
         // Stagger paced workers so they do not fire in lockstep.
         let first = start
             + interval.map_or(Duration::ZERO, |iv| {
@@ -118,7 +142,7 @@ pub async fn run_path(
         tasks.spawn(worker(
             kind,
             clients,
-            members,
+            fixture,
             first,
             interval,
             measure_from,
@@ -134,19 +158,27 @@ pub async fn run_path(
             *codes.entry(code).or_insert(0) += n;
         }
     }
+    let window = if drains(kind) {
+        // Until the last call returned (at most the duration and one call).
+        Instant::now()
+            .saturating_duration_since(measure_from)
+            .max(Duration::from_millis(1))
+    } else {
+        load.duration
+    };
     PathResult {
         kind,
         mode,
         hist,
         codes,
-        window: load.duration,
+        window,
     }
 }
 
 async fn worker(
     kind: PathKind,
     mut clients: Clients,
-    members: Arc<Vec<SeededMember>>,
+    fixture: Arc<Fixture>,
     first: Instant,
     interval: Option<Duration>,
     measure_from: Instant,
@@ -167,17 +199,21 @@ async fn worker(
         if sent >= end {
             break;
         }
-        let outcome = clients.call(kind, &members, &mut rng).await;
+        let outcome = clients.call(kind, &fixture, &mut rng).await;
         if sent < measure_from {
             continue;
         }
         let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
         hist.saturating_record(micros.max(1));
+        let drained = matches!(&outcome, Err(s) if s.code() == tonic::Code::FailedPrecondition);
         let code = match outcome {
             Ok(()) => OK.to_string(),
             Err(status) => format!("{:?}", status.code()),
         };
         *codes.entry(code).or_insert(0) += 1;
+        if drained && drains(kind) {
+            break;
+        }
     }
     (hist, codes)
 }

@@ -53,8 +53,33 @@ pub fn diff(before: &Codes, after: &Codes) -> Codes {
         .collect()
 }
 
+/// The group commit's batch-size summary (laurel-runtime's group_commit).
+const BATCH_SIZE: &str = "laurel_group_commit_batch_size";
+
+/// Sum and count of `laurel_group_commit_batch_size`: requests and
+/// transactions the group commit has made; zeros before its first batch.
+pub fn batch_sizes(exposition: &str) -> (f64, u64) {
+    let value = |suffix: &str| {
+        let name = format!("{BATCH_SIZE}_{suffix}");
+        exposition
+            .lines()
+            .filter_map(|l| {
+                let (metric, v) = l.rsplit_once(' ')?;
+                let bare = metric.split('{').next()?;
+                (bare == name).then(|| v.trim().parse::<f64>().ok())?
+            })
+            .sum::<f64>()
+    };
+    (value("sum"), value("count") as u64)
+}
+
 /// Fetches `url` (plain http://host:port/path) and returns the codes.
 pub async fn fetch(url: &str) -> Result<Codes> {
+    Ok(codes(&fetch_text(url).await?))
+}
+
+/// Fetches `url` (plain http://host:port/path) and returns the exposition.
+pub async fn fetch_text(url: &str) -> Result<String> {
     let rest = url
         .strip_prefix("http://")
         .with_context(|| format!("--metrics-url must be http://host:port/path, got {url:?}"))?;
@@ -81,7 +106,7 @@ pub async fn fetch(url: &str) -> Result<Codes> {
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
         bail!("{url}: {}", head.lines().next().unwrap_or_default());
     }
-    Ok(codes(body))
+    Ok(body.to_string())
 }
 
 #[cfg(test)]
@@ -101,6 +126,18 @@ laurel_grpc_request_duration_seconds_count{service="member",method="x"} 154
         assert_eq!(c.get("OK"), Some(&150));
         assert_eq!(c.get("ResourceExhausted"), Some(&4));
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn reads_the_batch_size_summary() {
+        let text = "# TYPE laurel_group_commit_batch_size summary
+laurel_group_commit_batch_size{quantile=\"0.5\"} 31
+laurel_group_commit_batch_size_sum 1234
+laurel_group_commit_batch_size_count 40
+laurel_group_commit_split_total 2
+";
+        assert_eq!(batch_sizes(text), (1234.0, 40));
+        assert_eq!(batch_sizes(TEXT), (0.0, 0));
     }
 
     #[test]

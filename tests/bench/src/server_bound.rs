@@ -1,12 +1,12 @@
-//! The h2load runs: bare echo, echo, GetMember and LookupMember, each after
-//! one call of the very same message through a real gRPC client, so a
-//! failing path cannot pass as speed.
+//! The h2load runs: bare echo, echo, GetMember, LookupMember and the points
+//! service's replayed Earn, each after one call of the very same message
+//! through a real gRPC client, so a failing path cannot pass as speed.
 
 use anyhow::{Context, Result, anyhow};
 use laurel_proto::member::v1::GetMemberRequest;
 
 use crate::h2load::{self, Outcome, Shape};
-use crate::paths::{self, Clients, PathKind, SeededMember};
+use crate::paths::{self, Clients, Fixture, PathKind};
 use crate::scrape::{self, Codes};
 
 /// One path's h2load runs.
@@ -33,20 +33,26 @@ pub struct Target<'a> {
     pub addr: &'a str,
     pub bare_addr: Option<&'a str>,
     pub metrics_url: Option<&'a str>,
+    /// The points service and its metrics endpoint, for earn-replay.
+    pub points_addr: Option<&'a str>,
+    pub points_metrics_url: Option<&'a str>,
     /// Metadata sent with every call, as h2load headers.
     pub headers: Vec<(String, String)>,
 }
 
 /// Runs h2load for each of `kinds` (bare-echo, echo, get-member,
-/// lookup-member), `shape.rounds` times each, interleaved so a passing
-/// disturbance hits every path alike; member paths use `member`.
+/// lookup-member, earn-replay), `shape.rounds` times each, interleaved so a
+/// passing disturbance hits every path alike; member paths use the first
+/// seeded member, earn-replay the fixture's replayed request (h2load sends
+/// one body, so an Earn under h2load is always a replay).
 pub async fn run(
     shape: &Shape,
     target: &Target<'_>,
     clients: &Clients,
     kinds: &[PathKind],
-    member: Option<&SeededMember>,
+    fixture: &Fixture,
 ) -> Result<Vec<Row>> {
+    let member = fixture.members.first();
     h2load::check_installed().await?;
     let mut prepared = Vec::new();
     for &kind in kinds {
@@ -97,15 +103,44 @@ pub async fn run(
                     h2load::grpc_frame(&req),
                 )
             }
-            PathKind::RecordActivity => continue,
+            PathKind::EarnReplay => {
+                let req = fixture
+                    .points
+                    .as_ref()
+                    .context("earn-replay needs the points paths set up")?
+                    .replay
+                    .clone();
+                let meta = c.meta.clone();
+                c.points()
+                    .map_err(|s| anyhow!("{}", s.message()))?
+                    .earn(meta.request(req.clone()))
+                    .await
+                    .map_err(|s| anyhow!("{:?}: {}", s.code(), s.message()))
+                    .context("earn-replay check call")?;
+                (
+                    "/laurel.points.v1.PointsService/Earn",
+                    h2load::grpc_frame(&req),
+                )
+            }
+            PathKind::RecordActivity
+            | PathKind::Earn
+            | PathKind::EarnHot
+            | PathKind::Redeem
+            | PathKind::RedeemHot
+            | PathKind::PurchaseVisible => continue,
         };
-        let (base, metrics) = if kind == PathKind::BareEcho {
-            (
+        let (base, metrics) = match kind {
+            PathKind::BareEcho => (
                 target.bare_addr.context("bare-echo needs --bare-addr")?,
                 None,
-            )
-        } else {
-            (target.addr, target.metrics_url)
+            ),
+            PathKind::EarnReplay => (
+                target
+                    .points_addr
+                    .context("earn-replay needs --points-addr")?,
+                target.points_metrics_url,
+            ),
+            _ => (target.addr, target.metrics_url),
         };
         let url = format!("{}{method}", base.trim_end_matches('/'));
         if shape.warmup_calls > 0 {
