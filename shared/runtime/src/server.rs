@@ -11,7 +11,6 @@ use laurel_proto::common::v1::{
 };
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -168,12 +167,16 @@ pub async fn serve(
         let _ = drain_tx.send(());
     });
     let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<()>();
+    // The builder's tcp_nodelay applies only to listeners it binds itself:
+    // the accepted sockets of our own listener get it here, or every answer
+    // waits out Nagle and the client's delayed ACK (about 40 ms).
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
         .timeout(config.request_timeout)
-        .tcp_nodelay(true)
         .layer(layers)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming, async {
             let _ = signal_rx.await;
         });
     tokio::pin!(server);
