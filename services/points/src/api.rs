@@ -42,25 +42,6 @@ impl Points {
         )
     }
 
-    /// A stored answer for `key`, if the request was seen, read at lookup
-    /// speed when a connection is free at once. Under load the lookup is
-    /// skipped: the batch claims the key and replays it just as well, and
-    /// the request waits in the writers' queue instead of for a connection.
-    async fn replay(&self, key: &BatchKey) -> Result<Option<Reply>, PointsError> {
-        let Some(mut conn) = self.db.pool().try_acquire() else {
-            return Ok(None);
-        };
-        match self.idempotency.lookup(&mut conn, key).await? {
-            None => Ok(None),
-            Some(Err(e)) => Err(e.into()),
-            Some(Ok(bytes)) => Reply::decode(key.operation, &bytes)
-                .map(Some)
-                .ok_or_else(|| {
-                    PointsError::Internal(anyhow::anyhow!("stored response unreadable"))
-                }),
-        }
-    }
-
     /// Queues `command` under `key` and waits for its commit.
     pub(crate) async fn submit(
         &self,
@@ -73,16 +54,21 @@ impl Points {
             .map_err(|e| PointsError::Internal(e.into()))?
     }
 
-    /// Runs a keyed mutation: replay, else build the command and submit it.
+    /// Runs a keyed mutation: a replay of an answer this replica gave is
+    /// served from memory; anything else is built and queued, and the batch
+    /// replays what another replica (or an earlier process) stored.
     async fn mutate<F>(&self, key: BatchKey, build: F) -> Result<Reply, PointsError>
     where
         F: std::future::Future<Output = Result<Command, PointsError>>,
     {
-        if let Some(reply) = self.replay(&key).await? {
+        let cache_key = reply_key(&key);
+        if let Some(reply) = self.replies.get(&cache_key) {
             return Ok(reply);
         }
         let command = build.await?;
-        self.submit(Some(key), command).await
+        let reply = self.submit(Some(key), command).await?;
+        self.replies.insert(cache_key, reply.clone());
+        Ok(reply)
     }
 
     /// The member's tier when `at` happened, from TierChanged events.
@@ -691,6 +677,30 @@ impl Points {
             _ => Err(unexpected()),
         }
     }
+}
+
+/// Answers this replica gave, by (programme, caller, operation, request_id,
+/// request digest). A stored answer never changes, so a copy is always
+/// right; it lives ten minutes (the database keeps it 24 hours).
+pub(crate) type ReplyCache =
+    moka::sync::Cache<(String, String, &'static str, String, Vec<u8>), Reply>;
+
+/// The reply cache with its bounds.
+pub(crate) fn reply_cache() -> ReplyCache {
+    moka::sync::Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(std::time::Duration::from_secs(600))
+        .build()
+}
+
+fn reply_key(key: &BatchKey) -> (String, String, &'static str, String, Vec<u8>) {
+    (
+        key.program.clone(),
+        key.caller.clone(),
+        key.operation,
+        key.request_id.clone(),
+        key.digest.clone(),
+    )
 }
 
 fn no_rules() -> pb::AppliedRule {

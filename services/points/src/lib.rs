@@ -81,6 +81,7 @@ pub struct Points {
     pub(crate) rules: Arc<RulesCache>,
     pub(crate) members: MemberDirectory,
     pub(crate) cards: Cards<pb::Balance>,
+    pub(crate) replies: api::ReplyCache,
     pub(crate) clock: SharedClock,
 }
 
@@ -109,9 +110,11 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         app = app.with_clock(clock);
     }
     let idempotency = app.idempotency(REQUEST_DIGEST_KEY);
+    let cards = app.cards(CardField::Points);
     let direct = Writer {
         idempotency: idempotency.clone(),
         clock: app.clock(),
+        cards: cards.clone(),
     };
     let points = Points {
         db: app.db().clone(),
@@ -125,7 +128,8 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
             config.member_api_key.clone(),
             app.pool().clone(),
         )?,
-        cards: app.cards(CardField::Points),
+        cards,
+        replies: api::reply_cache(),
         clock: app.clock(),
     };
     let app = app

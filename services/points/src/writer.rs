@@ -212,6 +212,8 @@ pub struct Writer {
     pub idempotency: Idempotency,
     /// Clock.
     pub clock: laurel_runtime::clock::SharedClock,
+    /// The points field of the member card.
+    pub cards: laurel_runtime::card::Cards<pb::Balance>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -340,6 +342,7 @@ impl Writer {
             }
         }
         store::save(tx, &book, &loaded).await?;
+        invalidate_cards(&self.cards, &book).await;
         let events = pack_events(&book)?;
         outbox::enqueue_many(tx, SOURCE, &events).await?;
         self.idempotency.store_many(tx, &store_replies).await?;
@@ -349,6 +352,30 @@ impl Writer {
             .map(|o| o.expect("every request has an outcome"))
             .collect())
     }
+}
+
+/// Moves the card of every changed account past its new version before the
+/// batch commits, so no replica serves a balance older than this batch once
+/// its answer is out; the relay repeats it from the outbox. A reader that
+/// reads Postgres in between fills at the old version, which the card
+/// refuses; should the batch roll back, the card is only refilled after
+/// the account's next change (slower reads, never wrong ones).
+async fn invalidate_cards(cards: &laurel_runtime::card::Cards<pb::Balance>, book: &Book) {
+    let changed = book
+        .accounts
+        .values()
+        .filter(|a| a.changed)
+        .filter_map(|a| {
+            let program = laurel_runtime::context::ProgramId::parse(&a.program).ok()?;
+            Some((program, a.member_id, a.version))
+        });
+    let changed: Vec<_> = changed.collect();
+    futures::future::join_all(
+        changed
+            .iter()
+            .map(|(program, member, version)| cards.invalidate(program, member, *version)),
+    )
+    .await;
 }
 
 /// The member a stored response concerns (erased with them).

@@ -382,3 +382,25 @@ async fn every_mutation_replays_its_first_answer_and_changes_nothing_again() {
     );
     stack.assert_ledger_consistent().await;
 }
+
+#[tokio::test]
+async fn a_balance_read_after_a_write_is_never_older_than_the_write() {
+    // Without the relay nothing but the write path itself moves the card.
+    let stack = common::spawn_with(common::Options {
+        no_points_relay: true,
+        ..Default::default()
+    })
+    .await;
+    let m = stack.member().await;
+    stack.give(m, 100).await;
+    for round in 1..=5 {
+        assert_eq!(
+            stack.balance(m).await.available,
+            100 * round,
+            "read twice: the card is warm"
+        );
+        assert_eq!(stack.balance(m).await.available, 100 * round);
+        stack.give(m, 100).await;
+    }
+    assert_eq!(stack.balance(m).await.available, 600);
+}

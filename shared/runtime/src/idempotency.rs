@@ -292,35 +292,6 @@ pub struct BatchResponse<'a> {
 }
 
 impl Idempotency {
-    /// A stored answer for `key`, read without a transaction or a lock:
-    /// `Some(Ok(response))` for a replay, `Some(Err(Mismatch))` for a key
-    /// used with another request, `None` when the key is unknown, expired or
-    /// still in flight (the write path then claims it and waits properly).
-    /// This is what lets a replayed request answer at lookup speed.
-    pub async fn lookup(
-        &self,
-        conn: &mut PgConnection,
-        key: &BatchKey,
-    ) -> Result<Option<Result<Vec<u8>, IdempotencyError>>, sqlx::Error> {
-        let row: Option<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT request_hash, response FROM idempotency_keys
-             WHERE program_id = $1 AND caller = $2 AND operation = $3 AND request_id = $4
-               AND created_at > $5",
-        )
-        .bind(&key.program)
-        .bind(&key.caller)
-        .bind(key.operation)
-        .bind(&key.request_id)
-        .bind(self.now() - self.window)
-        .fetch_optional(conn)
-        .await?;
-        Ok(match row {
-            None | Some((_, None)) => None,
-            Some((hash, _)) if hash != key.digest => Some(Err(IdempotencyError::Mismatch)),
-            Some((_, Some(response))) => Some(Ok(response)),
-        })
-    }
-
     /// Claims every key of a batch in one statement (keys must be distinct).
     /// Keys are inserted in a fixed order, so two batches never deadlock on
     /// each other's keys; a key another transaction holds is waited for.

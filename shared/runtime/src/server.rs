@@ -170,8 +170,7 @@ pub async fn serve(
     // The builder's tcp_nodelay applies only to listeners it binds itself:
     // the accepted sockets of our own listener get it here, or every answer
     // waits out Nagle and the client's delayed ACK (about 40 ms).
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
         .timeout(config.request_timeout)
         .layer(layers)

@@ -42,6 +42,9 @@ pub struct Options {
     pub join: Option<(String, std::net::SocketAddr)>,
     /// Group commit settings.
     pub group: Option<GroupConfig>,
+    /// Run points without its relay (no events published, no invalidation
+    /// from the outbox).
+    pub no_points_relay: bool,
 }
 
 pub async fn spawn() -> Stack {
@@ -79,6 +82,7 @@ pub async fn spawn_with(options: Options) -> Stack {
     if let Some(schema) = options.points_schema {
         runtime.db_schema = schema;
     }
+    runtime.run_relay = !options.no_points_relay;
     let points_schema = runtime.db_schema.clone();
     let config = laurel_points::Config {
         runtime,
