@@ -1,12 +1,12 @@
 //! Group commit: many concurrent requests, one transaction.
 //!
-//! A request is queued with [`GroupCommit::submit`]. A few writers each take
-//! what is queued (at most `max_batch` requests, waiting at most `max_wait`
-//! for more after the first), apply the whole batch in one transaction
-//! through the service's [`BatchApply`], commit once, and only then answer
-//! every request of the batch. Under load the queue fills while the
-//! previous batch commits, so batches grow by themselves; a lone request
-//! waits for nothing but its own commit.
+//! A request is queued with [`GroupCommit::submit`]. A writer (or a few)
+//! takes what is queued (at most `max_batch` requests; under load, when the
+//! previous batch had company, it waits at most `max_wait` for more), applies
+//! the whole batch in one transaction through the service's [`BatchApply`],
+//! commits once, and only then answers every request of the batch. Under
+//! load the queue fills while the previous batch commits, so batches grow by
+//! themselves; a lone request waits for nothing but its own commit.
 //!
 //! A request that fails must leave nothing behind in the transaction and
 //! gets its own error; its neighbours commit. A handler either decides
@@ -63,8 +63,8 @@ pub trait BatchApply: Send + Sync + 'static {
 pub struct GroupConfig {
     /// Most requests in one transaction.
     pub max_batch: usize,
-    /// Longest wait for more requests once one is taken (zero: take what is
-    /// queued and go).
+    /// Longest wait for more requests once one is taken, used only while
+    /// the previous batch held more than one request (zero: never wait).
     pub max_wait: Duration,
     /// Writers, each with at most one open transaction.
     pub writers: usize,
@@ -72,12 +72,16 @@ pub struct GroupConfig {
     pub queue: usize,
 }
 
+/// The defaults were measured (deploy/bench, 2 cores, fsync on): one writer
+/// that, under load, waits 2 ms for the answered callers to come back fills
+/// batches of ~30 and doubles Earn's rate against two writers that take
+/// only what is queued; a lone request still goes at once.
 impl Default for GroupConfig {
     fn default() -> Self {
         Self {
             max_batch: 128,
-            max_wait: Duration::ZERO,
-            writers: 2,
+            max_wait: Duration::from_millis(2),
+            writers: 1,
             queue: 4096,
         }
     }
@@ -141,6 +145,7 @@ impl<B: BatchApply> GroupCommit<B> {
             pool,
             handler,
             config,
+            last_batch: std::sync::atomic::AtomicUsize::new(0),
         });
         for _ in 0..config.writers.max(1) {
             tokio::spawn(writer.clone().run(receiver.clone()));
@@ -168,6 +173,8 @@ struct Writer<B: BatchApply> {
     pool: PgPool,
     handler: B,
     config: GroupConfig,
+    /// Size of the batch taken last.
+    last_batch: std::sync::atomic::AtomicUsize,
 }
 
 impl<B: BatchApply> Writer<B> {
@@ -190,7 +197,10 @@ impl<B: BatchApply> Writer<B> {
                 Err(_) => break,
             }
         }
-        if !self.config.max_wait.is_zero() && batch.len() < self.config.max_batch {
+        // Wait for more only under load (the last batch had company): a lone
+        // request is never delayed.
+        let busy = self.last_batch.load(std::sync::atomic::Ordering::Relaxed) > 1;
+        if busy && !self.config.max_wait.is_zero() && batch.len() < self.config.max_batch {
             let deadline = tokio::time::Instant::now() + self.config.max_wait;
             while batch.len() < self.config.max_batch {
                 match tokio::time::timeout_at(deadline, receiver.recv()).await {
@@ -199,6 +209,8 @@ impl<B: BatchApply> Writer<B> {
                 }
             }
         }
+        self.last_batch
+            .store(batch.len(), std::sync::atomic::Ordering::Relaxed);
         Some(batch)
     }
 
