@@ -239,7 +239,15 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
         bail!("--members is at most 10000");
     }
     if args.points_addr.is_some() && !paths_given {
-        args.paths.extend(PathKind::POINTS);
+        // The points paths run before RecordActivity: its burst of purchases
+        // is earned afterwards by the points consumer, which would share the
+        // machine with them (each path is measured on a quiet system).
+        let at = args
+            .paths
+            .iter()
+            .position(|p| *p == PathKind::RecordActivity)
+            .unwrap_or(args.paths.len());
+        args.paths.splice(at..at, PathKind::POINTS);
     }
     if args.points_addr.is_none()
         && let Some(p) = args.paths.iter().find(|p| p.is_points())
