@@ -121,24 +121,13 @@ impl Points {
         req: &pb::ListEarnRulesRequest,
     ) -> Result<pb::ListEarnRulesResponse, PointsError> {
         let mut v = Violations::new();
-        let size = pagination::page_size(req.page_size);
-        v.check(size.is_none(), "page_size", "must not be negative");
-        let before = match pagination::decode_token(&req.page_token) {
-            Ok(None) => None,
-            Ok(Some(p)) => match p.parse::<i64>() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    v.add("page_token", "not a page token from this service");
-                    None
-                }
-            },
-            Err(e) => {
-                v.add("page_token", e);
-                None
-            }
-        };
+        let (limit, before) = pagination::page(
+            req.page_size,
+            &req.page_token,
+            |p| p.parse::<i64>().ok(),
+            &mut v,
+        );
         v.finish()?;
-        let limit = size.expect("checked");
         let mut conn = self.db.acquire().await?;
         let mut list =
             rules::store::list(&mut conn, ctx.program.as_str(), before, limit + 1).await?;

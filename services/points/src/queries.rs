@@ -175,22 +175,12 @@ impl Points {
     ) -> Result<(Vec<pb::StatementLine>, String), PointsError> {
         let mut v = laurel_runtime::error::Violations::new();
         let member = crate::requests::member_id(&req.member_id, "member_id", &mut v);
-        let size = pagination::page_size(req.page_size);
-        v.check(size.is_none(), "page_size", "must not be negative");
-        let after = match pagination::decode_token(&req.page_token) {
-            Ok(None) => None,
-            Ok(Some(p)) => match Uuid::parse_str(&p) {
-                Ok(id) => Some(id),
-                Err(_) => {
-                    v.add("page_token", "not a page token from this service");
-                    None
-                }
-            },
-            Err(e) => {
-                v.add("page_token", e);
-                None
-            }
-        };
+        let (limit, after) = pagination::page(
+            req.page_size,
+            &req.page_token,
+            |p| Uuid::parse_str(p).ok(),
+            &mut v,
+        );
         let mut types = Vec::new();
         for (i, t) in req.types.iter().enumerate() {
             match pb::MovementType::try_from(*t) {
@@ -213,7 +203,6 @@ impl Points {
             return Err(bad.into());
         }
         v.finish()?;
-        let limit = size.expect("checked");
         let mut conn = self.db.acquire().await?;
         let rows = sqlx::query(
             "SELECT m.movement_id, m.member_id, m.type, m.points, m.earn_kind, m.reason, m.reference, m.order_id,

@@ -35,6 +35,42 @@ pub fn decode_token(token: &str) -> Result<Option<String>, &'static str> {
         .map_err(|_| "not a page token from this service")
 }
 
+/// Checks a request's `page_size` and `page_token` fields, naming them in
+/// `violations`: the page size to use and the position the token carries,
+/// parsed by `parse` (`None` for the first page).
+pub fn page<T>(
+    page_size: i32,
+    page_token: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+    violations: &mut crate::error::Violations,
+) -> (i64, Option<T>) {
+    let size = page_size_or_default(page_size, violations);
+    let position = match decode_token(page_token) {
+        Ok(None) => None,
+        Ok(Some(raw)) => {
+            let position = parse(&raw);
+            violations.check(
+                position.is_none(),
+                "page_token",
+                "not a page token from this service",
+            );
+            position
+        }
+        Err(reason) => {
+            violations.add("page_token", reason);
+            None
+        }
+    };
+    (size, position)
+}
+
+fn page_size_or_default(requested: i32, violations: &mut crate::error::Violations) -> i64 {
+    page_size(requested).unwrap_or_else(|| {
+        violations.add("page_size", "must not be negative");
+        DEFAULT_PAGE_SIZE
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

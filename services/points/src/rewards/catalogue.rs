@@ -76,24 +76,13 @@ impl Points {
         req: &pb::ListRewardsRequest,
     ) -> Result<pb::ListRewardsResponse, PointsError> {
         let mut v = Violations::new();
-        let size = pagination::page_size(req.page_size);
-        v.check(size.is_none(), "page_size", "must not be negative");
-        let after = match pagination::decode_token(&req.page_token) {
-            Ok(None) => None,
-            Ok(Some(p)) => match Uuid::parse_str(&p) {
-                Ok(id) => Some(id),
-                Err(_) => {
-                    v.add("page_token", "not a page token from this service");
-                    None
-                }
-            },
-            Err(e) => {
-                v.add("page_token", e);
-                None
-            }
-        };
+        let (limit, after) = pagination::page(
+            req.page_size,
+            &req.page_token,
+            |p| Uuid::parse_str(p).ok(),
+            &mut v,
+        );
         v.finish()?;
-        let limit = size.expect("checked");
         let now = req.redeemable_only.then(|| clock_now(&self.clock));
         let mut conn = self.db.acquire().await?;
         let mut page = store::list(&mut conn, ctx.program.as_str(), after, now, limit + 1).await?;

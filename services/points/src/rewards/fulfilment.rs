@@ -27,31 +27,19 @@ impl Points {
             .then(|| check::uuid(&req.reward_id, "reward_id", "reward", &mut v));
         let member = (!req.member_id.is_empty())
             .then(|| check::member_id(&req.member_id, "member_id", &mut v));
-        let size = pagination::page_size(req.page_size);
-        v.check(size.is_none(), "page_size", "must not be negative");
-        let before = match pagination::decode_token(&req.page_token) {
-            Ok(None) => None,
-            Ok(Some(p)) => {
-                let position = p.split_once('|').and_then(|(micros, id)| {
-                    Some((
-                        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-                        Uuid::parse_str(id).ok()?,
-                    ))
-                });
-                v.check(
-                    position.is_none(),
-                    "page_token",
-                    "not a page token from this service",
-                );
-                position
-            }
-            Err(e) => {
-                v.add("page_token", e);
-                None
-            }
-        };
+        let (limit, before) = pagination::page(
+            req.page_size,
+            &req.page_token,
+            |p| {
+                let (micros, id) = p.split_once('|')?;
+                Some((
+                    DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+                    Uuid::parse_str(id).ok()?,
+                ))
+            },
+            &mut v,
+        );
         v.finish()?;
-        let limit = size.expect("checked");
         let mut conn = self.db.acquire().await?;
         let mut page = store::list_redemptions(
             &mut conn,
