@@ -63,8 +63,6 @@ pub struct Account {
     pub version: i64,
     /// Loaded lots: every pending and due lot, and enough spendable ones.
     pub lots: Vec<Lot>,
-    /// The row exists in Postgres.
-    pub stored: bool,
     /// Changed by this batch.
     pub changed: bool,
 }
@@ -84,7 +82,6 @@ impl Account {
             lifetime_earned: 0,
             version: 0,
             lots: Vec::new(),
-            stored: false,
             changed: false,
         }
     }
@@ -238,8 +235,6 @@ pub struct OrderEarn {
     pub refunded_minor: i64,
     /// Points reversed so far.
     pub reversed: i64,
-    /// Not yet stored.
-    pub new: bool,
     /// Changed by this batch.
     pub changed: bool,
 }
@@ -253,8 +248,6 @@ pub struct Redemption {
     pub movement_id: Uuid,
     /// Member.
     pub member_id: Uuid,
-    /// Movement type (redeem or capture).
-    pub kind: pb::MovementType,
     /// Points spent (positive).
     pub points: i64,
     /// Points taken per lot.

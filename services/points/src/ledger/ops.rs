@@ -295,7 +295,6 @@ impl Book {
                     currency: order.currency.clone(),
                     refunded_minor: 0,
                     reversed: 0,
-                    new: true,
                     changed: true,
                 },
             );
@@ -356,14 +355,7 @@ impl Book {
         })?;
         self.lot_uses
             .extend(uses.iter().map(|(l, n)| (movement_id, *l, *n)));
-        self.remember_redemption(
-            &op.program,
-            movement_id,
-            member,
-            pb::MovementType::Redeem,
-            op.points,
-            uses,
-        );
+        self.remember_redemption(&op.program, movement_id, member, op.points, uses);
         Ok(self.recorded.last().expect("recorded").movement.clone())
     }
 
@@ -372,7 +364,6 @@ impl Book {
         program: &str,
         movement_id: Uuid,
         member: Uuid,
-        kind: pb::MovementType,
         points: i64,
         uses: Vec<(Uuid, i64)>,
     ) {
@@ -382,7 +373,6 @@ impl Book {
                 program: program.to_owned(),
                 movement_id,
                 member_id: member,
-                kind,
                 points,
                 uses,
                 reversed: false,
@@ -500,14 +490,7 @@ impl Book {
         })?;
         self.lot_uses
             .extend(captured.iter().map(|(l, n)| (movement_id, *l, *n)));
-        self.remember_redemption(
-            &program,
-            movement_id,
-            member,
-            pb::MovementType::Capture,
-            amount,
-            captured,
-        );
+        self.remember_redemption(&program, movement_id, member, amount, captured);
         let movement = self.recorded.last().expect("recorded").movement.clone();
         let now = self.now;
         let h = self.holds.get_mut(&hold_id).expect("loaded");

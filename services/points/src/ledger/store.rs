@@ -215,7 +215,6 @@ async fn lock_accounts(
             lifetime_earned: r.get(8),
             version: r.get(9),
             lots: Vec::new(),
-            stored: true,
             changed: false,
         })
         .collect())
@@ -301,7 +300,6 @@ async fn load_orders(
             currency: r.get(7),
             refunded_minor: r.get(8),
             reversed: r.get(9),
-            new: false,
             changed: false,
         };
         book.orders
@@ -328,17 +326,11 @@ async fn load_redemptions(
     .fetch_all(&mut *tx)
     .await?;
     for r in rows {
-        let kind: i16 = r.get(3);
         let points: i64 = r.get(4);
         let red = Redemption {
             program: r.get(0),
             movement_id: r.get(1),
             member_id: r.get(2),
-            kind: if kind == 3 {
-                pb::MovementType::Capture
-            } else {
-                pb::MovementType::Redeem
-            },
             points: -points,
             uses: Vec::new(),
             reversed: r.get(5),
