@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "laurel/member/v1/events.proto",
         "laurel/points/v1/points.proto",
         "laurel/points/v1/events.proto",
+        "laurel/tier/v1/tier.proto",
         "laurel/tier/v1/events.proto",
     ]
     .map(|f| root.join(f));

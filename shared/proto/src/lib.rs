@@ -24,7 +24,7 @@ pub mod points {
     }
 }
 
-/// The tier service's events.
+/// The tier service's API and events.
 pub mod tier {
     /// Version 1.
     pub mod v1 {

@@ -349,6 +349,7 @@ impl Members {
             points_status: points_status.into(),
             tier_code: String::new(),
             tier_status: pb::TierStatus::NotProvided.into(),
+            ..Default::default()
         })
     }
 }
