@@ -22,9 +22,9 @@ use laurel_runtime::{
 };
 use sqlx::migrate::Migrator;
 
-pub use crate::members::PointsSettings;
+pub use crate::members::LinkSettings;
 use crate::{
-    members::{Members, PointsLink},
+    members::{DEFAULT_POINTS_ADDR, DEFAULT_TIER_ADDR, Members, PointsLink, TierLink},
     pii::{Keyring, Pii},
 };
 
@@ -48,7 +48,11 @@ pub struct Config {
     pub phone_region: Option<phonenumber::country::Id>,
     /// How GetMemberCard reaches the points service (`LAUREL_POINTS_ADDR`,
     /// `LAUREL_POINTS_API_KEY`, `LAUREL_POINTS_TIMEOUT_MS`).
-    pub points: PointsSettings,
+    pub points: LinkSettings,
+    /// How GetMemberCard reaches the tier service (`LAUREL_TIER_ADDR`,
+    /// `LAUREL_TIER_API_KEY`, `LAUREL_TIER_TIMEOUT_MS`); none when
+    /// `LAUREL_TIER_ADDR` is `off`, and the card then has no tier.
+    pub tier: Option<LinkSettings>,
 }
 
 impl std::fmt::Debug for Config {
@@ -58,6 +62,7 @@ impl std::fmt::Debug for Config {
             .field("pii_keys", &self.pii_keys)
             .field("phone_region", &self.phone_region)
             .field("points", &self.points)
+            .field("tier", &self.tier)
             .finish()
     }
 }
@@ -143,7 +148,14 @@ impl Config {
             runtime,
             pii_keys,
             phone_region,
-            points: PointsSettings::from_env()?,
+            points: LinkSettings::from_env("POINTS", DEFAULT_POINTS_ADDR)?.ok_or_else(|| {
+                ConfigError {
+                    name: "LAUREL_POINTS_ADDR".into(),
+                    value: "off".into(),
+                    reason: "the points service cannot be off".into(),
+                }
+            })?,
+            tier: LinkSettings::from_env("TIER", DEFAULT_TIER_ADDR)?,
         })
     }
 }
@@ -158,9 +170,19 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     let pii = Pii::new(&config.pii_keys);
     // The points field is the points service's: this service only reads it.
     let points = PointsLink::new(
+        "points",
         &config.points,
         CardReader::new(app.cards(CardField::Points)),
     )?;
+    // So is the tier field the tier service's.
+    let tier = match &config.tier {
+        Some(settings) => Some(TierLink::new(
+            "tier",
+            settings,
+            CardReader::new(app.cards(CardField::Tier)),
+        )?),
+        None => None,
+    };
     let members = Members {
         db: app.db().clone(),
         cards: app.cards(CardField::Member),
@@ -170,6 +192,7 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         clock: app.clock(),
         phone_region: config.phone_region,
         points,
+        tier,
         request_timeout: config.runtime.request_timeout,
     };
     Ok(app

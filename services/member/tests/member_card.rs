@@ -15,10 +15,11 @@ use std::{
 
 use common::*;
 use futures::future::BoxFuture;
-use laurel_member::{PointsSettings, members::parse_grpc_timeout};
+use laurel_member::{LinkSettings, members::parse_grpc_timeout};
 use laurel_proto::{
     member::v1 as pb,
     points::v1::{Balance, Expiring, GetBalanceRequest, GetBalanceResponse},
+    tier::v1::MemberTier,
 };
 use laurel_runtime::{
     cache::Redis,
@@ -169,7 +170,7 @@ fn balance(member_id: &str, available: i64, version: i64) -> Balance {
 async fn spawn_with_points(addr: String, api_key: Option<&str>, timeout: Duration) -> TestApp {
     spawn_with(Options {
         relay: true,
-        points: Some(PointsSettings {
+        points: Some(LinkSettings {
             addr,
             api_key: api_key.map(str::to_owned),
             timeout,
@@ -222,7 +223,7 @@ fn points_status(card: &pb::MemberCard) -> pb::PointsStatus {
 // ---------------------------------------------------------------- profile
 
 #[tokio::test]
-async fn the_card_shows_the_profile_summary_and_no_tier_yet() {
+async fn the_card_shows_the_profile_summary_and_no_tier_without_a_tier_service() {
     let mut app = spawn().await;
     let created = create(&mut app).await;
     // As GetMember answers (CreateMember's own answer carries the enrolment
@@ -526,4 +527,95 @@ async fn a_merged_members_card_is_the_survivors_with_the_survivors_balance() {
     assert_eq!(card.member.as_ref().unwrap().member_id, survivor.member_id);
     assert_eq!(points_status(&card), pb::PointsStatus::FromCard);
     assert_eq!(card.points, Some(survivors));
+}
+
+// ---------------------------------------------------------------- tier
+
+/// A member service whose GetMemberCard finds nothing at the points or tier
+/// addresses: fields can only come from the card.
+async fn spawn_with_closed_owners() -> TestApp {
+    spawn_with(Options {
+        relay: true,
+        points: Some(LinkSettings::at(closed_port())),
+        tier: Some(LinkSettings::at(closed_port())),
+        ..Options::default()
+    })
+    .await
+}
+
+async fn write_tier(app: &TestApp, member: &str, tier: &MemberTier, version: i64) {
+    let redis = Redis::new(&app.redis_url, &app.prefix).unwrap();
+    let cards: Cards<MemberTier> = Cards::new(redis, CardField::Tier, LocalLimits::default());
+    let program = ProgramId::parse("default").unwrap();
+    let member = Uuid::parse_str(member).unwrap();
+    assert!(
+        cards
+            .fill(&program, &member, version, &tier.encode_to_vec())
+            .await,
+        "redis took the tier field"
+    );
+}
+
+fn gold(member_id: &str, valid_until: Option<prost_types::Timestamp>) -> MemberTier {
+    MemberTier {
+        member_id: member_id.into(),
+        tier_code: "gold".into(),
+        tier_name: "Gold".into(),
+        secured_until: Some(prost_types::Timestamp {
+            seconds: 1_900_000_000,
+            nanos: 0,
+        }),
+        valid_until,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_card_shows_the_tier_the_tier_service_wrote_on_it() {
+    let mut app = spawn_with_closed_owners().await;
+    let member = create(&mut app).await;
+    write_tier(&app, &member.member_id, &gold(&member.member_id, None), 4).await;
+
+    let card = card(&mut app, card_request(&member.member_id)).await;
+    assert_eq!(card.tier_status, pb::TierStatus::FromCard as i32);
+    assert_eq!(card.tier_code, "gold");
+    assert_eq!(card.tier_name, "Gold");
+    assert_eq!(card.tier_secured_until.unwrap().seconds, 1_900_000_000);
+    // The balance is not on the card and its owner is down: the tier still
+    // shows.
+    assert_eq!(points_status(&card), pb::PointsStatus::Unavailable);
+}
+
+#[tokio::test]
+async fn a_tier_past_its_valid_until_is_not_served_from_the_card() {
+    let mut app = spawn_with_closed_owners().await;
+    let member = create(&mut app).await;
+    let past = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() - 60,
+        nanos: 0,
+    };
+    write_tier(
+        &app,
+        &member.member_id,
+        &gold(&member.member_id, Some(past)),
+        4,
+    )
+    .await;
+
+    let card = card(&mut app, card_request(&member.member_id)).await;
+    assert_eq!(card.tier_status, pb::TierStatus::Unavailable as i32);
+    assert_eq!(card.tier_code, "");
+}
+
+#[tokio::test]
+async fn with_the_tier_service_down_the_card_answers_promptly_without_a_tier() {
+    let mut app = spawn_with_closed_owners().await;
+    let member = create(&mut app).await;
+    let mut request = card_request(&member.member_id);
+    request.set_timeout(Duration::from_secs(5));
+    let started = Instant::now();
+    let card = card(&mut app, request).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(card.tier_status, pb::TierStatus::Unavailable as i32);
+    assert_eq!(card.member.unwrap().given_name, "Ada");
 }

@@ -63,7 +63,8 @@ async fn start_member(prefix: &str) -> (support::Running, MemberServiceClient<Ch
         runtime,
         pii_keys: laurel_member::pii::Keyring::single([42; 32]),
         phone_region: Some(phonenumber::country::Id::DE),
-        points: laurel_member::PointsSettings::at("http://127.0.0.1:1"),
+        points: laurel_member::LinkSettings::at("http://127.0.0.1:1"),
+        tier: None,
     };
     let clock = laurel_runtime::clock::SystemClock;
     let app = laurel_member::build(config, Some(Arc::new(clock)))

@@ -4,10 +4,11 @@
 //! and mapping rows to the wire live in `sealing`.
 
 mod card;
-pub(crate) use card::PointsLink;
-pub use card::{
-    DEFAULT_POINTS_ADDR, DEFAULT_POINTS_TIMEOUT, PointsSettings, caller_deadline,
-    parse_grpc_timeout, points_budget,
+pub(crate) use card::{PointsLink, TierLink};
+mod links;
+pub use links::{
+    DEFAULT_LINK_TIMEOUT, DEFAULT_POINTS_ADDR, DEFAULT_TIER_ADDR, LinkSettings, caller_deadline,
+    link_budget, parse_grpc_timeout,
 };
 mod enrol;
 mod erase;
@@ -61,6 +62,8 @@ pub struct Members {
     pub(crate) clock: SharedClock,
     pub(crate) phone_region: Option<phonenumber::country::Id>,
     pub(crate) points: PointsLink,
+    /// The tier field's owner; none when no tier service is configured.
+    pub(crate) tier: Option<TierLink>,
     /// The server's own limit on a request: no caller's deadline is later.
     pub(crate) request_timeout: std::time::Duration,
 }

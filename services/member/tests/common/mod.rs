@@ -40,7 +40,9 @@ pub struct Options {
     pub api_keys: Vec<(String, String)>,
     pub relay: bool,
     /// Where GetMemberCard finds the points service; a closed port when unset.
-    pub points: Option<laurel_member::PointsSettings>,
+    pub points: Option<laurel_member::LinkSettings>,
+    /// How GetMemberCard reaches the tier service; none for no tier.
+    pub tier: Option<laurel_member::LinkSettings>,
 }
 
 pub async fn spawn() -> TestApp {
@@ -83,7 +85,8 @@ pub async fn spawn_with(options: Options) -> TestApp {
         phone_region: Some(phonenumber::country::Id::DE),
         points: options
             .points
-            .unwrap_or_else(|| laurel_member::PointsSettings::at("http://127.0.0.1:1")),
+            .unwrap_or_else(|| laurel_member::LinkSettings::at("http://127.0.0.1:1")),
+        tier: options.tier.clone(),
     };
     let clock = ManualClock::new(chrono::Utc::now());
     let app = laurel_member::build(config, Some(Arc::new(clock.clone())))

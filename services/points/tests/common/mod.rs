@@ -64,7 +64,8 @@ pub async fn spawn_with(options: Options) -> Stack {
         runtime: member_runtime,
         pii_keys: laurel_member::pii::Keyring::single([42; 32]),
         phone_region: Some(phonenumber::country::Id::DE),
-        points: laurel_member::PointsSettings::at("http://127.0.0.1:1"),
+        points: laurel_member::LinkSettings::at("http://127.0.0.1:1"),
+        tier: None,
     };
     let member_app = laurel_member::build(member_config, Some(Arc::new(clock.clone())))
         .await
@@ -245,7 +246,8 @@ impl Stack {
             runtime,
             pii_keys: laurel_member::pii::Keyring::single([42; 32]),
             phone_region: Some(phonenumber::country::Id::DE),
-            points: laurel_member::PointsSettings::at(format!("http://{}", self.points_addr)),
+            points: laurel_member::LinkSettings::at(format!("http://{}", self.points_addr)),
+            tier: None,
         };
         let app = laurel_member::build(config, Some(Arc::new(self.clock.clone())))
             .await

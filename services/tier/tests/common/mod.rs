@@ -70,7 +70,8 @@ pub async fn spawn_with(options: Options) -> Stack {
         runtime: member_runtime,
         pii_keys: laurel_member::pii::Keyring::single([42; 32]),
         phone_region: None,
-        points: laurel_member::PointsSettings::at("http://127.0.0.1:1"),
+        points: laurel_member::LinkSettings::at("http://127.0.0.1:1"),
+        tier: None,
     };
     let member_app = laurel_member::build(member_config, Some(Arc::new(clock.clone())))
         .await
