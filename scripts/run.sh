@@ -10,13 +10,14 @@
 # `<bin> serve` (which applies its migrations) in the background with its own
 # LAUREL_GRPC_ADDR and LAUREL_METRICS_ADDR, and with LAUREL_<OTHER>_ADDR
 # (http://host:port) pointing at every other service of the list (member
-# asks points for balances, points asks member about members it never saw),
+# asks points for balances and tier for tiers, points and tier ask member
+# about members they never saw),
 # unless the environment sets that address already. All share the
 # environment's LAUREL_REDIS_PREFIX (default laurel), so they read one
 # another's events and card fields; each keeps its own Postgres schema (its
 # name). If one exits, all stop and the script exits with that service's
 # status. Other settings the services read (LAUREL_PII_KEYS, LAUREL_API_KEYS,
-# LAUREL_POINTS_API_KEY, LAUREL_MEMBER_API_KEY, RUST_LOG, ...) pass through
+# LAUREL_POINTS_API_KEY, LAUREL_TIER_API_KEY, LAUREL_MEMBER_API_KEY, RUST_LOG, ...) pass through
 # from the environment. LAUREL_DEV_MODE defaults to 1 here (see below).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -30,6 +31,7 @@ HOST=${LAUREL_RUN_HOST:-127.0.0.1}
 SERVICES=(
   "member 50051 9464"
   "points 50052 9465"
+  "tier 50053 9466"
 )
 
 selected=()
