@@ -57,8 +57,9 @@ source scripts/stack.sh
 laurel_stack_up
 
 # name: the cargo package is laurel-<name>. Member asks points for balances
-# (GetMemberCard), points asks member about members it never saw.
-services=(member points)
+# and tier for tiers (GetMemberCard); points and tier ask member about
+# members they never saw.
+services=(member points tier)
 packages=()
 for name in "${services[@]}"; do packages+=(-p "laurel-$name"); done
 cargo build -q "${packages[@]}"
@@ -132,6 +133,7 @@ done
 
 rc=0
 LAUREL_MEMBER_ADDR=127.0.0.1:${port[member]} LAUREL_POINTS_ADDR=127.0.0.1:${port[points]} \
+  LAUREL_TIER_ADDR=127.0.0.1:${port[tier]} \
   "$py" -m pytest -c "$suite/pytest.ini" \
   --rootdir "$suite" -p no:cacheprovider "$suite" "$@" || rc=$?
 if [[ $rc -eq 5 ]]; then

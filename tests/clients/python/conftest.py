@@ -11,10 +11,11 @@ into a temporary directory put first on `sys.path`, so tests import them as
 `from laurel.member.v1 import member_pb2`.
 
 Each service has a session-wide channel fixture (`member_channel`,
-`points_channel`) and a stub fixture (`member`, `points`). To add a service
-(say tier): add a `tier_channel` fixture with `_channel("tier")` and a `tier`
-stub fixture beside the others below, start it in scripts/test-python.sh,
-then write `test_tier.py` with its calls. Metadata (`md`, `md_for`) and the
+`points_channel`, `tier_channel`) and a stub fixture (`member`, `points`,
+`tier`). To add a service (say campaign): add a `campaign_channel` fixture
+with `_channel("campaign")` and a `campaign` stub fixture beside the others
+below, start it in scripts/test-python.sh, then write `test_campaign.py`
+with its calls. Metadata (`md`, `md_for`) and the
 fresh programme per test (`program`) work for every service.
 """
 
@@ -74,6 +75,7 @@ from grpc_health.v1 import health_pb2_grpc  # noqa: E402
 from laurel.common.v1 import echo_pb2_grpc  # noqa: E402
 from laurel.member.v1 import member_pb2_grpc  # noqa: E402
 from laurel.points.v1 import points_pb2_grpc  # noqa: E402
+from laurel.tier.v1 import tier_pb2_grpc  # noqa: E402
 
 
 def service_addr(service: str) -> str:
@@ -146,6 +148,19 @@ def points(points_channel):
 def points_health(points_channel):
     """grpc.health.v1.Health of the points service."""
     return Stub(health_pb2_grpc.HealthStub(points_channel))
+
+
+@pytest.fixture(scope="session")
+def tier_channel():
+    channel = _channel("tier")
+    yield channel
+    channel.close()
+
+
+@pytest.fixture
+def tier(tier_channel):
+    """laurel.tier.v1.TierService."""
+    return Stub(tier_pb2_grpc.TierServiceStub(tier_channel))
 
 
 @pytest.fixture

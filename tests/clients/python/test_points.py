@@ -196,8 +196,6 @@ def test_the_member_card_shows_the_points_balance(member, points, md, member_id)
     ), mpb.PointsStatus.Name(card.points_status)
     assert card.points.member_id == member_id
     assert (card.points.available, card.points.total) == (1240, 1240)
-    assert card.tier_status == mpb.TIER_STATUS_NOT_PROVIDED
-    assert card.tier_code == ""
 
 
 def test_the_points_service_is_healthy_and_reflects_its_api(points_health, points_channel):
