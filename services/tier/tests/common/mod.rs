@@ -259,6 +259,36 @@ impl Stack {
         self.clock.advance(by);
     }
 
+    /// Another member replica on the same schema and prefix whose
+    /// GetMemberCard reaches this tier (and points) service.
+    pub async fn member_with_links(&self) -> (support::Running, MemberServiceClient<Channel>) {
+        let mut runtime = support::runtime_config("member");
+        runtime.redis_prefix = self.prefix.clone();
+        runtime.db_schema = self.member_running.schema.clone();
+        runtime.run_relay = false;
+        let points = self.points_addr.map_or_else(
+            || "http://127.0.0.1:1".to_owned(),
+            |a| format!("http://{a}"),
+        );
+        let config = laurel_member::Config {
+            runtime,
+            pii_keys: laurel_member::pii::Keyring::single([42; 32]),
+            phone_region: None,
+            points: laurel_member::LinkSettings::at(points),
+            tier: Some(laurel_member::LinkSettings::at(format!(
+                "http://{}",
+                self.tier_addr
+            ))),
+        };
+        let app = laurel_member::build(config, Some(Arc::new(self.clock.clone())))
+            .await
+            .expect("member builds");
+        let mut running = support::start(app).await;
+        running.keep_schema();
+        let client = MemberServiceClient::new(running.channel.clone());
+        (running, client)
+    }
+
     pub async fn stop(&mut self) {
         let _ = self.tier_running.stop().await;
         if let Some(p) = self.points_running.as_mut() {
