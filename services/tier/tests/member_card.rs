@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use laurel_runtime::clock::Clock;
 use laurel_proto::member::v1 as mpb;
 
 async fn card(
