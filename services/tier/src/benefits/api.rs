@@ -332,7 +332,14 @@ impl Tiers {
     ) -> Result<pb::GetBenefitUsageResponse, TierError> {
         let mut v = Violations::new();
         let now = self.now();
-        let to = time(request.to.as_ref(), "to", now, &mut v);
+        // By default up to now included: a use recorded this microsecond
+        // counts.
+        let to = time(
+            request.to.as_ref(),
+            "to",
+            now + Duration::microseconds(1),
+            &mut v,
+        );
         let from = time(request.from.as_ref(), "from", to - Duration::days(30), &mut v);
         v.check(from >= to, "from", "must be before to");
         v.finish()?;
