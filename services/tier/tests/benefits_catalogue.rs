@@ -8,8 +8,8 @@ use laurel_proto::tier::v1 as pb;
 use tonic::Code;
 
 use benefits_support::*;
-use laurel_runtime::clock::Clock;
 use common::{fields, req, rid};
+use laurel_runtime::clock::Clock;
 
 async fn put_err(stack: &common::Stack, b: pb::Benefit) -> tonic::Status {
     stack
@@ -41,10 +41,16 @@ async fn invalid_benefits_are_refused_with_field_violations() {
     );
 
     let unspecified = benefit("thing", pb::BenefitKind::Unspecified);
-    assert_eq!(fields(&put_err(&stack, unspecified).await), ["benefit.kind"]);
+    assert_eq!(
+        fields(&put_err(&stack, unspecified).await),
+        ["benefit.kind"]
+    );
 
     let custom = benefit("concierge", pb::BenefitKind::Custom);
-    assert_eq!(fields(&put_err(&stack, custom).await), ["benefit.parameters"]);
+    assert_eq!(
+        fields(&put_err(&stack, custom).await),
+        ["benefit.parameters"]
+    );
 
     let listed = stack
         .tier
@@ -132,19 +138,34 @@ async fn the_most_generous_grant_of_tier_and_plan_wins() {
     .await;
     let member = seed_member(&stack, Some("gold")).await;
     let before = member_benefits(&stack, member).await;
-    assert!(before.iter().all(|b| b.source == pb::BenefitSource::Tier as i32));
+    assert!(
+        before
+            .iter()
+            .all(|b| b.source == pb::BenefitSource::Tier as i32)
+    );
 
     subscribe(&stack, member, "plus").await;
     let after = member_benefits(&stack, member).await;
-    let ship = after.iter().find(|b| b.benefit.as_ref().unwrap().code == "ship").unwrap();
+    let ship = after
+        .iter()
+        .find(|b| b.benefit.as_ref().unwrap().code == "ship")
+        .unwrap();
     assert!(ship.unlimited);
     assert_eq!(ship.source, pb::BenefitSource::PaidPlan as i32);
     assert_eq!(ship.source_code, "plus");
-    let off = after.iter().find(|b| b.benefit.as_ref().unwrap().code == "ten-off").unwrap();
-    assert_eq!((off.quota, off.period), (1, pb::QuotaPeriod::Quarter as i32));
+    let off = after
+        .iter()
+        .find(|b| b.benefit.as_ref().unwrap().code == "ten-off")
+        .unwrap();
+    assert_eq!(
+        (off.quota, off.period),
+        (1, pb::QuotaPeriod::Quarter as i32)
+    );
     // Unlimited use needs no quota.
     for _ in 0..5 {
-        consume(&stack, &rid(), member, "ship", 10).await.expect("unlimited");
+        consume(&stack, &rid(), member, "ship", 10)
+            .await
+            .expect("unlimited");
     }
     stack.stop().await;
 }
@@ -160,7 +181,16 @@ async fn usage_figures_count_uses_members_entitlement_and_uptake() {
         ladder_with_gold(vec![grant("ship", 5, pb::QuotaPeriod::Month)], "UTC"),
     )
     .await;
-    put_plan(&stack, plan("club", vec![grant("lounge", 0, pb::QuotaPeriod::Unspecified)], 0, 0)).await;
+    put_plan(
+        &stack,
+        plan(
+            "club",
+            vec![grant("lounge", 0, pb::QuotaPeriod::Unspecified)],
+            0,
+            0,
+        ),
+    )
+    .await;
     let a = seed_member(&stack, Some("gold")).await;
     let b = seed_member(&stack, Some("gold")).await;
     let _c = seed_member(&stack, Some("gold")).await;

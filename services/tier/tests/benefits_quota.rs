@@ -47,7 +47,9 @@ async fn concurrent_uses_never_exceed_the_quota_and_retries_replay_without_using
 
     // A retry of a succeeded request answers the same and uses nothing.
     let (i, first) = &succeeded[0];
-    let again = consume(&stack, &ids[*i], member, "ship", 1).await.expect("replayed");
+    let again = consume(&stack, &ids[*i], member, "ship", 1)
+        .await
+        .expect("replayed");
     assert_eq!(&again, first);
     let uses: i64 = sqlx::query_scalar("SELECT count(*) FROM benefit_uses")
         .fetch_one(&stack.db)
@@ -61,7 +63,9 @@ async fn concurrent_uses_never_exceed_the_quota_and_retries_replay_without_using
     assert_eq!(listed[0].source_code, "gold");
 
     // The same id with another request is refused.
-    let reused = consume(&stack, &ids[*i], member, "ship", 2).await.unwrap_err();
+    let reused = consume(&stack, &ids[*i], member, "ship", 2)
+        .await
+        .unwrap_err();
     assert_eq!(reused.code(), Code::AlreadyExists);
     stack.stop().await;
 }
@@ -70,13 +74,23 @@ async fn concurrent_uses_never_exceed_the_quota_and_retries_replay_without_using
 async fn a_use_beyond_what_is_left_changes_nothing() {
     let mut stack = common::spawn().await;
     let member = gold_with_shipping(&stack, 3, "UTC").await;
-    consume(&stack, &rid(), member, "ship", 2).await.expect("two of three");
-    let refused = consume(&stack, &rid(), member, "ship", 2).await.unwrap_err();
+    consume(&stack, &rid(), member, "ship", 2)
+        .await
+        .expect("two of three");
+    let refused = consume(&stack, &rid(), member, "ship", 2)
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
-    assert!(refused.message().contains("1 left"), "{}", refused.message());
+    assert!(
+        refused.message().contains("1 left"),
+        "{}",
+        refused.message()
+    );
     let listed = member_benefits(&stack, member).await;
     assert_eq!((listed[0].used, listed[0].remaining), (2, 1));
-    let last = consume(&stack, &rid(), member, "ship", 1).await.expect("the last one");
+    let last = consume(&stack, &rid(), member, "ship", 1)
+        .await
+        .expect("the last one");
     assert_eq!(last.benefit.unwrap().remaining, 0);
     stack.stop().await;
 }
@@ -94,14 +108,18 @@ async fn the_quota_renews_when_the_month_turns_in_the_ladder_time_zone() {
     let used = consume(&stack, &rid(), member, "ship", 2).await.unwrap();
     let april_paris = Utc.with_ymd_and_hms(2026, 3, 31, 22, 0, 0).unwrap();
     assert_eq!(time(&used.benefit.unwrap().period_end), april_paris);
-    let refused = consume(&stack, &rid(), member, "ship", 1).await.unwrap_err();
+    let refused = consume(&stack, &rid(), member, "ship", 1)
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
 
     // 23:00 UTC is 1 April in Paris: a new period.
     stack.advance(chrono::Duration::hours(2));
     let listed = member_benefits(&stack, member).await;
     assert_eq!((listed[0].used, listed[0].remaining), (0, 2));
-    let renewed = consume(&stack, &rid(), member, "ship", 1).await.expect("a new month");
+    let renewed = consume(&stack, &rid(), member, "ship", 1)
+        .await
+        .expect("a new month");
     let b = renewed.benefit.unwrap();
     assert_eq!((b.used, b.remaining), (1, 1));
     assert_eq!(
@@ -117,18 +135,26 @@ async fn benefits_not_granted_unknown_inactive_or_of_unknown_members_are_refused
     let gold = gold_with_shipping(&stack, 2, "UTC").await;
     let silver = seed_member(&stack, Some("silver")).await;
 
-    let not_granted = consume(&stack, &rid(), silver, "ship", 1).await.unwrap_err();
+    let not_granted = consume(&stack, &rid(), silver, "ship", 1)
+        .await
+        .unwrap_err();
     assert_eq!(not_granted.code(), Code::FailedPrecondition);
     assert_eq!(reason(&not_granted), "BENEFIT_NOT_GRANTED");
 
-    let unknown = consume(&stack, &rid(), gold, "lounge", 1).await.unwrap_err();
+    let unknown = consume(&stack, &rid(), gold, "lounge", 1)
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
     assert_eq!(reason(&unknown), "BENEFIT_NOT_FOUND");
 
-    let stranger = consume(&stack, &rid(), uuid::Uuid::now_v7(), "ship", 1).await.unwrap_err();
+    let stranger = consume(&stack, &rid(), uuid::Uuid::now_v7(), "ship", 1)
+        .await
+        .unwrap_err();
     assert_eq!(reason(&stranger), "MEMBER_NOT_FOUND");
 
-    let invalid = consume(&stack, &rid(), gold, "ship", 1001).await.unwrap_err();
+    let invalid = consume(&stack, &rid(), gold, "ship", 1001)
+        .await
+        .unwrap_err();
     assert_eq!(invalid.code(), Code::InvalidArgument);
     assert_eq!(common::fields(&invalid), ["quantity"]);
 
@@ -138,7 +164,10 @@ async fn benefits_not_granted_unknown_inactive_or_of_unknown_members_are_refused
     let inactive = consume(&stack, &rid(), gold, "ship", 1).await.unwrap_err();
     assert_eq!(inactive.code(), Code::FailedPrecondition);
     assert_eq!(reason(&inactive), "BENEFIT_INACTIVE");
-    assert!(member_benefits(&stack, gold).await.is_empty(), "inactive benefits are not listed");
+    assert!(
+        member_benefits(&stack, gold).await.is_empty(),
+        "inactive benefits are not listed"
+    );
     let uses: i64 = sqlx::query_scalar("SELECT count(*) FROM benefit_uses")
         .fetch_one(&stack.db)
         .await

@@ -26,7 +26,12 @@ async fn invalid_plans_are_refused_with_field_violations() {
     let mut stack = common::spawn().await;
     put_benefit(&stack, benefit("ship", pb::BenefitKind::FreeShipping)).await;
 
-    let mut bad = plan("plus", vec![grant("ship", 2, pb::QuotaPeriod::Unspecified)], 91, 30);
+    let mut bad = plan(
+        "plus",
+        vec![grant("ship", 2, pb::QuotaPeriod::Unspecified)],
+        91,
+        30,
+    );
     bad.price.as_mut().unwrap().currency_code = "XYZ".into();
     bad.price.as_mut().unwrap().amount_minor = -5;
     bad.billing_period = 0;
@@ -44,7 +49,12 @@ async fn invalid_plans_are_refused_with_field_violations() {
         ]
     );
 
-    let unknown = plan("plus", vec![grant("lounge", 1, pb::QuotaPeriod::Month)], 0, 0);
+    let unknown = plan(
+        "plus",
+        vec![grant("lounge", 1, pb::QuotaPeriod::Month)],
+        0,
+        0,
+    );
     assert_eq!(
         fields(&put_err(&stack, unknown).await),
         ["plan.benefits[0].benefit_code"]
@@ -94,7 +104,9 @@ async fn subscribing_needs_an_active_plan_a_known_member_and_a_payment_reference
     assert_eq!(common::reason(&inactive), "PLAN_INACTIVE");
     let missing = attempt(member, "gone", "pay-1").await.unwrap_err();
     assert_eq!(common::reason(&missing), "PLAN_NOT_FOUND");
-    let stranger = attempt(uuid::Uuid::now_v7(), "open", "pay-1").await.unwrap_err();
+    let stranger = attempt(uuid::Uuid::now_v7(), "open", "pay-1")
+        .await
+        .unwrap_err();
     assert_eq!(common::reason(&stranger), "MEMBER_NOT_FOUND");
     let unpaid = attempt(member, "open", "").await.unwrap_err();
     assert_eq!(fields(&unpaid), ["payment_reference"]);

@@ -22,7 +22,16 @@ async fn the_survivor_keeps_every_subscription_and_the_uses_of_both() {
     )
     .await;
     put_plan(&stack, plan("plus", vec![], 0, 0)).await;
-    put_plan(&stack, plan("club", vec![grant("lounge", 0, pb::QuotaPeriod::Unspecified)], 0, 0)).await;
+    put_plan(
+        &stack,
+        plan(
+            "club",
+            vec![grant("lounge", 0, pb::QuotaPeriod::Unspecified)],
+            0,
+            0,
+        ),
+    )
+    .await;
 
     let survivor = stack.member().await;
     let merged = stack.member().await;
@@ -51,29 +60,46 @@ async fn the_survivor_keeps_every_subscription_and_the_uses_of_both() {
         .await
         .expect("merged");
 
-    let subs = common::eventually(Duration::from_secs(10), "subscriptions move to the survivor", || async {
-        let subs = subscriptions(&stack, survivor).await;
-        (subs.len() == 3).then_some(subs)
-    })
+    let subs = common::eventually(
+        Duration::from_secs(10),
+        "subscriptions move to the survivor",
+        || async {
+            let subs = subscriptions(&stack, survivor).await;
+            (subs.len() == 3).then_some(subs)
+        },
+    )
     .await;
     let mut ids: Vec<_> = subs.iter().map(|s| s.subscription_id.clone()).collect();
     ids.sort();
-    let mut expected = vec![kept.subscription_id, same_plan.subscription_id, other_plan.subscription_id];
+    let mut expected = vec![
+        kept.subscription_id,
+        same_plan.subscription_id,
+        other_plan.subscription_id,
+    ];
     expected.sort();
     assert_eq!(ids, expected);
     assert!(subs.iter().all(|s| s.member_id == survivor.to_string()));
 
     let benefits = member_benefits(&stack, survivor).await;
-    let ship = benefits.iter().find(|b| b.benefit.as_ref().unwrap().code == "ship").unwrap();
-    assert_eq!((ship.used, ship.remaining), (2, 1), "both members' uses count");
-    assert!(benefits.iter().any(|b| b.benefit.as_ref().unwrap().code == "lounge"));
-    let left: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM subscriptions WHERE member_id = $1",
-    )
-    .bind(merged)
-    .fetch_one(&stack.db)
-    .await
-    .unwrap();
+    let ship = benefits
+        .iter()
+        .find(|b| b.benefit.as_ref().unwrap().code == "ship")
+        .unwrap();
+    assert_eq!(
+        (ship.used, ship.remaining),
+        (2, 1),
+        "both members' uses count"
+    );
+    assert!(
+        benefits
+            .iter()
+            .any(|b| b.benefit.as_ref().unwrap().code == "lounge")
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM subscriptions WHERE member_id = $1")
+        .bind(merged)
+        .fetch_one(&stack.db)
+        .await
+        .unwrap();
     assert_eq!(left, 0);
     stack.stop().await;
 }

@@ -59,7 +59,11 @@ async fn renew(stack: &common::Stack, id: &str) -> Result<pb::Subscription, toni
         .map(|r| r.into_inner().subscription.unwrap())
 }
 
-async fn cancel(stack: &common::Stack, id: &str, mode: pb::CancelMode) -> Result<pb::Subscription, tonic::Status> {
+async fn cancel(
+    stack: &common::Stack,
+    id: &str,
+    mode: pb::CancelMode,
+) -> Result<pb::Subscription, tonic::Status> {
     stack
         .tier
         .clone()
@@ -74,20 +78,29 @@ async fn cancel(stack: &common::Stack, id: &str, mode: pb::CancelMode) -> Result
 }
 
 /// Waits until the member's subscription `id` has `status`.
-async fn wait_status(stack: &common::Stack, member: Uuid, id: &str, status: pb::SubscriptionStatus) -> pb::Subscription {
-    common::eventually(Duration::from_secs(10), &format!("subscription reaches {status:?}"), || async {
-        subscriptions(stack, member)
-            .await
-            .into_iter()
-            .find(|s| s.subscription_id == id && s.status == status as i32)
-    })
+async fn wait_status(
+    stack: &common::Stack,
+    member: Uuid,
+    id: &str,
+    status: pb::SubscriptionStatus,
+) -> pb::Subscription {
+    common::eventually(
+        Duration::from_secs(10),
+        &format!("subscription reaches {status:?}"),
+        || async {
+            subscriptions(stack, member)
+                .await
+                .into_iter()
+                .find(|s| s.subscription_id == id && s.status == status as i32)
+        },
+    )
     .await
 }
 
 fn has_ship(benefits: &[pb::MemberBenefit]) -> bool {
-    benefits
-        .iter()
-        .any(|b| b.benefit.as_ref().unwrap().code == "ship" && b.source == pb::BenefitSource::PaidPlan as i32)
+    benefits.iter().any(|b| {
+        b.benefit.as_ref().unwrap().code == "ship" && b.source == pb::BenefitSource::PaidPlan as i32
+    })
 }
 
 #[tokio::test]
@@ -116,11 +129,16 @@ async fn a_renewal_extends_the_period_and_a_cancellation_at_period_end_ends_it_t
         .await
         .expect("cancelled at period end");
     assert_eq!(cancelling.status, pb::SubscriptionStatus::Cancelling as i32);
-    let again = cancel(&stack, &sub.subscription_id, pb::CancelMode::AtPeriodEnd).await.unwrap_err();
+    let again = cancel(&stack, &sub.subscription_id, pb::CancelMode::AtPeriodEnd)
+        .await
+        .unwrap_err();
     assert_eq!(reason(&again), "SUBSCRIPTION_CANCELLING");
     let c = events::<pb::SubscriptionCancelled>(&stack).await;
     assert_eq!(c.len(), 1);
-    assert_eq!((c[0].mode, c[0].reason.as_str()), (pb::CancelMode::AtPeriodEnd as i32, "too expensive"));
+    assert_eq!(
+        (c[0].mode, c[0].reason.as_str()),
+        (pb::CancelMode::AtPeriodEnd as i32, "too expensive")
+    );
     // Still running until the period end.
     stack.clock.set(on(3, 10) - chrono::Duration::minutes(1));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -128,7 +146,13 @@ async fn a_renewal_extends_the_period_and_a_cancellation_at_period_end_ends_it_t
     assert!(events::<pb::SubscriptionEnded>(&stack).await.is_empty());
 
     stack.clock.set(on(3, 10) + chrono::Duration::minutes(1));
-    let ended = wait_status(&stack, member, &sub.subscription_id, pb::SubscriptionStatus::Cancelled).await;
+    let ended = wait_status(
+        &stack,
+        member,
+        &sub.subscription_id,
+        pb::SubscriptionStatus::Cancelled,
+    )
+    .await;
     assert_eq!(time(&ended.ended_at), on(3, 10));
     let e = events::<pb::SubscriptionEnded>(&stack).await;
     assert_eq!(e.len(), 1);
@@ -146,15 +170,23 @@ async fn a_cancellation_now_ends_at_once() {
     let (mut stack, member) = setup(5, 0).await;
     let sub = subscribe(&stack, member, "plus").await;
     stack.advance(chrono::Duration::days(3));
-    let cancelled = cancel(&stack, &sub.subscription_id, pb::CancelMode::Now).await.expect("cancelled");
+    let cancelled = cancel(&stack, &sub.subscription_id, pb::CancelMode::Now)
+        .await
+        .expect("cancelled");
     assert_eq!(cancelled.status, pb::SubscriptionStatus::Cancelled as i32);
     assert_eq!(time(&cancelled.ended_at), on(1, 13));
-    assert_eq!(events::<pb::SubscriptionCancelled>(&stack).await[0].mode, pb::CancelMode::Now as i32);
+    assert_eq!(
+        events::<pb::SubscriptionCancelled>(&stack).await[0].mode,
+        pb::CancelMode::Now as i32
+    );
     let ended = events::<pb::SubscriptionEnded>(&stack).await;
     assert_eq!(ended.len(), 1);
     assert!(!ended[0].expired);
     assert!(!has_ship(&member_benefits(&stack, member).await));
-    assert_eq!(reason(&renew(&stack, &sub.subscription_id).await.unwrap_err()), "SUBSCRIPTION_ENDED");
+    assert_eq!(
+        reason(&renew(&stack, &sub.subscription_id).await.unwrap_err()),
+        "SUBSCRIPTION_ENDED"
+    );
     // A new subscription to the plan is taken again.
     subscribe(&stack, member, "plus").await;
     stack.stop().await;
@@ -165,11 +197,22 @@ async fn a_late_renewal_in_grace_continues_and_an_unrenewed_one_expires_after_gr
     let (mut stack, member) = setup(5, 0).await;
     let sub = subscribe(&stack, member, "plus").await;
     stack.clock.set(on(2, 11));
-    let grace = wait_status(&stack, member, &sub.subscription_id, pb::SubscriptionStatus::InGrace).await;
+    let grace = wait_status(
+        &stack,
+        member,
+        &sub.subscription_id,
+        pb::SubscriptionStatus::InGrace,
+    )
+    .await;
     assert_eq!(time(&grace.grace_until), on(2, 15));
-    assert!(has_ship(&member_benefits(&stack, member).await), "benefits continue in grace");
+    assert!(
+        has_ship(&member_benefits(&stack, member).await),
+        "benefits continue in grace"
+    );
 
-    let renewed = renew(&stack, &sub.subscription_id).await.expect("late renewal");
+    let renewed = renew(&stack, &sub.subscription_id)
+        .await
+        .expect("late renewal");
     assert_eq!(renewed.status, pb::SubscriptionStatus::Active as i32);
     assert_eq!(time(&renewed.current_period_start), on(2, 10));
     assert_eq!(time(&renewed.current_period_end), on(3, 10));
@@ -180,13 +223,22 @@ async fn a_late_renewal_in_grace_continues_and_an_unrenewed_one_expires_after_gr
 
     // Unrenewed this time: grace, then expiry five days after the period.
     stack.clock.set(on(3, 16));
-    let expired = wait_status(&stack, member, &sub.subscription_id, pb::SubscriptionStatus::Expired).await;
+    let expired = wait_status(
+        &stack,
+        member,
+        &sub.subscription_id,
+        pb::SubscriptionStatus::Expired,
+    )
+    .await;
     assert_eq!(time(&expired.ended_at), on(3, 15));
     let e = events::<pb::SubscriptionEnded>(&stack).await;
     assert_eq!(e.len(), 1);
     assert!(e[0].expired);
     assert!(!has_ship(&member_benefits(&stack, member).await));
-    assert_eq!(reason(&renew(&stack, &sub.subscription_id).await.unwrap_err()), "SUBSCRIPTION_ENDED");
+    assert_eq!(
+        reason(&renew(&stack, &sub.subscription_id).await.unwrap_err()),
+        "SUBSCRIPTION_ENDED"
+    );
     stack.stop().await;
 }
 
@@ -195,7 +247,13 @@ async fn without_grace_a_subscription_expires_at_its_period_end() {
     let (mut stack, member) = setup(0, 0).await;
     let sub = subscribe(&stack, member, "plus").await;
     stack.clock.set(on(2, 10) + chrono::Duration::seconds(1));
-    let expired = wait_status(&stack, member, &sub.subscription_id, pb::SubscriptionStatus::Expired).await;
+    let expired = wait_status(
+        &stack,
+        member,
+        &sub.subscription_id,
+        pb::SubscriptionStatus::Expired,
+    )
+    .await;
     assert_eq!(time(&expired.ended_at), on(2, 10));
     let e = events::<pb::SubscriptionEnded>(&stack).await;
     assert_eq!(e.len(), 1);
@@ -209,22 +267,40 @@ async fn renewal_reminders_are_sent_once_per_period_and_not_when_cancelling() {
     let other = seed_member(&stack, None).await;
     let sub = subscribe(&stack, member, "plus").await;
     let leaving = subscribe(&stack, other, "plus").await;
-    cancel(&stack, &leaving.subscription_id, pb::CancelMode::AtPeriodEnd).await.unwrap();
+    cancel(
+        &stack,
+        &leaving.subscription_id,
+        pb::CancelMode::AtPeriodEnd,
+    )
+    .await
+    .unwrap();
 
     stack.clock.set(on(2, 6));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(events::<pb::SubscriptionRenewalDue>(&stack).await.is_empty(), "not yet due");
+    assert!(
+        events::<pb::SubscriptionRenewalDue>(&stack)
+            .await
+            .is_empty(),
+        "not yet due"
+    );
 
     stack.clock.set(on(2, 8));
-    let first = wait_events::<pb::SubscriptionRenewalDue, _>(&stack, "a reminder", 1, |_| true).await;
+    let first =
+        wait_events::<pb::SubscriptionRenewalDue, _>(&stack, "a reminder", 1, |_| true).await;
     assert_eq!(sub_of(&first[0].facts).subscription_id, sub.subscription_id);
     stack.advance(chrono::Duration::hours(12));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(events::<pb::SubscriptionRenewalDue>(&stack).await.len(), 1, "once per period");
+    assert_eq!(
+        events::<pb::SubscriptionRenewalDue>(&stack).await.len(),
+        1,
+        "once per period"
+    );
 
     renew(&stack, &sub.subscription_id).await.unwrap();
     stack.clock.set(on(3, 8));
-    let both = wait_events::<pb::SubscriptionRenewalDue, _>(&stack, "a second reminder", 2, |_| true).await;
+    let both =
+        wait_events::<pb::SubscriptionRenewalDue, _>(&stack, "a second reminder", 2, |_| true)
+            .await;
     assert_eq!(time(&sub_of(&both[1].facts).current_period_end), on(3, 10));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(events::<pb::SubscriptionRenewalDue>(&stack).await.len(), 2);

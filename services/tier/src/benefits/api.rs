@@ -14,9 +14,7 @@ use prost::Message;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{
-    LIVE, catalogue, entitle, member_benefit, member_state, period, validate,
-};
+use super::{LIVE, catalogue, entitle, member_benefit, member_state, period, validate};
 use crate::{Tiers, error::TierError};
 
 /// Page size when none is asked for, and the largest.
@@ -38,8 +36,7 @@ impl Tiers {
         let state = member_state(conn, program, member)
             .await?
             .ok_or(TierError::MemberNotFound)?;
-        let catalogue =
-            catalogue::catalogue(conn, self.schema(), program, state.revision).await?;
+        let catalogue = catalogue::catalogue(conn, self.schema(), program, state.revision).await?;
         let ladder = catalogue::ladder(conn, self.schema(), program, state.ladder_version).await?;
         let ladder = ladder.as_deref();
         Ok((
@@ -68,7 +65,11 @@ impl Tiers {
             operation: "PutBenefit",
             request_id: &request.request_id,
         };
-        match self.idempotency.begin(&self.db, key, request, Plain).await? {
+        match self
+            .idempotency
+            .begin(&self.db, key, request, Plain)
+            .await?
+        {
             Begun::Replay(r) => Ok(r),
             Begun::Fresh(mut fresh) => {
                 let program = ctx.program.as_str();
@@ -220,7 +221,11 @@ impl Tiers {
             operation: "ConsumeBenefit",
             request_id: &request.request_id,
         };
-        let mut fresh = match self.idempotency.begin(&self.db, key, request, Plain).await? {
+        let mut fresh = match self
+            .idempotency
+            .begin(&self.db, key, request, Plain)
+            .await?
+        {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(fresh) => fresh,
         };
@@ -340,7 +345,12 @@ impl Tiers {
             now + Duration::microseconds(1),
             &mut v,
         );
-        let from = time(request.from.as_ref(), "from", to - Duration::days(30), &mut v);
+        let from = time(
+            request.from.as_ref(),
+            "from",
+            to - Duration::days(30),
+            &mut v,
+        );
         v.check(from >= to, "from", "must be before to");
         v.finish()?;
         let program = ctx.program.as_str();

@@ -179,7 +179,13 @@ mod tests {
     fn the_most_generous_grant_wins() {
         let plans = vec![
             plan("plus", vec![grant("ship", 20, pb::QuotaPeriod::Year)]),
-            plan("max", vec![grant("ship", 3, pb::QuotaPeriod::Month), grant("gift", 0, pb::QuotaPeriod::Unspecified)]),
+            plan(
+                "max",
+                vec![
+                    grant("ship", 3, pb::QuotaPeriod::Month),
+                    grant("gift", 0, pb::QuotaPeriod::Unspecified),
+                ],
+            ),
         ];
         let got = entitlements(
             &catalogue(plans),
@@ -187,7 +193,10 @@ mod tests {
             Some("gold"),
             &["plus".into(), "max".into()],
         );
-        assert_eq!((got["ship"].source_code.as_str(), got["ship"].quota), ("max", 3));
+        assert_eq!(
+            (got["ship"].source_code.as_str(), got["ship"].quota),
+            ("max", 3)
+        );
         assert_eq!(got["ship"].source, pb::BenefitSource::PaidPlan);
         assert!(got["gift"].unlimited(), "unlimited beats one a year");
         assert_eq!(got["gift"].period, pb::QuotaPeriod::Unspecified);
@@ -196,15 +205,28 @@ mod tests {
     #[test]
     fn a_less_generous_plan_leaves_the_tier_grant() {
         let plans = vec![plan("plus", vec![grant("ship", 20, pb::QuotaPeriod::Year)])];
-        let got = entitlements(&catalogue(plans), Some(&ladder()), Some("gold"), &["plus".into()]);
+        let got = entitlements(
+            &catalogue(plans),
+            Some(&ladder()),
+            Some("gold"),
+            &["plus".into()],
+        );
         assert_eq!(got["ship"].source, pb::BenefitSource::Tier);
         assert_eq!(got["ship"].quota, 2);
     }
 
     #[test]
     fn a_limited_grant_without_period_counts_per_month() {
-        let plans = vec![plan("plus", vec![grant("lounge", 1, pb::QuotaPeriod::Unspecified)])];
-        let got = entitlements(&catalogue(plans), None, None, &["plus".into(), "gone".into()]);
+        let plans = vec![plan(
+            "plus",
+            vec![grant("lounge", 1, pb::QuotaPeriod::Unspecified)],
+        )];
+        let got = entitlements(
+            &catalogue(plans),
+            None,
+            None,
+            &["plus".into(), "gone".into()],
+        );
         assert_eq!(got["lounge"].period, pb::QuotaPeriod::Month);
         assert_eq!(got.len(), 1);
     }

@@ -56,7 +56,7 @@ pub async fn unknown_codes(
 }
 
 /// What decides a member's benefits, read in one statement.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub(crate) struct MemberState {
     /// Effective tier code.
     pub tier: Option<String>,
@@ -74,25 +74,20 @@ pub(crate) async fn member_state(
     program: &str,
     member: Uuid,
 ) -> Result<Option<MemberState>, sqlx::Error> {
-    let row: Option<(Option<String>, Option<i64>, i64, Vec<String>)> = sqlx::query_as(&format!(
-        "SELECT m.tier_code,
-                (SELECT max(version) FROM ladders WHERE program_id = $1),
-                COALESCE((SELECT revision FROM catalogue_revisions WHERE program_id = $1), 0),
+    sqlx::query_as(&format!(
+        "SELECT m.tier_code AS tier,
+                (SELECT max(version) FROM ladders WHERE program_id = $1) AS ladder_version,
+                COALESCE((SELECT revision FROM catalogue_revisions WHERE program_id = $1), 0)
+                  AS revision,
                 ARRAY(SELECT plan_code FROM subscriptions
-                      WHERE program_id = $1 AND member_id = $2 AND status IN {LIVE})
+                      WHERE program_id = $1 AND member_id = $2 AND status IN {LIVE}) AS plans
          FROM members m
          WHERE m.program_id = $1 AND m.member_id = $2 AND m.status = 'active'"
     ))
     .bind(program)
     .bind(member)
     .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(|(tier, ladder_version, revision, plans)| MemberState {
-        tier,
-        ladder_version,
-        revision,
-        plans,
-    }))
+    .await
 }
 
 /// A protobuf timestamp.
@@ -125,6 +120,10 @@ pub(crate) fn member_benefit(
             i32::try_from((i64::from(e.quota) - used).max(0)).unwrap_or(0)
         },
         unlimited,
-        period_end: if unlimited { None } else { period_end.map(timestamp) },
+        period_end: if unlimited {
+            None
+        } else {
+            period_end.map(timestamp)
+        },
     }
 }

@@ -7,14 +7,19 @@ use laurel_proto::tier::v1 as pb;
 
 /// The quota period containing `at` in `tz`, as `[start, end)`. An
 /// unspecified period counts as a month (see [`super::entitle`]).
-pub fn bounds(period: pb::QuotaPeriod, at: DateTime<Utc>, tz: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
+pub fn bounds(
+    period: pb::QuotaPeriod,
+    at: DateTime<Utc>,
+    tz: Tz,
+) -> (DateTime<Utc>, DateTime<Utc>) {
     let day = at.with_timezone(&tz).date_naive();
     let (first_month, months) = match period {
         pb::QuotaPeriod::Unspecified | pb::QuotaPeriod::Month => (day.month(), 1),
         pb::QuotaPeriod::Quarter => ((day.month() - 1) / 3 * 3 + 1, 3),
         pb::QuotaPeriod::Year => (1, 12),
     };
-    let start = NaiveDate::from_ymd_opt(day.year(), first_month, 1).expect("the first of a month exists");
+    let start =
+        NaiveDate::from_ymd_opt(day.year(), first_month, 1).expect("the first of a month exists");
     let end = start
         .checked_add_months(Months::new(months))
         .unwrap_or(NaiveDate::MAX);
@@ -85,10 +90,23 @@ mod tests {
 
     #[test]
     fn every_period_contains_its_instant() {
-        let zones: [Tz; 3] = [Tz::UTC, "Pacific/Auckland".parse().unwrap(), "America/Santiago".parse().unwrap()];
+        let zones: [Tz; 3] = [
+            Tz::UTC,
+            "Pacific/Auckland".parse().unwrap(),
+            "America/Santiago".parse().unwrap(),
+        ];
         for tz in zones {
-            for period in [pb::QuotaPeriod::Month, pb::QuotaPeriod::Quarter, pb::QuotaPeriod::Year] {
-                for t in [at(2026, 1, 1, 0), at(2026, 4, 5, 3), at(2026, 9, 6, 4), at(2027, 12, 31, 23)] {
+            for period in [
+                pb::QuotaPeriod::Month,
+                pb::QuotaPeriod::Quarter,
+                pb::QuotaPeriod::Year,
+            ] {
+                for t in [
+                    at(2026, 1, 1, 0),
+                    at(2026, 4, 5, 3),
+                    at(2026, 9, 6, 4),
+                    at(2027, 12, 31, 23),
+                ] {
                     let (start, end) = bounds(period, t, tz);
                     assert!(start <= t && t < end, "{period:?} at {t} in {tz}");
                 }

@@ -26,10 +26,7 @@ pub fn code(value: &str, field: &str, v: &mut Violations) {
     if value.is_empty() {
         v.add(field, "required");
     } else if value.len() > MAX_CODE || !value.chars().all(ok) {
-        v.add(
-            field,
-            "1 to 64 lower case letters, digits, '_' and '-'",
-        );
+        v.add(field, "1 to 64 lower case letters, digits, '_' and '-'");
     }
 }
 
@@ -116,7 +113,12 @@ pub fn benefit(b: &pb::Benefit, v: &mut Violations) {
                 "keys are 1 to 64 letters, digits, '_', '-' or '.'",
             );
         }
-        text(value, &format!("benefit.parameters[{key}]"), MAX_REFERENCE, v);
+        text(
+            value,
+            &format!("benefit.parameters[{key}]"),
+            MAX_REFERENCE,
+            v,
+        );
     }
 }
 
@@ -146,7 +148,11 @@ pub fn grants(grants: &[pb::BenefitGrant], field: &str, v: &mut Violations) {
                 "required with a quota: month, quarter or year",
             );
         } else {
-            v.check(period.is_none(), format!("{at}.period"), "not a quota period");
+            v.check(
+                period.is_none(),
+                format!("{at}.period"),
+                "not a quota period",
+            );
         }
     }
 }
@@ -197,7 +203,10 @@ mod tests {
     #[test]
     fn a_discount_needs_its_percentage_in_bounds() {
         assert_eq!(fields(|v| benefit(&discount(0), v)), ["benefit.percent_bp"]);
-        assert_eq!(fields(|v| benefit(&discount(10_001), v)), ["benefit.percent_bp"]);
+        assert_eq!(
+            fields(|v| benefit(&discount(10_001), v)),
+            ["benefit.percent_bp"]
+        );
     }
 
     #[test]
@@ -210,8 +219,14 @@ mod tests {
             ..Default::default()
         };
         assert!(fields(|v| benefit(&m(20_000), v)).is_empty());
-        assert_eq!(fields(|v| benefit(&m(10_000), v)), ["benefit.multiplier_bp"]);
-        assert_eq!(fields(|v| benefit(&m(100_001), v)), ["benefit.multiplier_bp"]);
+        assert_eq!(
+            fields(|v| benefit(&m(10_000), v)),
+            ["benefit.multiplier_bp"]
+        );
+        assert_eq!(
+            fields(|v| benefit(&m(100_001), v)),
+            ["benefit.multiplier_bp"]
+        );
     }
 
     #[test]
@@ -241,7 +256,12 @@ mod tests {
         };
         assert_eq!(
             fields(|v| benefit(&b, v)),
-            ["benefit.code", "benefit.name", "benefit.kind", "benefit.parameters[bad key!]"]
+            [
+                "benefit.code",
+                "benefit.name",
+                "benefit.kind",
+                "benefit.parameters[bad key!]"
+            ]
         );
         let custom = pb::Benefit {
             code: "concierge".into(),
@@ -289,8 +309,11 @@ mod tests {
         assert!(v.is_empty());
         req.quantity = 1_001;
         req.member_id = "x".into();
-        assert_eq!(fields(|v| {
-            consume(&req, v);
-        }), ["member_id", "quantity"]);
+        assert_eq!(
+            fields(|v| {
+                consume(&req, v);
+            }),
+            ["member_id", "quantity"]
+        );
     }
 }

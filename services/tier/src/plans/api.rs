@@ -41,7 +41,11 @@ impl Tiers {
             operation: "PutPlan",
             request_id: &request.request_id,
         };
-        match self.idempotency.begin(&self.db, key, request, Plain).await? {
+        match self
+            .idempotency
+            .begin(&self.db, key, request, Plain)
+            .await?
+        {
             Begun::Replay(r) => Ok(r),
             Begun::Fresh(mut fresh) => {
                 let program = ctx.program.as_str();
@@ -105,7 +109,11 @@ impl Tiers {
             operation: "Subscribe",
             request_id: &request.request_id,
         };
-        let mut fresh = match self.idempotency.begin(&self.db, key, request, Plain).await? {
+        let mut fresh = match self
+            .idempotency
+            .begin(&self.db, key, request, Plain)
+            .await?
+        {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(fresh) => fresh,
         };
@@ -151,11 +159,14 @@ impl Tiers {
         if let Some(id) = live {
             return Err(TierError::precondition(
                 "ALREADY_SUBSCRIBED",
-                format!("the member already has subscription {id} to plan {}", plan.code),
+                format!(
+                    "the member already has subscription {id} to plan {}",
+                    plan.code
+                ),
             ));
         }
-        let billing = pb::BillingPeriod::try_from(plan.billing_period)
-            .unwrap_or(pb::BillingPeriod::Monthly);
+        let billing =
+            pb::BillingPeriod::try_from(plan.billing_period).unwrap_or(pb::BillingPeriod::Monthly);
         let price = plan.price.clone().unwrap_or_default();
         let row = Row {
             subscription_id: Uuid::now_v7(),
@@ -237,7 +248,12 @@ impl Tiers {
     ) -> Result<pb::RenewResponse, TierError> {
         let mut v = Violations::new();
         laurel_runtime::idempotency::check_request_id(&request.request_id, &mut v);
-        let id = check::uuid(&request.subscription_id, "subscription_id", "subscription", &mut v);
+        let id = check::uuid(
+            &request.subscription_id,
+            "subscription_id",
+            "subscription",
+            &mut v,
+        );
         validate::payment_reference(&request.payment_reference, &mut v);
         v.finish()?;
         let key = RequestKey {
@@ -246,7 +262,11 @@ impl Tiers {
             operation: "Renew",
             request_id: &request.request_id,
         };
-        let mut fresh = match self.idempotency.begin(&self.db, key, request, Plain).await? {
+        let mut fresh = match self
+            .idempotency
+            .begin(&self.db, key, request, Plain)
+            .await?
+        {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(fresh) => fresh,
         };
@@ -265,8 +285,10 @@ impl Tiers {
         let renewals = row.renewals.checked_add(1).ok_or_else(|| {
             TierError::precondition("TOO_MANY_RENEWALS", "the subscription cannot renew again")
         })?;
-        let end = period_end(row.started_at, row.billing(), renewals as u32 + 1)
-            .ok_or_else(|| TierError::Internal(anyhow::anyhow!("a period past the calendar's end")))?;
+        let end =
+            period_end(row.started_at, row.billing(), renewals as u32 + 1).ok_or_else(|| {
+                TierError::Internal(anyhow::anyhow!("a period past the calendar's end"))
+            })?;
         // A renewal of a subscription cancelled at period end takes the
         // cancellation back: the member paid for another period.
         row.status = Status::Active.as_str().to_owned();
@@ -303,7 +325,12 @@ impl Tiers {
     ) -> Result<pb::CancelResponse, TierError> {
         let mut v = Violations::new();
         laurel_runtime::idempotency::check_request_id(&request.request_id, &mut v);
-        let id = check::uuid(&request.subscription_id, "subscription_id", "subscription", &mut v);
+        let id = check::uuid(
+            &request.subscription_id,
+            "subscription_id",
+            "subscription",
+            &mut v,
+        );
         let mode = pb::CancelMode::try_from(request.mode).unwrap_or_default();
         v.check(
             mode == pb::CancelMode::Unspecified,
@@ -318,7 +345,11 @@ impl Tiers {
             operation: "Cancel",
             request_id: &request.request_id,
         };
-        let mut fresh = match self.idempotency.begin(&self.db, key, request, Plain).await? {
+        let mut fresh = match self
+            .idempotency
+            .begin(&self.db, key, request, Plain)
+            .await?
+        {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(fresh) => fresh,
         };
@@ -362,7 +393,12 @@ impl Tiers {
             )
             .await?;
             card = self
-                .refresh_tier(fresh.tx(), program, row.member_id, pb::TierChangeReason::PaidPlan)
+                .refresh_tier(
+                    fresh.tx(),
+                    program,
+                    row.member_id,
+                    pb::TierChangeReason::PaidPlan,
+                )
                 .await?;
         }
         let response = pb::CancelResponse {
@@ -370,7 +406,9 @@ impl Tiers {
         };
         fresh.commit(&response, Some(row.member_id)).await?;
         if let Some(version) = card {
-            self.cards.invalidate(&ctx.program, &row.member_id, version).await;
+            self.cards
+                .invalidate(&ctx.program, &row.member_id, version)
+                .await;
         }
         Ok(response)
     }
@@ -420,7 +458,11 @@ async fn check_references(
     plan: &pb::Plan,
 ) -> Result<(), TierError> {
     let mut v = Violations::new();
-    let codes: Vec<String> = plan.benefits.iter().map(|g| g.benefit_code.clone()).collect();
+    let codes: Vec<String> = plan
+        .benefits
+        .iter()
+        .map(|g| g.benefit_code.clone())
+        .collect();
     let unknown = crate::benefits::unknown_codes(tx, program, &codes).await?;
     for (i, g) in plan.benefits.iter().enumerate() {
         v.check(

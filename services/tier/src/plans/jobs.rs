@@ -131,8 +131,7 @@ impl Tiers {
         };
         row.status = next.as_str().to_owned();
         if next == Status::InGrace {
-            row.grace_until =
-                Some(at + chrono::Duration::days(i64::from(row.grace_days.max(0))));
+            row.grace_until = Some(at + chrono::Duration::days(i64::from(row.grace_days.max(0))));
             save(&mut tx, &row, now).await?;
             tx.commit().await?;
             return Ok(());
@@ -151,11 +150,18 @@ impl Tiers {
         )
         .await?;
         let card = self
-            .refresh_tier(&mut tx, &row.program_id, row.member_id, pb::TierChangeReason::PaidPlan)
+            .refresh_tier(
+                &mut tx,
+                &row.program_id,
+                row.member_id,
+                pb::TierChangeReason::PaidPlan,
+            )
             .await?;
         tx.commit().await?;
         if let (Some(version), Ok(program)) = (card, ProgramId::parse(&row.program_id)) {
-            self.cards.invalidate(&program, &row.member_id, version).await;
+            self.cards
+                .invalidate(&program, &row.member_id, version)
+                .await;
         }
         Ok(())
     }

@@ -114,7 +114,11 @@ impl Status {
 
 /// The end of period `n` (from 1) of a subscription started at `anchor`;
 /// `None` past the calendar's end.
-pub fn period_end(anchor: DateTime<Utc>, billing: pb::BillingPeriod, n: u32) -> Option<DateTime<Utc>> {
+pub fn period_end(
+    anchor: DateTime<Utc>,
+    billing: pb::BillingPeriod,
+    n: u32,
+) -> Option<DateTime<Utc>> {
     let months = match billing {
         pb::BillingPeriod::Annual => 12u32.checked_mul(n)?,
         _ => n,
@@ -262,7 +266,11 @@ pub(crate) async fn lock(
 }
 
 /// Writes the mutable state of `row` back.
-pub(crate) async fn save(tx: &mut PgConnection, row: &Row, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+pub(crate) async fn save(
+    tx: &mut PgConnection,
+    row: &Row,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE subscriptions
          SET member_id = $2, status = $3, current_period_start = $4, current_period_end = $5,
@@ -295,8 +303,7 @@ pub(crate) async fn publish<P: prost::Message + Name>(
     recorded_at: DateTime<Utc>,
     payload: &P,
 ) -> Result<(), sqlx::Error> {
-    let program = ProgramId::parse(&row.program_id)
-        .map_err(|e| sqlx::Error::Decode(e.into()))?;
+    let program = ProgramId::parse(&row.program_id).map_err(|e| sqlx::Error::Decode(e.into()))?;
     outbox::enqueue(
         tx,
         SOURCE,
@@ -326,10 +333,22 @@ mod tests {
     #[test]
     fn periods_are_calendar_months_or_years_from_the_start() {
         let start = at(2026, 1, 31);
-        assert_eq!(period_end(start, pb::BillingPeriod::Monthly, 1), Some(at(2026, 2, 28)));
-        assert_eq!(period_end(start, pb::BillingPeriod::Monthly, 2), Some(at(2026, 3, 31)));
-        assert_eq!(period_end(at(2028, 2, 29), pb::BillingPeriod::Annual, 1), Some(at(2029, 2, 28)));
-        assert_eq!(period_end(start, pb::BillingPeriod::Annual, 2), Some(at(2028, 1, 31)));
+        assert_eq!(
+            period_end(start, pb::BillingPeriod::Monthly, 1),
+            Some(at(2026, 2, 28))
+        );
+        assert_eq!(
+            period_end(start, pb::BillingPeriod::Monthly, 2),
+            Some(at(2026, 3, 31))
+        );
+        assert_eq!(
+            period_end(at(2028, 2, 29), pb::BillingPeriod::Annual, 1),
+            Some(at(2029, 2, 28))
+        );
+        assert_eq!(
+            period_end(start, pb::BillingPeriod::Annual, 2),
+            Some(at(2028, 1, 31))
+        );
     }
 
     #[test]
@@ -339,11 +358,23 @@ mod tests {
         let after = at(2026, 2, 3);
         assert_eq!(renewal(Status::Active, before, end, None, 0), Ok(false));
         assert_eq!(renewal(Status::Cancelling, before, end, None, 0), Ok(false));
-        assert_eq!(renewal(Status::InGrace, after, end, Some(at(2026, 2, 8)), 7), Ok(true));
+        assert_eq!(
+            renewal(Status::InGrace, after, end, Some(at(2026, 2, 8)), 7),
+            Ok(true)
+        );
         // The grace job has not run yet: still in grace by the clock.
         assert_eq!(renewal(Status::Active, after, end, None, 7), Ok(true));
         assert!(renewal(Status::Active, after, end, None, 0).is_err());
-        assert!(renewal(Status::InGrace, at(2026, 2, 9), end, Some(at(2026, 2, 8)), 7).is_err());
+        assert!(
+            renewal(
+                Status::InGrace,
+                at(2026, 2, 9),
+                end,
+                Some(at(2026, 2, 8)),
+                7
+            )
+            .is_err()
+        );
         assert!(renewal(Status::Cancelling, after, end, None, 7).is_err());
         assert!(renewal(Status::Expired, before, end, None, 7).is_err());
         assert!(renewal(Status::Cancelled, before, end, None, 7).is_err());
@@ -352,25 +383,46 @@ mod tests {
     #[test]
     fn cancellations_move_live_subscriptions_only() {
         use pb::CancelMode::{AtPeriodEnd, Now};
-        assert_eq!(cancellation(Status::Active, AtPeriodEnd), Ok(Status::Cancelling));
+        assert_eq!(
+            cancellation(Status::Active, AtPeriodEnd),
+            Ok(Status::Cancelling)
+        );
         assert_eq!(cancellation(Status::Active, Now), Ok(Status::Cancelled));
         assert_eq!(cancellation(Status::Cancelling, Now), Ok(Status::Cancelled));
-        assert_eq!(cancellation(Status::InGrace, AtPeriodEnd), Ok(Status::Cancelled));
-        assert_eq!(cancellation(Status::Cancelling, AtPeriodEnd).unwrap_err().0, "SUBSCRIPTION_CANCELLING");
-        assert_eq!(cancellation(Status::Expired, Now).unwrap_err().0, "SUBSCRIPTION_ENDED");
+        assert_eq!(
+            cancellation(Status::InGrace, AtPeriodEnd),
+            Ok(Status::Cancelled)
+        );
+        assert_eq!(
+            cancellation(Status::Cancelling, AtPeriodEnd).unwrap_err().0,
+            "SUBSCRIPTION_CANCELLING"
+        );
+        assert_eq!(
+            cancellation(Status::Expired, Now).unwrap_err().0,
+            "SUBSCRIPTION_ENDED"
+        );
     }
 
     #[test]
     fn a_period_end_starts_grace_expires_or_ends_a_cancellation() {
         assert_eq!(at_period_end(Status::Active, 3), Some(Status::InGrace));
         assert_eq!(at_period_end(Status::Active, 0), Some(Status::Expired));
-        assert_eq!(at_period_end(Status::Cancelling, 3), Some(Status::Cancelled));
+        assert_eq!(
+            at_period_end(Status::Cancelling, 3),
+            Some(Status::Cancelled)
+        );
         assert_eq!(at_period_end(Status::InGrace, 3), None);
     }
 
     #[test]
     fn statuses_round_trip_and_live_ones_give_benefits() {
-        for s in [Status::Active, Status::Cancelling, Status::InGrace, Status::Expired, Status::Cancelled] {
+        for s in [
+            Status::Active,
+            Status::Cancelling,
+            Status::InGrace,
+            Status::Expired,
+            Status::Cancelled,
+        ] {
             assert_eq!(Status::parse(s.as_str()), s);
             assert_eq!(s.live(), LIVE.contains(&format!("'{}'", s.as_str())));
         }

@@ -44,12 +44,14 @@ pub async fn known(stack: &Stack, member: Uuid, tier: Option<&str>) {
 
 /// Sets the member's tier directly.
 pub async fn set_tier(stack: &Stack, member: Uuid, tier: &str) {
-    sqlx::query("UPDATE members SET tier_code = $2 WHERE program_id = 'default' AND member_id = $1")
-        .bind(member)
-        .bind(tier)
-        .execute(&stack.db)
-        .await
-        .expect("tier set");
+    sqlx::query(
+        "UPDATE members SET tier_code = $2 WHERE program_id = 'default' AND member_id = $1",
+    )
+    .bind(member)
+    .bind(tier)
+    .execute(&stack.db)
+    .await
+    .expect("tier set");
 }
 
 /// Stores `ladder` as the next version (directly, as published).
@@ -100,8 +102,16 @@ pub fn benefit(code: &str, kind: pb::BenefitKind) -> pb::Benefit {
         code: code.into(),
         name: code.to_uppercase(),
         kind: kind as i32,
-        percent_bp: if kind == pb::BenefitKind::PercentDiscount { 1_000 } else { 0 },
-        multiplier_bp: if kind == pb::BenefitKind::PointsMultiplier { 20_000 } else { 0 },
+        percent_bp: if kind == pb::BenefitKind::PercentDiscount {
+            1_000
+        } else {
+            0
+        },
+        multiplier_bp: if kind == pb::BenefitKind::PointsMultiplier {
+            20_000
+        } else {
+            0
+        },
         active: true,
         ..Default::default()
     }
@@ -123,7 +133,12 @@ pub async fn put_benefit(stack: &Stack, b: pb::Benefit) -> pb::Benefit {
 }
 
 /// A monthly EUR plan.
-pub fn plan(code: &str, grants: Vec<pb::BenefitGrant>, grace_days: i32, reminder_days: i32) -> pb::Plan {
+pub fn plan(
+    code: &str,
+    grants: Vec<pb::BenefitGrant>,
+    grace_days: i32,
+    reminder_days: i32,
+) -> pb::Plan {
     pb::Plan {
         code: code.into(),
         name: code.to_uppercase(),
@@ -221,13 +236,12 @@ pub async fn subscriptions(stack: &Stack, member: Uuid) -> Vec<pb::Subscription>
 
 /// The tier events of type `P` the service wrote (outbox order).
 pub async fn events<P: Message + Name + Default>(stack: &Stack) -> Vec<P> {
-    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT envelope FROM outbox WHERE event_type = $1 ORDER BY seq",
-    )
-    .bind(format!("tier.{}", P::NAME))
-    .fetch_all(&stack.db)
-    .await
-    .expect("outbox read");
+    let rows: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT envelope FROM outbox WHERE event_type = $1 ORDER BY seq")
+            .bind(format!("tier.{}", P::NAME))
+            .fetch_all(&stack.db)
+            .await
+            .expect("outbox read");
     rows.iter()
         .map(|bytes| {
             let envelope = EventEnvelope::decode(bytes.as_slice()).unwrap();
@@ -243,7 +257,11 @@ where
     F: Fn(&P) -> bool,
 {
     crate::common::eventually(std::time::Duration::from_secs(10), what, || async {
-        let found: Vec<P> = events::<P>(stack).await.into_iter().filter(|e| pick(e)).collect();
+        let found: Vec<P> = events::<P>(stack)
+            .await
+            .into_iter()
+            .filter(|e| pick(e))
+            .collect();
         (found.len() >= count).then_some(found)
     })
     .await
