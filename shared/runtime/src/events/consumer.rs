@@ -20,6 +20,15 @@
 //! and consumers idle for `consumer_expiry` with nothing pending are removed
 //! from the group.
 //!
+//! Within one replica, the entries of a read are applied in lanes: one lane
+//! per member (the envelope's `member_id`), each lane in stream order, up to
+//! `lanes` lanes at once, so a burst over many members drains several times
+//! faster than one event at a time while each member's events still apply
+//! one after the other. An entry without a member (or that cannot be read)
+//! is a barrier: everything before it in the read is applied first, then it
+//! alone, then what follows. Every entry still commits in its own
+//! transaction with its inbox row and is acknowledged after that commit.
+//!
 //! Several replicas share one group and split the work. Entries of one
 //! stream reach them in stream order, but two replicas may apply events of
 //! one member in either order: the handler is told, through
@@ -27,6 +36,8 @@
 //! gap, or is older than one already applied.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
 
 use chrono::{DateTime, Utc};
 use laurel_proto::common::v1::EventEnvelope;
@@ -77,6 +88,37 @@ pub struct ConsumerConfig {
     /// Idle time after which a consumer of the group holding nothing is
     /// removed from it.
     pub consumer_expiry: Duration,
+    /// Members whose events are applied at once (each member's in order);
+    /// 1 applies one event at a time. Capped at half the pool's
+    /// connections, so every lane's transaction leaves a connection for the
+    /// reads its handler makes beside it.
+    pub lanes: usize,
+}
+
+/// Environment variable setting [`ConsumerConfig::lanes`].
+pub const LANES_ENV: &str = "LAUREL_CONSUMER_LANES";
+
+/// Lanes when [`LANES_ENV`] is not set.
+pub const DEFAULT_LANES: usize = 8;
+
+/// The lanes `raw` (the value of [`LANES_ENV`]) asks for: a positive
+/// integer, else [`DEFAULT_LANES`].
+pub fn lanes_from(raw: Option<&str>) -> usize {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return DEFAULT_LANES;
+    };
+    match raw.parse::<usize>() {
+        Ok(lanes) if lanes > 0 => lanes,
+        _ => {
+            tracing::warn!(
+                value = raw,
+                env = LANES_ENV,
+                default = DEFAULT_LANES,
+                "not a positive number of lanes, using the default"
+            );
+            DEFAULT_LANES
+        }
+    }
 }
 
 /// Environment variable naming this replica within its consumer groups.
@@ -114,6 +156,7 @@ impl ConsumerConfig {
             retry_max: Duration::from_secs(30),
             claim_idle: Duration::from_secs(30),
             consumer_expiry: Duration::from_secs(3600),
+            lanes: lanes_from(std::env::var(LANES_ENV).ok().as_deref()),
         }
     }
 }
@@ -222,6 +265,12 @@ impl Consumer {
         config: ConsumerConfig,
         handler: Arc<dyn EventHandler>,
     ) -> anyhow::Result<Self> {
+        let mut config = config;
+        let most = (pool.options().get_max_connections() as usize / 2).max(1);
+        if config.lanes > most {
+            tracing::warn!(lanes = config.lanes, most, group = %config.group, "fewer consumer lanes than asked: each needs two of the pool's connections");
+        }
+        config.lanes = config.lanes.clamp(1, most);
         let mut redis =
             crate::cache::connection_manager(redis_url, config.block + Duration::from_secs(2))?;
         for source in &config.sources {
@@ -414,9 +463,10 @@ impl Consumer {
             .collect())
     }
 
-    /// Applies a batch in order while keeping its unfinished entries fresh,
-    /// so that no peer reclaims them from a live owner.
-    async fn process_batch(&mut self, key: &str, entries: &[StreamId], deliveries: &[u64]) {
+    /// Applies a batch, each member's entries in order and up to `lanes`
+    /// members at once, while keeping its unfinished entries fresh, so that
+    /// no peer reclaims them from a live owner.
+    async fn process_batch(&self, key: &str, entries: &[StreamId], deliveries: &[u64]) {
         let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         let beat = keep_fresh(
             self.redis.clone(),
@@ -427,12 +477,48 @@ impl Consumer {
             ids,
             self.config.claim_idle / 3,
         );
+        let envelopes: Vec<Option<EventEnvelope>> = entries
+            .iter()
+            .map(|entry| {
+                entry
+                    .get::<Vec<u8>>(ENVELOPE_FIELD)
+                    .and_then(|bytes| EventEnvelope::decode(bytes.as_slice()).ok())
+            })
+            .collect();
+        let lanes: Vec<Option<(&str, Uuid)>> = envelopes
+            .iter()
+            .map(|envelope| {
+                let envelope = envelope.as_ref()?;
+                let member = Uuid::parse_str(&envelope.member_id).ok()?;
+                Some((envelope.program_id.as_str(), member))
+            })
+            .collect();
+        let steps = plan(&lanes);
+        let apply = |i: usize| {
+            let envelope = envelopes[i].clone();
+            self.process(key, &entries[i], envelope, deliveries[i])
+        };
         let work = async {
-            for (entry, deliveries) in entries.iter().zip(deliveries) {
+            for step in steps {
                 if *self.stopping.borrow() {
                     break;
                 }
-                self.process(key, entry, *deliveries).await;
+                match step {
+                    Step::Alone(i) => apply(i).await,
+                    Step::Lanes(lanes) => {
+                        tracing::debug!(lanes = lanes.len(), "applying a read in lanes");
+                        futures::stream::iter(lanes)
+                            .for_each_concurrent(self.config.lanes, |lane| async move {
+                                for i in lane {
+                                    if *self.stopping.borrow() {
+                                        break;
+                                    }
+                                    apply(i).await;
+                                }
+                            })
+                            .await;
+                    }
+                }
             }
         };
         tokio::select! {
@@ -441,8 +527,14 @@ impl Consumer {
         }
     }
 
-    async fn process(&mut self, key: &str, entry: &StreamId, deliveries: u64) {
-        let outcome = self.outcome(key, entry, deliveries).await;
+    async fn process(
+        &self,
+        key: &str,
+        entry: &StreamId,
+        envelope: Option<EventEnvelope>,
+        deliveries: u64,
+    ) {
+        let outcome = self.outcome(key, entry, envelope, deliveries).await;
         if let Outcome::Applied | Outcome::Skipped | Outcome::Duplicate = outcome {
             self.ack(key, &entry.id).await;
         }
@@ -456,10 +548,13 @@ impl Consumer {
         metrics::counter!("laurel_events_consumed_total", "group" => self.config.group.clone(), "outcome" => label).increment(1);
     }
 
-    async fn outcome(&mut self, key: &str, entry: &StreamId, deliveries: u64) -> Outcome {
-        let envelope = entry
-            .get::<Vec<u8>>(ENVELOPE_FIELD)
-            .and_then(|bytes| EventEnvelope::decode(bytes.as_slice()).ok());
+    async fn outcome(
+        &self,
+        key: &str,
+        entry: &StreamId,
+        envelope: Option<EventEnvelope>,
+        deliveries: u64,
+    ) -> Outcome {
         let Some(envelope) = envelope else {
             return self.dead_letter(key, entry, "undecodable envelope").await;
         };
@@ -488,7 +583,7 @@ impl Consumer {
     }
 
     async fn apply_with_retries(
-        &mut self,
+        &self,
         key: &str,
         entry: &StreamId,
         mut event: EventContext,
@@ -699,8 +794,9 @@ impl Consumer {
         Ok(attempts.max(0) as u32)
     }
 
-    async fn ack(&mut self, key: &str, id: &str) {
-        let acked: redis::RedisResult<i64> = self.redis.xack(key, &self.config.group, &[id]).await;
+    async fn ack(&self, key: &str, id: &str) {
+        let mut redis = self.redis.clone();
+        let acked: redis::RedisResult<i64> = redis.xack(key, &self.config.group, &[id]).await;
         if let Err(error) = acked {
             // The entry stays pending and is reclaimed later; the inbox
             // keeps that harmless.
@@ -708,10 +804,10 @@ impl Consumer {
         }
     }
 
-    async fn dead_letter(&mut self, key: &str, entry: &StreamId, reason: &str) -> Outcome {
+    async fn dead_letter(&self, key: &str, entry: &StreamId, reason: &str) -> Outcome {
         let raw = entry.get::<Vec<u8>>(ENVELOPE_FIELD).unwrap_or_default();
-        let added: redis::RedisResult<String> = self
-            .redis
+        let mut redis = self.redis.clone();
+        let added: redis::RedisResult<String> = redis
             .xadd(
                 dead_letter_key(&self.config.prefix, &self.config.group),
                 "*",
@@ -735,6 +831,48 @@ impl Consumer {
             }
         }
     }
+}
+
+/// One step of applying a read, in order.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Entries (by index) grouped by member: each lane in stream order, the
+    /// lanes at once.
+    Lanes(Vec<Vec<usize>>),
+    /// An entry of no member, applied by itself after everything before it.
+    Alone(usize),
+}
+
+/// Splits a read into steps from each entry's lane (`None`: no member): the
+/// entries of one lane keep their order, lanes appear in the order of their
+/// first entry, and a `None` separates what comes before it from what
+/// follows.
+fn plan<K: Eq + std::hash::Hash>(keys: &[Option<K>]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut lanes: Vec<Vec<usize>> = Vec::new();
+    let mut lane_of: HashMap<&K, usize> = HashMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        match key {
+            Some(key) => match lane_of.get(key) {
+                Some(&lane) => lanes[lane].push(i),
+                None => {
+                    lane_of.insert(key, lanes.len());
+                    lanes.push(vec![i]);
+                }
+            },
+            None => {
+                if !lanes.is_empty() {
+                    steps.push(Step::Lanes(std::mem::take(&mut lanes)));
+                    lane_of.clear();
+                }
+                steps.push(Step::Alone(i));
+            }
+        }
+    }
+    if !lanes.is_empty() {
+        steps.push(Step::Lanes(lanes));
+    }
+    steps
 }
 
 /// Keeps `ids` that `consumer` still holds fresh every `every`, until
@@ -769,7 +907,7 @@ async fn keep_fresh(
 mod tests {
     use std::time::Duration;
 
-    use super::{consumer_name, retry_delay};
+    use super::{DEFAULT_LANES, Step, consumer_name, lanes_from, plan, retry_delay};
 
     #[test]
     fn the_consumer_name_prefers_the_explicit_name_then_the_host() {
@@ -792,5 +930,48 @@ mod tests {
         assert_eq!(retry_delay(base, max, 3), Duration::from_millis(200));
         assert_eq!(retry_delay(base, max, 10), max);
         assert_eq!(retry_delay(base, max, u32::MAX), max);
+    }
+
+    #[test]
+    fn each_member_gets_one_lane_in_stream_order() {
+        let steps = plan(&[
+            Some('a'),
+            Some('b'),
+            Some('a'),
+            Some('c'),
+            Some('b'),
+            Some('a'),
+        ]);
+        assert_eq!(
+            steps,
+            vec![Step::Lanes(vec![vec![0, 2, 5], vec![1, 4], vec![3]])]
+        );
+    }
+
+    #[test]
+    fn an_entry_without_a_member_waits_for_what_precedes_it_and_goes_alone() {
+        let steps = plan(&[Some('a'), Some('b'), None, Some('a'), None, None, Some('b')]);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Lanes(vec![vec![0], vec![1]]),
+                Step::Alone(2),
+                Step::Lanes(vec![vec![3]]),
+                Step::Alone(4),
+                Step::Alone(5),
+                Step::Lanes(vec![vec![6]]),
+            ]
+        );
+        assert!(plan::<char>(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_lanes_come_from_a_positive_number_else_the_default() {
+        assert_eq!(lanes_from(None), DEFAULT_LANES);
+        assert_eq!(lanes_from(Some("3")), 3);
+        assert_eq!(lanes_from(Some(" 16 ")), 16);
+        assert_eq!(lanes_from(Some("0")), DEFAULT_LANES);
+        assert_eq!(lanes_from(Some("many")), DEFAULT_LANES);
+        assert_eq!(lanes_from(Some("")), DEFAULT_LANES);
     }
 }

@@ -2,19 +2,27 @@
 //! owner, failures classified by the handler, stable names.
 
 use std::{
+    collections::{HashMap, HashSet},
     sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicU32, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use laurel_proto::member::v1 as pb;
-use laurel_runtime::events::{consumer::HandlerError, router::Router};
+use futures::future::BoxFuture;
+use laurel_proto::{common::v1::EventEnvelope, member::v1 as pb};
+use laurel_runtime::events::{
+    ENVELOPE_FIELD,
+    consumer::{Consumer, EventContext, EventHandler, Handled, HandlerError},
+    router::Router,
+};
+use prost::Message;
 use redis::{
     AsyncCommands,
     streams::{StreamInfoConsumersReply, StreamReadOptions, StreamReadReply},
 };
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::common::*;
@@ -370,4 +378,193 @@ async fn idle_consumers_holding_nothing_are_removed_from_the_group() {
     .await;
     assert_eq!(env.scalar("SELECT count(*) FROM effects").await, 2);
     consumer.stop().await;
+}
+
+/// Records every event after a pause, watching how many handlers run at
+/// once and whether two of one member ever overlap.
+#[derive(Default)]
+struct Overlaps {
+    members: Mutex<HashSet<Uuid>>,
+    running: AtomicUsize,
+    most: AtomicUsize,
+    same_member: AtomicUsize,
+    not_alone: AtomicUsize,
+}
+
+impl EventHandler for Overlaps {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a EventContext,
+    ) -> BoxFuture<'a, Result<Handled, HandlerError>> {
+        Box::pin(async move {
+            // An event of no member must run alone.
+            let member = event.member_id.unwrap_or_default();
+            if !self.members.lock().unwrap().insert(member) {
+                self.same_member.fetch_add(1, Ordering::SeqCst);
+            }
+            let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(running, Ordering::SeqCst);
+            if event.member_id.is_none() && running > 1 {
+                self.not_alone.fetch_add(1, Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            let recorded = record(tx, event, "lanes").await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            self.members.lock().unwrap().remove(&member);
+            recorded.map(|()| Handled::Applied)
+        })
+    }
+}
+
+#[tokio::test]
+async fn one_members_events_apply_in_order_while_several_members_proceed_at_once() {
+    const GROUP: &str = "lanes";
+    const MEMBERS: usize = 6;
+    const EACH: usize = 8;
+    let env = env().await;
+    let members: Vec<Uuid> = (0..MEMBERS).map(|_| Uuid::now_v7()).collect();
+    // Interleaved unevenly, so that no fixed split of the read by position
+    // keeps a member's events together.
+    let mut written = [0; MEMBERS];
+    let mut turn = 0usize;
+    while written.iter().any(|&n| n < EACH) {
+        turn += 1;
+        let m = (turn * 7 + turn / 3) % MEMBERS;
+        if written[m] == EACH {
+            continue;
+        }
+        let member = members[m];
+        if written[m] == 0 {
+            env.write(Some(member), &created(member)).await;
+        } else {
+            env.write(Some(member), &updated(member)).await;
+        }
+        written[m] += 1;
+    }
+    let relay = env.relay();
+    eventually(WAIT, "the relay publishes", || async {
+        env.all_published().await.then_some(())
+    })
+    .await;
+    relay.stop().await;
+
+    let handler = Arc::new(Overlaps::default());
+    let mut config = env.consumer_config(GROUP, "laned");
+    config.lanes = 4;
+    // Two connections per lane: all four lanes are allowed.
+    let consumer = Consumer::new(env.pool(8), &env.redis_url, config, handler.clone())
+        .await
+        .expect("joins the group");
+    let consumer = Running::spawn(|rx| consumer.run(rx));
+    eventually(WAIT, "the consumer drains the stream", || async {
+        env.drained(GROUP).await.then_some(())
+    })
+    .await;
+    consumer.stop().await;
+
+    let rows: Vec<(Uuid, i64, String)> =
+        sqlx::query_as("SELECT member_id, sequence, sequence_check FROM effects ORDER BY n")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), MEMBERS * EACH);
+    let mut applied: HashMap<Uuid, Vec<(i64, String)>> = HashMap::new();
+    for (member, sequence, check) in rows {
+        applied.entry(member).or_default().push((sequence, check));
+    }
+    for member in &members {
+        let expected: Vec<(i64, String)> = (1..=EACH as i64)
+            .map(|s| (s, "InOrder".to_owned()))
+            .collect();
+        assert_eq!(applied[member], expected, "member {member} out of order");
+    }
+    assert_eq!(handler.same_member.load(Ordering::SeqCst), 0);
+    let most = handler.most.load(Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&most),
+        "members applied at once: {most}, expected several and at most the lanes"
+    );
+}
+
+/// Adds an envelope to the stream as a producer without member sequences
+/// would: nothing but the consumer's lanes keeps a member's events apart.
+async fn add_unsequenced(env: &Env, member: Option<Uuid>) -> Uuid {
+    let event_id = Uuid::now_v7();
+    let envelope = EventEnvelope {
+        event_id: event_id.to_string(),
+        event_type: "member.MemberCreated".into(),
+        source: SOURCE.into(),
+        program_id: "default".into(),
+        member_id: member.map(|m| m.to_string()).unwrap_or_default(),
+        member_sequence: 0,
+        ..Default::default()
+    };
+    let mut redis = env.redis.clone();
+    let _: String = redis
+        .xadd(
+            env.stream(),
+            "*",
+            &[(ENVELOPE_FIELD, envelope.encode_to_vec())],
+        )
+        .await
+        .unwrap();
+    event_id
+}
+
+#[tokio::test]
+async fn lanes_alone_keep_each_members_events_in_order_and_a_memberless_event_apart() {
+    const GROUP: &str = "unsequenced";
+    let env = env().await;
+    let members: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    let mut written: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    let mut stream_order = Vec::new();
+    for turn in 0..40usize {
+        if turn == 20 {
+            stream_order.push(add_unsequenced(&env, None).await);
+        }
+        // Consecutive entries often share a member.
+        let member = members[(turn / 2 + turn % 3) % members.len()];
+        let id = add_unsequenced(&env, Some(member)).await;
+        written.entry(member).or_default().push(id);
+        stream_order.push(id);
+    }
+    let barrier = stream_order[20];
+
+    let handler = Arc::new(Overlaps::default());
+    let mut config = env.consumer_config(GROUP, "laned");
+    config.lanes = 4;
+    let consumer = Consumer::new(env.pool(8), &env.redis_url, config, handler.clone())
+        .await
+        .expect("joins the group");
+    let consumer = Running::spawn(|rx| consumer.run(rx));
+    eventually(WAIT, "the consumer drains the stream", || async {
+        env.drained(GROUP).await.then_some(())
+    })
+    .await;
+    consumer.stop().await;
+
+    let rows: Vec<(Uuid, Option<Uuid>)> =
+        sqlx::query_as("SELECT event_id, member_id FROM effects ORDER BY n")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), stream_order.len());
+    let mut applied: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for (event_id, member) in &rows {
+        if let Some(member) = member {
+            applied.entry(*member).or_default().push(*event_id);
+        }
+    }
+    assert_eq!(applied, written, "a member's events applied out of order");
+    assert_eq!(handler.same_member.load(Ordering::SeqCst), 0);
+    let at = rows.iter().position(|(id, _)| *id == barrier).unwrap();
+    let before: HashSet<Uuid> = stream_order[..20].iter().copied().collect();
+    let applied_before: HashSet<Uuid> = rows[..at].iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        applied_before, before,
+        "the memberless event waits for exactly the entries before it"
+    );
+    assert_eq!(handler.not_alone.load(Ordering::SeqCst), 0);
+    assert!(handler.most.load(Ordering::SeqCst) >= 2);
 }
