@@ -78,8 +78,14 @@ async fn publishing_is_idempotent_on_its_request_id() {
         }
     };
     let id = rid();
-    let first = publish(id.clone(), simple_ladder()).await.unwrap().into_inner();
-    let again = publish(id.clone(), simple_ladder()).await.unwrap().into_inner();
+    let first = publish(id.clone(), simple_ladder())
+        .await
+        .unwrap()
+        .into_inner();
+    let again = publish(id.clone(), simple_ladder())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again, first);
     assert_eq!(first.ladder.as_ref().unwrap().version, 1);
     let mut other = simple_ladder();
@@ -161,7 +167,10 @@ async fn a_new_ladder_re_evaluates_every_member_with_progress() {
             history.entries[0].reason,
             pb::TierChangeReason::LadderChanged as i32
         );
-        assert!(!history.next_page_token.is_empty(), "older entries on a next page");
+        assert!(
+            !history.next_page_token.is_empty(),
+            "older entries on a next page"
+        );
     }
     // A newer version supersedes a running one; the latest is reported.
     let latest = stack.publish(simple_ladder()).await.reevaluation.unwrap();

@@ -39,9 +39,11 @@ async fn a_re_evaluation_resumes_after_a_restart_and_counts_each_member_once() {
     let mut easier = simple_ladder();
     easier.tiers[2].qualify_any[0].spend_minor = 15_000;
     first.publish(easier).await;
-    eventually(Duration::from_secs(10), "the re-evaluation starts", || async {
-        (progress(&first.db).await.2 > 0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the re-evaluation starts",
+        || async { (progress(&first.db).await.2 > 0).then_some(()) },
+    )
     .await;
     first.stop().await;
     let (state, total, done, _) = progress(&first.db).await;

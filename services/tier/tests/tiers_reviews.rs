@@ -82,7 +82,9 @@ async fn gold_with_grace(start: DateTime<Utc>) -> (Stack, Uuid) {
     ladder.warning_days = 5;
     stack.publish(ladder).await;
     let m = stack.member().await;
-    stack.purchase(m, 60_000, start - chrono::Duration::days(1)).await;
+    stack
+        .purchase(m, 60_000, start - chrono::Duration::days(1))
+        .await;
     let t = stack.wait_for_tier(m, "gold").await;
     assert_eq!(
         t.secured_until.map(|s| s.seconds),
@@ -105,7 +107,11 @@ async fn a_review_downgrades_after_the_grace_period_with_a_warning_before() {
         t.pending_downgrade_at.map(|p| p.seconds),
         Some(at(2027, 1, 25, 0).timestamp())
     );
-    assert!(events::<pb::TierDowngradeWarning>(&stack, m).await.is_empty());
+    assert!(
+        events::<pb::TierDowngradeWarning>(&stack, m)
+            .await
+            .is_empty()
+    );
     stack.clock.set(at(2027, 1, 21, 0));
     let warning = eventually(WAIT, "a warning five days ahead", || async {
         events::<pb::TierDowngradeWarning>(&stack, m).await.pop()
@@ -187,10 +193,17 @@ async fn a_manual_tier_expires_back_to_the_earned_tier() {
         .into_inner();
     let tier = first.tier.clone().unwrap();
     assert_eq!(
-        (tier.tier_code.as_str(), tier.source, tier.earned_tier_code.as_str()),
+        (
+            tier.tier_code.as_str(),
+            tier.source,
+            tier.earned_tier_code.as_str()
+        ),
         ("gold", pb::TierSource::Manual as i32, "member")
     );
-    assert_eq!(tier.secured_until.map(|s| s.seconds), Some(until.timestamp()));
+    assert_eq!(
+        tier.secured_until.map(|s| s.seconds),
+        Some(until.timestamp())
+    );
     // The same request answers the same; another under its id is refused.
     let again = stack
         .tier
@@ -224,7 +237,10 @@ async fn a_manual_tier_expires_back_to_the_earned_tier() {
     assert_eq!(t.source, pb::TierSource::Earned as i32);
     let last = events::<pb::TierChanged>(&stack, m).await.pop().unwrap();
     assert_eq!(last.reason, "manual_ended");
-    assert_eq!(last.effective_at.map(|e| e.seconds), Some(until.timestamp()));
+    assert_eq!(
+        last.effective_at.map(|e| e.seconds),
+        Some(until.timestamp())
+    );
 }
 
 #[tokio::test]
@@ -253,7 +269,10 @@ async fn a_merge_leaves_the_survivor_the_higher_tier_and_both_members_facts() {
     let t = stack.wait_for_tier(survivor, "gold").await;
     let measures = t.measures.unwrap();
     assert_eq!((measures.spend_minor, measures.orders), (64_000, 2));
-    let last = events::<pb::TierChanged>(&stack, survivor).await.pop().unwrap();
+    let last = events::<pb::TierChanged>(&stack, survivor)
+        .await
+        .pop()
+        .unwrap();
     assert_eq!(last.reason, "merge");
     // The merged id answers with the survivor's tier.
     assert_eq!(stack.tier_of(merged).await.member_id, survivor.to_string());

@@ -29,9 +29,7 @@ fn reevaluation(r: &sqlx::postgres::PgRow) -> pb::Reevaluation {
         members_done: r.get("members_done"),
         members_changed: r.get("members_changed"),
         started_at: Some(ts(r.get("started_at"))),
-        finished_at: r
-            .get::<Option<DateTime<Utc>>, _>("finished_at")
-            .map(ts),
+        finished_at: r.get::<Option<DateTime<Utc>>, _>("finished_at").map(ts),
     }
 }
 
@@ -69,7 +67,11 @@ impl Tiers {
             operation: "PublishLadder",
             request_id: &request.request_id,
         };
-        match self.idempotency.begin(&self.db, key, request, Plain).await? {
+        match self
+            .idempotency
+            .begin(&self.db, key, request, Plain)
+            .await?
+        {
             Begun::Replay(r) => Ok(r),
             Begun::Fresh(mut fresh) => {
                 let tx = fresh.tx();
@@ -155,7 +157,10 @@ impl Tiers {
         request: &pb::GetLadderRequest,
     ) -> Result<pb::GetLadderResponse, TierError> {
         if request.version < 0 {
-            return Err(TierError::field("version", "0 for the ladder in force, or a version"));
+            return Err(TierError::field(
+                "version",
+                "0 for the ladder in force, or a version",
+            ));
         }
         let stored: Option<Vec<u8>> = sqlx::query_scalar(
             "SELECT ladder FROM ladders WHERE program_id = $1 AND ($2 = 0 OR version = $2)

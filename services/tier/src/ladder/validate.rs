@@ -108,13 +108,14 @@ pub fn validate(ladder: &pb::Ladder) -> Result<pb::Ladder, Violations> {
                     "1 to 64 lower case letters, digits, '_' or '-'",
                 );
             } else if seen.contains(&grant.benefit_code.as_str()) {
-                v.add(
-                    format!("{at}.benefit_code"),
-                    "granted twice by this tier",
-                );
+                v.add(format!("{at}.benefit_code"), "granted twice by this tier");
             }
             seen.push(&grant.benefit_code);
-            v.check(grant.quota < 0, format!("{at}.quota"), "must not be negative");
+            v.check(
+                grant.quota < 0,
+                format!("{at}.quota"),
+                "must not be negative",
+            );
             let period = pb::QuotaPeriod::try_from(grant.period);
             if grant.quota > 0 && !matches!(period, Ok(p) if p != pb::QuotaPeriod::Unspecified) {
                 v.add(

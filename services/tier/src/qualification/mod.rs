@@ -306,7 +306,11 @@ mod tests {
                     vec![way(10_000, 0), way(0, 3)],
                     &["newsletter", "shipping"],
                 ),
-                tier("gold", vec![way(50_000, 0)], &["newsletter", "shipping", "lounge"]),
+                tier(
+                    "gold",
+                    vec![way(50_000, 0)],
+                    &["newsletter", "shipping", "lounge"],
+                ),
                 tier("platinum", vec![way(100_000, 10)], &["lounge", "concierge"]),
             ],
             window,

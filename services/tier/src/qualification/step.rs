@@ -268,15 +268,13 @@ pub fn step(
             s.pending = None;
             s.warned_for = None;
         }
-        if s
-            .pending
+        if s.pending
             .as_ref()
             .is_some_and(|(p, _)| rules.rank(p).is_none())
         {
             s.pending = None;
         }
-        if s
-            .manual
+        if s.manual
             .as_ref()
             .is_some_and(|m| rules.rank(&m.tier).is_none())
         {
@@ -495,9 +493,9 @@ pub fn view(
     answer.secured_until = match (source, &state.manual, &state.pending, state.period) {
         (Source::Manual, Some(m), _, _) => Some(ts(m.until)),
         (Source::Earned, _, Some((_, at)), _) => Some(ts(*at)),
-        (Source::Earned, _, None, Some((_, end))) if held > 0 => Some(ts(
-            end + chrono::Duration::days(i64::from(rules.grace_days))
-        )),
+        (Source::Earned, _, None, Some((_, end))) if held > 0 => {
+            Some(ts(end + chrono::Duration::days(i64::from(rules.grace_days))))
+        }
         _ => None,
     };
     if rank + 1 < rules.tiers.len() {
@@ -565,13 +563,13 @@ mod tests {
         assert_eq!(o.state.period, None);
         let o = run(&r, &o.state, sums(60_000, 0, 0), "2026-03-10T10:00:00Z");
         let change = o.change.unwrap();
-        assert_eq!((change.tier.as_str(), change.reason), ("gold", R::Qualified));
+        assert_eq!(
+            (change.tier.as_str(), change.reason),
+            ("gold", R::Qualified)
+        );
         assert_eq!(
             o.state.period,
-            Some((
-                r.start_of(d("2026-03-10")),
-                r.start_of(d("2027-03-10"))
-            ))
+            Some((r.start_of(d("2026-03-10")), r.start_of(d("2027-03-10"))))
         );
     }
 
@@ -589,7 +587,10 @@ mod tests {
         assert!(o.change.is_none() && !o.moved);
         let o = run(&r, &s, sums(0, 0, 0), "2027-03-10T00:00:00Z");
         let change = o.change.unwrap();
-        assert_eq!((change.tier.as_str(), change.reason), ("silver", R::Downgraded));
+        assert_eq!(
+            (change.tier.as_str(), change.reason),
+            ("silver", R::Downgraded)
+        );
         assert_eq!(change.effective_at, r.start_of(d("2027-03-10")));
         // Kept when the period's measures reach it.
         let o = run(&r, &s, sums(0, 55_000, 0), "2027-03-10T00:00:00Z");
@@ -612,9 +613,11 @@ mod tests {
         let warning = w.warning.unwrap();
         assert_eq!(warning.downgrade_to, "silver");
         assert_eq!(warning.missing[0].spend_minor, 40_000);
-        assert!(run(&r, &w.state, sums(0, 0, 10_000), "2027-04-04T00:00:00Z")
-            .warning
-            .is_none());
+        assert!(
+            run(&r, &w.state, sums(0, 0, 10_000), "2027-04-04T00:00:00Z")
+                .warning
+                .is_none()
+        );
         // Applied at its time.
         let done = run(&r, &w.state, sums(0, 0, 10_000), "2027-04-09T00:00:00Z");
         assert_eq!(done.change.unwrap().reason, R::Downgraded);
@@ -633,9 +636,19 @@ mod tests {
             until: at("2026-06-01T00:00:00Z"),
             note: Some("vip".into()),
         });
-        let o = step(&r, &s, &sums(0, 0, 0), &[], at("2026-04-01T00:00:00Z"), R::Manual);
+        let o = step(
+            &r,
+            &s,
+            &sums(0, 0, 0),
+            &[],
+            at("2026-04-01T00:00:00Z"),
+            R::Manual,
+        );
         let c = o.change.unwrap();
-        assert_eq!((c.tier.as_str(), c.reason, c.note.as_deref()), ("platinum", R::Manual, Some("vip")));
+        assert_eq!(
+            (c.tier.as_str(), c.reason, c.note.as_deref()),
+            ("platinum", R::Manual, Some("vip"))
+        );
         let o = run(&r, &o.state, sums(60_000, 0, 0), "2026-06-01T00:00:01Z");
         let c = o.change.unwrap();
         assert_eq!((c.tier.as_str(), c.reason), ("gold", R::ManualEnded));
@@ -670,11 +683,11 @@ mod tests {
         assert_eq!(v.next_tier_code, "platinum");
         assert_eq!(v.missing[0].spend_minor, 80_000);
         assert_eq!(v.tier_if_period_ended_today, "silver");
-        assert_eq!(v.benefits_lost_if_period_ended_today, vec!["lounge".to_string()]);
         assert_eq!(
-            v.secured_until,
-            Some(ts(r.start_of(d("2027-03-10"))))
+            v.benefits_lost_if_period_ended_today,
+            vec!["lounge".to_string()]
         );
+        assert_eq!(v.secured_until, Some(ts(r.start_of(d("2027-03-10")))));
         assert_eq!(v.valid_until, Some(ts(r.start_of(d("2026-05-02")))));
     }
 

@@ -127,12 +127,13 @@ impl Tiers {
             .cards
             .fill(program, &member, row.version, &answer.encode_to_vec())
             .await;
-        let again: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM members WHERE program_id = $1 AND member_id = $2")
-                .bind(program.as_str())
-                .bind(member)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let again: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM members WHERE program_id = $1 AND member_id = $2",
+        )
+        .bind(program.as_str())
+        .bind(member)
+        .fetch_optional(&mut *conn)
+        .await?;
         match again {
             Some(v) if v == row.version && filled => {
                 self.cards
@@ -231,7 +232,11 @@ impl Tiers {
             operation: "AssignTier",
             request_id: &request.request_id,
         };
-        match self.idempotency.begin(&self.db, key, request, Plain).await? {
+        match self
+            .idempotency
+            .begin(&self.db, key, request, Plain)
+            .await?
+        {
             Begun::Replay(r) => Ok(r),
             Begun::Fresh(mut fresh) => {
                 let tx = fresh.tx();
@@ -298,29 +303,34 @@ impl Tiers {
         let limit = limit.min(100);
         let mut conn = self.db.acquire().await?;
         #[allow(clippy::type_complexity)]
-        let rows: Vec<(Uuid, Option<String>, String, String, Option<String>, DateTime<Utc>, Option<i64>)> =
-            sqlx::query_as(
-                "SELECT id, previous_tier, tier_code, reason, note, effective_at, ladder_version
+        let rows: Vec<(
+            Uuid,
+            Option<String>,
+            String,
+            String,
+            Option<String>,
+            DateTime<Utc>,
+            Option<i64>,
+        )> = sqlx::query_as(
+            "SELECT id, previous_tier, tier_code, reason, note, effective_at, ladder_version
                  FROM tier_history
                  WHERE program_id = $1 AND member_id = $2
                    AND ($3::timestamptz IS NULL OR (effective_at, id) < ($3, $4))
                  ORDER BY effective_at DESC, id DESC LIMIT $5",
-            )
-            .bind(ctx.program.as_str())
-            .bind(member)
-            .bind(after.map(|a| a.0))
-            .bind(after.map(|a| a.1))
-            .bind(limit + 1)
-            .fetch_all(&mut *conn)
-            .await?;
+        )
+        .bind(ctx.program.as_str())
+        .bind(member)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(limit + 1)
+        .fetch_all(&mut *conn)
+        .await?;
         let more = rows.len() as i64 > limit;
         let rows = &rows[..rows.len().min(limit as usize)];
         let next = match rows.last() {
-            Some(last) if more => pagination::encode_token(&format!(
-                "{}|{}",
-                last.5.timestamp_micros(),
-                last.0
-            )),
+            Some(last) if more => {
+                pagination::encode_token(&format!("{}|{}", last.5.timestamp_micros(), last.0))
+            }
             _ => String::new(),
         };
         use pb::TierChangeReason as R;

@@ -51,7 +51,8 @@ pub fn schedule(app: App, tiers: Tiers, interval: Duration) -> App {
         async move {
             repeat(stop, interval, || {
                 let t = t.clone();
-                async move { t.review_due().await }
+                // Due members are claimed until none is left inside one run.
+                async move { t.review_due().await.map(|_| 0) }
             })
             .await
         }
@@ -61,7 +62,7 @@ pub fn schedule(app: App, tiers: Tiers, interval: Duration) -> App {
         async move {
             repeat(stop, interval, || {
                 let t = t.clone();
-                async move { t.reevaluate(None).await }
+                async move { t.reevaluate(Some(1)).await }
             })
             .await
         }
@@ -78,8 +79,16 @@ where
     Fut: Future<Output = Result<usize, TierError>>,
 {
     loop {
-        if let Err(error) = step().await {
-            tracing::warn!(%error, "tier job failed; the next run tries again");
+        match step().await {
+            // More may be waiting: go on at once, unless asked to stop.
+            Ok(done) if done > 0 => {
+                if *stop.borrow() {
+                    return Ok(());
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "tier job failed; the next run tries again"),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -178,9 +187,13 @@ impl Tiers {
                 tx.commit().await?;
                 continue;
             };
-            let rows =
-                store::lock_after(&mut tx, &program, cursor, CHUNK.load(Ordering::Relaxed) as i64)
-                    .await?;
+            let rows = store::lock_after(
+                &mut tx,
+                &program,
+                cursor,
+                CHUNK.load(Ordering::Relaxed) as i64,
+            )
+            .await?;
             let Some(last) = rows.last().map(|r| r.member) else {
                 sqlx::query(
                     "UPDATE reevaluations SET state = 'done', finished_at = $2, updated_at = $2 WHERE id = $1",

@@ -144,7 +144,10 @@ pub(crate) fn pack_events(
     now: DateTime<Utc>,
     out: &mut Vec<PackedEvent>,
 ) -> Result<(), sqlx::Error> {
-    for change in changes.iter().filter(|c| c.previous.as_ref() != Some(&c.tier)) {
+    for change in changes
+        .iter()
+        .filter(|c| c.previous.as_ref() != Some(&c.tier))
+    {
         out.push(PackedEvent::pack(
             SOURCE,
             NewEvent {

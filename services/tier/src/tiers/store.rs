@@ -285,11 +285,7 @@ pub async fn save_many(
 }
 
 /// Raises a member's card version (its measures changed); returns it.
-pub async fn bump(
-    tx: &mut PgConnection,
-    program: &str,
-    member: Uuid,
-) -> Result<i64, sqlx::Error> {
+pub async fn bump(tx: &mut PgConnection, program: &str, member: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE members SET version = version + 1, updated_at = now()
          WHERE program_id = $1 AND member_id = $2 RETURNING version",
