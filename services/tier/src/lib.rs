@@ -119,10 +119,7 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         cards: app.cards(CardField::Tier),
         clock: app.clock(),
         config: config.clone(),
-        local: tiers::Local::new(tiers::MemberDirectory::new(
-            &config.member_addr,
-            config.member_api_key.clone(),
-        )?),
+        local: tiers::Local::new(),
     };
     let app = app
         .grpc(TierServiceServer::new(tiers.clone()))

@@ -35,7 +35,7 @@ async fn invalid_ladders_are_refused_naming_the_problem() {
     let status = refused(&stack, overlapping).await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(fields(&status), vec!["ladder.tiers[2].qualify_any[1]"]);
-    assert!(status.details().len() > 0);
+    assert!(!status.details().is_empty());
 
     let mut no_base = simple_ladder();
     no_base.tiers.remove(0);

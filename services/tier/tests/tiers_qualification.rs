@@ -25,7 +25,7 @@ async fn measures_reach(stack: &Stack, member: Uuid, spend: i64, orders: i64) ->
     let what = format!("measures reach {spend} spent in {orders} orders");
     eventually(WAIT, &what, || async {
         let t = stack.tier_of(member).await;
-        let m = t.measures.clone()?;
+        let m = t.measures?;
         (m.spend_minor == spend && m.orders == orders).then_some(t)
     })
     .await

@@ -173,7 +173,7 @@ impl Tiers {
     /// A member this service has not heard of: asks the member service
     /// once, then adds the member and evaluates it.
     async fn first_seen(&self, program: &str, member: Uuid) -> Result<(), TierError> {
-        let enrolled_at = match self.local.directory.ask(program, member).await? {
+        let enrolled_at = match self.directory()?.ask(program, member).await? {
             Known::Enrolled(at) => at,
             Known::Erased => return Err(TierError::MemberNotFound),
         };

@@ -313,7 +313,7 @@ impl Tiers {
                     .and_then(|c| ladder.rules.rank(c))
                     .map_or(-1, |r| r as i64)
             };
-            let s_earned = s_row.as_ref().map(|r| r.state.earned.clone()).flatten();
+            let s_earned = s_row.as_ref().and_then(|r| r.state.earned.clone());
             if rank(&m_row.state.earned) > rank(&s_earned) {
                 let s = &m_row.state;
                 sqlx::query(

@@ -15,7 +15,10 @@ pub mod jobs;
 mod members;
 pub(crate) mod store;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use laurel_proto::tier::v1 as pb;
@@ -72,7 +75,8 @@ pub struct Loaded {
 #[derive(Clone)]
 pub struct Local {
     ladders: moka::sync::Cache<String, Option<Arc<Loaded>>>,
-    pub(crate) directory: MemberDirectory,
+    /// Made from the configuration on first use.
+    directory: Arc<OnceLock<MemberDirectory>>,
 }
 
 impl std::fmt::Debug for Local {
@@ -82,14 +86,14 @@ impl std::fmt::Debug for Local {
 }
 
 impl Local {
-    /// Caches over `directory`.
-    pub fn new(directory: MemberDirectory) -> Self {
+    /// Empty caches.
+    pub fn new() -> Self {
         Self {
             ladders: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(1))
                 .build(),
-            directory,
+            directory: Arc::default(),
         }
     }
 
@@ -180,7 +184,23 @@ fn program_id(program: &str) -> Result<ProgramId, TierError> {
     ProgramId::parse(program).map_err(|e| TierError::Internal(anyhow::anyhow!("{e}")))
 }
 
+impl Default for Local {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Tiers {
+    /// The member service's directory, connected lazily on first use.
+    pub(crate) fn directory(&self) -> Result<&MemberDirectory, TierError> {
+        if let Some(d) = self.local.directory.get() {
+            return Ok(d);
+        }
+        let made =
+            MemberDirectory::new(&self.config.member_addr, self.config.member_api_key.clone())?;
+        Ok(self.local.directory.get_or_init(|| made))
+    }
+
     /// The ladder in force for `program`, from memory unless older than
     /// `at_least` (a member evaluated against a newer version must never be
     /// evaluated against an older one).
