@@ -51,16 +51,20 @@ CREATE INDEX members_manual ON members (program_id, manual_until)
 CREATE INDEX members_downgrade ON members (program_id, pending_downgrade_at)
     WHERE status = 'active' AND pending_downgrade_at IS NOT NULL;
 
--- Qualifying measures per member and day (in the ladder's time zone), so a
--- window is a sum over a range of days.
+-- Qualifying measures per member, day (in the ladder's time zone, UTC
+-- before any ladder) and currency, so a window is a sum over a range of
+-- days and a ladder counts only its own currency, whenever it came.
+-- Purchases fill spend and orders in their currency; points go in the row
+-- of currency ''.
 CREATE TABLE qualifying_days (
-    program_id  text   NOT NULL,
-    member_id   uuid   NOT NULL,
-    day         date   NOT NULL,
-    spend_minor bigint NOT NULL DEFAULT 0,
-    orders      bigint NOT NULL DEFAULT 0,
-    points      bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (program_id, member_id, day)
+    program_id    text   NOT NULL,
+    member_id     uuid   NOT NULL,
+    day           date   NOT NULL,
+    currency_code text   NOT NULL DEFAULT '',
+    spend_minor   bigint NOT NULL DEFAULT 0,
+    orders        bigint NOT NULL DEFAULT 0,
+    points        bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (program_id, member_id, day, currency_code)
 );
 
 -- Orders counted, so a refund reduces the day and amount the purchase

@@ -10,6 +10,7 @@ mod events;
 mod grpc;
 pub mod ladder;
 pub mod plans;
+pub mod qualification;
 pub mod tiers;
 
 use std::time::Duration;
@@ -68,6 +69,8 @@ pub struct Tiers {
     pub(crate) cards: Cards<pb::MemberTier>,
     pub(crate) clock: SharedClock,
     pub(crate) config: Config,
+    /// The tier side's in-memory state: ladders in force, member directory.
+    pub(crate) local: tiers::Local,
 }
 
 impl std::fmt::Debug for Tiers {
@@ -116,6 +119,7 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         cards: app.cards(CardField::Tier),
         clock: app.clock(),
         config: config.clone(),
+        local: tiers::Local::new(),
     };
     let app = app
         .grpc(TierServiceServer::new(tiers.clone()))

@@ -1,6 +1,7 @@
 //! The tier ladder: versions, validation, the version in force.
 
 mod api;
+pub mod validate;
 
 use laurel_proto::tier::v1 as pb;
 use prost::Message;
