@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use laurel_runtime::clock::Clock;
 use laurel_proto::member::v1 as mpb;
+use laurel_runtime::clock::Clock;
 
 async fn card(
     client: &mut mpb::member_service_client::MemberServiceClient<tonic::transport::Channel>,

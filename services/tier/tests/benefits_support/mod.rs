@@ -42,13 +42,18 @@ pub async fn known(stack: &Stack, member: Uuid, tier: Option<&str>) {
     }
 }
 
-/// Sets the member's tier directly.
+/// Sets the member's tier directly, as a manual assignment for ten years
+/// (so a recomputation of the tier, when a subscription starts or ends,
+/// keeps it).
 pub async fn set_tier(stack: &Stack, member: Uuid, tier: &str) {
     sqlx::query(
-        "UPDATE members SET tier_code = $2 WHERE program_id = 'default' AND member_id = $1",
+        "UPDATE members SET tier_code = $2, tier_source = 'manual', manual_tier = $2,
+                manual_until = $3, manual_note = 'seeded by the test'
+         WHERE program_id = 'default' AND member_id = $1",
     )
     .bind(member)
     .bind(tier)
+    .bind(stack.clock.now() + chrono::Duration::days(3650))
     .execute(&stack.db)
     .await
     .expect("tier set");
