@@ -96,6 +96,15 @@ def member_tier(tier, md, member_id: str) -> pb.MemberTier:
     return tier.GetMemberTier(pb.GetMemberTierRequest(member_id=member_id), metadata=md).tier
 
 
+def wait_for_tier(tier, md, member_id: str, code: str) -> pb.MemberTier:
+    """The member's tier once it is `code` (a new ladder evaluates members in
+    the background; purchases reach the tier service as events)."""
+    return eventually(
+        f"tier {code}",
+        lambda: (t := member_tier(tier, md, member_id)).tier_code == code and t,
+    )
+
+
 def test_a_published_ladder_is_the_one_in_force(tier, md):
     published = publish(tier, md, ladder())
     assert published.ladder.version == 1
@@ -123,15 +132,11 @@ def test_an_invalid_ladder_is_refused_with_the_fields_named(tier, md):
 
 def test_purchases_upgrade_the_member_and_the_card_shows_the_tier(member, tier, md, member_id):
     publish(tier, md, ladder())
-    base = eventually("the base tier", lambda: member_tier(tier, md, member_id))
-    assert base.tier_code == "member"
+    base = wait_for_tier(tier, md, member_id, "member")
     assert base.next_tier_code == "silver"
 
     purchase(member, md, member_id, 12_000)
-    upgraded = eventually(
-        "the upgrade to silver",
-        lambda: (t := member_tier(tier, md, member_id)).tier_code == "silver" and t,
-    )
+    upgraded = wait_for_tier(tier, md, member_id, "silver")
     assert upgraded.source == pb.TIER_SOURCE_EARNED
     assert upgraded.measures.spend_minor == 12_000
     assert upgraded.next_tier_code == "gold"
@@ -151,7 +156,7 @@ def test_purchases_upgrade_the_member_and_the_card_shows_the_tier(member, tier, 
 
 def test_an_operator_assigns_a_tier_until_a_date(tier, md, member_id):
     publish(tier, md, ladder())
-    eventually("the member is known", lambda: member_tier(tier, md, member_id))
+    wait_for_tier(tier, md, member_id, "member")
     until = int(time.time()) + 30 * 86400
     request = pb.AssignTierRequest(
         request_id=new_request_id(),
@@ -189,7 +194,7 @@ def test_a_benefit_quota_refuses_beyond_its_limit(tier, md, member_id):
     )
     grant = pb.BenefitGrant(benefit_code="free-shipping", quota=1, period=pb.QUOTA_PERIOD_MONTH)
     publish(tier, md, ladder([grant]))
-    eventually("the member is known", lambda: member_tier(tier, md, member_id))
+    wait_for_tier(tier, md, member_id, "member")
 
     consume = pb.ConsumeBenefitRequest(
         request_id=new_request_id(), member_id=member_id, benefit_code="free-shipping"
@@ -211,7 +216,7 @@ def test_a_benefit_quota_refuses_beyond_its_limit(tier, md, member_id):
 
 def test_a_paid_plan_subscription_starts_and_cancels(tier, md, member_id):
     publish(tier, md, ladder())
-    eventually("the member is known", lambda: member_tier(tier, md, member_id))
+    wait_for_tier(tier, md, member_id, "member")
     tier.PutPlan(
         pb.PutPlanRequest(
             request_id=new_request_id(),
