@@ -404,13 +404,14 @@ pub async fn reevaluate(c: &Clients, s: &ReevaluateSetup<'_>) -> Result<Reevalua
     );
     wait_done(&mut c, &r.reevaluation_id, REEVALUATION_GIVE_UP).await?;
 
-    let tag = uuid::Uuid::now_v7().simple().to_string();
+    // Random, so members seeded by an earlier run in the schema stay apart.
+    let run = paths::Rng::seeded().next_u64() as u32;
     eprintln!(
         "reevaluate: seeding {} members into {}.members and {}.qualifying_days ...",
         s.members, s.schema, s.schema
     );
     let started = Instant::now();
-    let sql = seed_sql(s.program, &tag, s.members, version, BENCH_LADDER);
+    let sql = seed_sql(s.program, run, s.members, version, BENCH_LADDER);
     psql(s.database_url, s.schema, &sql)
         .await
         .context("seeding the tier service's tables")?;
@@ -512,6 +513,11 @@ async fn wait_done(c: &mut Clients, id: &str, give_up: Duration) -> Result<Reeva
     }
 }
 
+/// The id [`seed_sql`] gives member `i` of run `run`.
+pub fn seeded_member_id(run: u32, i: u64) -> String {
+    format!("{run:08x}-0000-4000-8000-{i:012x}")
+}
+
 /// A string as an SQL literal.
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -530,13 +536,15 @@ fn literal(s: &str) -> String {
 /// - `qualifying_days (program_id, member_id, day, spend_minor, orders,
 ///   points)`, days in the ladder's time zone.
 ///
-/// Member `i` (1..=n) has id `md5(tag || ':' || i)::uuid`, enrolled 400
+/// Member `i` (1..=n) has id [`seeded_member_id`]`(run, i)`, ascending
+/// with `i` so both primary keys grow at their end (random ids make the
+/// inserts several times slower), enrolled 400
 /// days ago, a spend of [`seeded_spend`]`(i)` over two days of the last 12
 /// months (two orders) and the tier that spend earns under `t`, reached 30
 /// days ago with a 12-month period from then.
-pub fn seed_sql(program: &str, tag: &str, n: u64, version: i64, t: Thresholds) -> String {
+pub fn seed_sql(program: &str, run: u32, n: u64, version: i64, t: Thresholds) -> String {
     let (prog, tz) = (literal(program), literal(TIME_ZONE));
-    let id = format!("md5({} || ':' || i)::uuid", literal(tag));
+    let id = format!("('{run:08x}-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid");
     let spend = format!("(i::bigint * {SPEND_STEP}) % {SPEND_SPREAD_MINOR}");
     let (silver, gold) = (t.silver_minor, t.gold_minor);
     let [base, mid, top] = TIER_CODES.map(literal);
@@ -668,7 +676,7 @@ mod tests {
 
     #[test]
     fn seeding_is_two_set_based_inserts() {
-        let sql = seed_sql("o'brien", "abc", 1_000_000, 7, BENCH_LADDER);
+        let sql = seed_sql("o'brien", 0xabc, 1_000_000, 7, BENCH_LADDER);
         assert_eq!(sql.matches("INSERT INTO").count(), 2, "{sql}");
         assert_eq!(
             sql.matches("generate_series(1, 1000000)").count(),
@@ -678,9 +686,134 @@ mod tests {
         assert!(sql.contains("INSERT INTO members ("), "{sql}");
         assert!(sql.contains("INSERT INTO qualifying_days ("), "{sql}");
         assert!(sql.contains("'o''brien'"), "the programme is quoted: {sql}");
-        assert!(sql.contains("md5('abc' || ':' || i)::uuid"), "{sql}");
+        assert!(
+            sql.contains("('00000abc-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid"),
+            "{sql}"
+        );
+        assert_eq!(
+            seeded_member_id(0xabc, 255),
+            "00000abc-0000-4000-8000-0000000000ff"
+        );
+        assert!(uuid::Uuid::parse_str(&seeded_member_id(u32::MAX, 10_000_000)).is_ok());
         assert!(sql.contains(", 7\nFROM"), "ladder version: {sql}");
         assert!(sql.contains(">= 200000 THEN 'gold'"), "{sql}");
         assert!(!sql.contains("UNLOGGED"));
+    }
+
+    /// psql's unaligned answer to `sql` in `schema`.
+    fn query(url: &str, schema: &str, sql: &str) -> String {
+        let out = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+                "-d",
+                url,
+            ])
+            .env("PGOPTIONS", format!("-c search_path={schema}"))
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The seeding SQL against the tier service's real migrations (every
+    /// file in services/tier/migrations, in order) on the test Postgres:
+    /// fails when their tables drift from what [`seed_sql`] assumes.
+    #[tokio::test]
+    async fn seeding_fills_the_tier_tables() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let schema = format!("t_bench_tier_{}", uuid::Uuid::now_v7().simple());
+        query(&url, "public", &format!("CREATE SCHEMA {schema}"));
+        let _drop = DropSchema(url.clone(), schema.clone());
+        {
+            let dir = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../services/tier/migrations"
+            );
+            let mut files: Vec<_> = std::fs::read_dir(dir)
+                .expect("the tier migrations")
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+                .collect();
+            files.sort();
+            assert!(!files.is_empty());
+            for f in files {
+                psql(&url, &schema, &std::fs::read_to_string(&f).unwrap())
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+            }
+            let n = 3000;
+            psql(
+                &url,
+                &schema,
+                &seed_sql("default", 0x7e57, n, 4, BENCH_LADDER),
+            )
+            .await
+            .expect("seeding");
+            let by_tier = query(
+                &url,
+                &schema,
+                "SELECT string_agg(tier_code || '=' || c, ',' ORDER BY tier_code)
+                 FROM (SELECT tier_code, count(*) c FROM members
+                       WHERE program_id = 'default' AND ladder_version = 4
+                         AND tier_source = 'earned' AND earned_tier = tier_code
+                       GROUP BY tier_code) x",
+            );
+            let count = |code| {
+                (1..=n)
+                    .filter(|i| tier_for(seeded_spend(*i), BENCH_LADDER) == code)
+                    .count()
+            };
+            assert_eq!(
+                by_tier,
+                format!(
+                    "gold={},member={},silver={}",
+                    count("gold"),
+                    count("member"),
+                    count("silver")
+                )
+            );
+            // Two days each, inside the last 12 months, summing to the spend.
+            let days = query(
+                &url,
+                &schema,
+                "SELECT count(*), count(DISTINCT member_id), sum(spend_minor),
+                        bool_and(day > current_date - 365 AND day <= current_date)
+                 FROM qualifying_days",
+            );
+            let total: i64 = (1..=n).map(seeded_spend).sum();
+            assert_eq!(days, format!("{}|{n}|{total}|t", 2 * n));
+            let spend_of_7 = query(
+                &url,
+                &schema,
+                &format!(
+                    "SELECT sum(spend_minor) FROM qualifying_days WHERE member_id = '{}'",
+                    seeded_member_id(0x7e57, 7)
+                ),
+            );
+            assert_eq!(spend_of_7, seeded_spend(7).to_string());
+        }
+    }
+
+    /// Drops the test's schema, also when an assertion failed.
+    struct DropSchema(String, String);
+
+    impl Drop for DropSchema {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("psql")
+                .args(["-X", "-q", "-c", &format!("DROP SCHEMA {} CASCADE", self.1)])
+                .args(["-d", &self.0])
+                .output();
+        }
     }
 }
