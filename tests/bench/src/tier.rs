@@ -416,7 +416,11 @@ pub async fn reevaluate(c: &Clients, s: &ReevaluateSetup<'_>) -> Result<Reevalua
         .await
         .context("seeding the tier service's tables")?;
     let seed_seconds = started.elapsed().as_secs_f64();
-    eprintln!("  seeded in {seed_seconds:.1} s");
+    eprintln!(
+        "  seeded in {seed_seconds:.1} s (ids {} to {})",
+        seeded_member_id(run, 1),
+        seeded_member_id(run, s.members)
+    );
 
     let sampler = s.pid.clone().and_then(|pid| {
         memory::Sampler::start(pid, Duration::from_millis(100)).map_err(|e| format!("{e:#}"))
