@@ -148,6 +148,12 @@ async fn bench(args: &Args) -> Result<()> {
         None
     };
     let tier_paths: Vec<PathKind> = args.paths.iter().copied().filter(|p| p.is_tier()).collect();
+    if tier_paths.contains(&PathKind::MemberCard) && args.points_addr.is_some() {
+        tier::open_points_accounts(&clients, &members)
+            .await
+            .context("member-card setup")?;
+        eprintln!("member-card: every member has a points account");
+    }
     if !tier_paths.is_empty() && args.tier_addr.is_some() {
         tier::prepare(&clients, &tier_paths, &members)
             .await

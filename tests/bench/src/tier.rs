@@ -285,6 +285,39 @@ async fn tier_ok(c: &mut Clients, m: &SeededMember, deadline: Instant) -> Result
     }
 }
 
+/// Gives every member a points account (a goodwill Earn of 1 point), so
+/// member-card's balance can come from the card: the points service fills
+/// the card only for members it has an account for, and answers an empty
+/// balance (not cached) for the others.
+pub async fn open_points_accounts(clients: &[Clients], members: &[SeededMember]) -> Result<()> {
+    let members: Arc<Vec<SeededMember>> = Arc::new(members.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for w in 0..WARM_PARALLELISM.min(members.len()) {
+        let mut c = clients[w % clients.len()].clone();
+        let (members, next) = (members.clone(), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(m) = members.get(i) else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                let req = c.meta.request(paths::goodwill(&m.member_id, 1));
+                c.points()
+                    .map_err(status_error)?
+                    .earn(req)
+                    .await
+                    .map_err(status_error)
+                    .with_context(|| format!("Earn of 1 point for {}", m.member_id))?;
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("Earn task panicked")??;
+    }
+    Ok(())
+}
+
 /// Calls `kind` (tier-get or member-card) once on every member, a few at a
 /// time, so the answers come from the caches; member-card goes twice (the
 /// first call fills the card's points and tier fields through their owners)
