@@ -48,7 +48,11 @@ async fn main() -> ExitCode {
         }
     };
     match bench(&args).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Finished::Done) => ExitCode::SUCCESS,
+        Ok(Finished::ReevaluateFailed) => {
+            eprintln!("laurel-bench: the re-evaluation step failed (see the report)");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("laurel-bench: setup failed: {e:#}");
             ExitCode::FAILURE
@@ -56,10 +60,17 @@ async fn main() -> ExitCode {
     }
 }
 
+/// How a benchmark that got through its setup ended.
+enum Finished {
+    Done,
+    /// `--reevaluate` failed; the report says why.
+    ReevaluateFailed,
+}
+
 /// Connects, seeds, runs every path (h2load first when asked, then the tonic
 /// client), measures memory meanwhile and staleness afterwards. Only setup
 /// problems are errors; failed calls during the runs are counted instead.
-async fn bench(args: &Args) -> Result<()> {
+async fn bench(args: &Args) -> Result<Finished> {
     let meta = CallMeta::new(&args.program, args.api_key.as_deref())?;
     let channels = connect(&args.addr, args).await?;
     let bare_channels = match &args.bare_addr {
@@ -384,10 +395,10 @@ async fn bench(args: &Args) -> Result<()> {
             )
         );
     }
-    if let Some(Err(e)) = &tier_report.reevaluation {
-        bail!("reevaluate: {e}");
+    if let Some(Err(_)) = &tier_report.reevaluation {
+        return Ok(Finished::ReevaluateFailed);
     }
-    Ok(())
+    Ok(Finished::Done)
 }
 
 /// Longest the warm-up before tier-get and member-card may take.
