@@ -8,7 +8,14 @@
 # the statements of one Earn per transaction on a scratch schema), prints the
 # report and stops it all.
 #
-#   deploy/bench/run-all.sh [laurel-bench flags...]
+# The tier service runs too (asking A about members, learning them from the
+# member events; A and B ask it and the points service for the card's tier
+# and balance): the tier paths, and at the end a re-evaluation of 1,000,000
+# members seeded into its schema after a ladder change (--reevaluate; skip it
+# with --no-reevaluate or LAUREL_BENCH_REEVALUATE=0, or set another count
+# there).
+#
+#   deploy/bench/run-all.sh [--no-reevaluate] [laurel-bench flags...]
 #   deploy/bench/run-all.sh --duration 5 --h2load-n 50000 --json
 #
 # Postgres and Redis come from scripts/stack.sh (DATABASE_URL / REDIS_URL when
@@ -38,13 +45,14 @@ if ! command -v pgbench >/dev/null 2>&1; then
 fi
 
 laurel_stack_up
-cargo build --release -q -p laurel-member -p laurel-points -p laurel-bench
+cargo build --release -q -p laurel-member -p laurel-points -p laurel-tier -p laurel-bench
 bin=${CARGO_TARGET_DIR:-$repo/target}/release
 
 run_id=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
 schema=bench_$run_id
 points_schema=bench_${run_id}_points
 pgbench_schema=bench_${run_id}_pgbench
+tier_schema=bench_${run_id}_tier
 prefix=bench-$run_id
 pii_key=$(head -c 32 /dev/urandom | base64)
 work=$(mktemp -d /tmp/laurel-bench.XXXXXX)
@@ -64,6 +72,7 @@ stop_all() {
   laurel_drop_scratch "$schema" "$prefix"
   laurel_drop_scratch "$points_schema" "$prefix"
   laurel_drop_scratch "$pgbench_schema" "$prefix"
+  laurel_drop_scratch "$tier_schema" "$prefix"
   rm -rf "$work"
 }
 laurel_at_exit stop_all
@@ -97,10 +106,19 @@ wait_port() {
   return 1
 }
 
+# The points and tier services' ports first: the member service asks them
+# for the card's balance and tier.
+points_port=$(laurel_free_port)
+points_metrics=$(laurel_free_port)
+tier_port=$(laurel_free_port)
+tier_metrics=$(laurel_free_port)
+
 member_env=(
   env DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL"
   LAUREL_DB_SCHEMA="$schema" LAUREL_REDIS_PREFIX="$prefix"
   LAUREL_PII_KEY="$pii_key" LAUREL_DEV_MODE=1 RUST_LOG="${RUST_LOG:-warn}"
+  LAUREL_POINTS_ADDR="http://127.0.0.1:$points_port"
+  LAUREL_TIER_ADDR="http://127.0.0.1:$tier_port"
 )
 
 a_port=$(laurel_free_port)
@@ -122,14 +140,20 @@ bare_pid=$STARTED_PID
 
 # The points service: its own schema, the members' Redis prefix (it consumes
 # their events), member A to ask about members it has not seen.
-points_port=$(laurel_free_port)
-points_metrics=$(laurel_free_port)
 start points env DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" \
   LAUREL_DB_SCHEMA="$points_schema" LAUREL_REDIS_PREFIX="$prefix" \
   LAUREL_DEV_MODE=1 RUST_LOG="${RUST_LOG:-warn}" \
   LAUREL_GRPC_ADDR="127.0.0.1:$points_port" LAUREL_METRICS_ADDR="127.0.0.1:$points_metrics" \
   LAUREL_MEMBER_ADDR="http://127.0.0.1:$a_port" "$bin/laurel-points" serve
 points_pid=$STARTED_PID
+
+# The tier service: the same, in its own schema.
+start tier env DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" \
+  LAUREL_DB_SCHEMA="$tier_schema" LAUREL_REDIS_PREFIX="$prefix" \
+  LAUREL_DEV_MODE=1 RUST_LOG="${RUST_LOG:-warn}" \
+  LAUREL_GRPC_ADDR="127.0.0.1:$tier_port" LAUREL_METRICS_ADDR="127.0.0.1:$tier_metrics" \
+  LAUREL_MEMBER_ADDR="http://127.0.0.1:$a_port" "$bin/laurel-tier" serve
+tier_pid=$STARTED_PID
 
 # pgbench's scratch schema: the points tables, made as a migration Job would.
 env DATABASE_URL="$DATABASE_URL" LAUREL_DB_SCHEMA="$pgbench_schema" RUST_LOG=warn \
@@ -142,7 +166,17 @@ env DATABASE_URL="$DATABASE_URL" LAUREL_DB_SCHEMA="$pgbench_schema" RUST_LOG=war
 wait_port "$b_pid" "$b_port" member-b
 wait_port "$bare_pid" "$bare_port" bare-echo
 wait_port "$points_pid" "$points_port" points
-log "member A pid $a_pid on $a_port (metrics $a_metrics), member B pid $b_pid on $b_port, bare echo pid $bare_pid on $bare_port, points pid $points_pid on $points_port (metrics $points_metrics)"
+wait_port "$tier_pid" "$tier_port" tier
+log "member A pid $a_pid on $a_port (metrics $a_metrics), member B pid $b_pid on $b_port, bare echo pid $bare_pid on $bare_port, points pid $points_pid on $points_port (metrics $points_metrics), tier pid $tier_pid on $tier_port (metrics $tier_metrics)"
+
+# The re-evaluation of many members after a ladder change, last.
+reevaluate=${LAUREL_BENCH_REEVALUATE:-1000000}
+bench_args=()
+for arg in "$@"; do
+  if [[ $arg == --no-reevaluate ]]; then reevaluate=0; else bench_args+=("$arg"); fi
+done
+reevaluate_args=()
+if [[ $reevaluate != 0 ]]; then reevaluate_args=(--reevaluate "$reevaluate"); fi
 
 rc=0
 "$bin/laurel-bench" \
@@ -154,9 +188,14 @@ rc=0
   --points-addr "http://127.0.0.1:$points_port" \
   --points-metrics-url "http://127.0.0.1:$points_metrics/metrics" \
   --pgbench-url "$DATABASE_URL" --pgbench-schema "$pgbench_schema" \
-  --h2load "$@" || rc=$?
+  --tier-addr "http://127.0.0.1:$tier_port" \
+  --tier-metrics-url "http://127.0.0.1:$tier_metrics/metrics" \
+  --tier-pid "$tier_pid" \
+  --tier-database-url "$DATABASE_URL" --tier-schema "$tier_schema" \
+  "${reevaluate_args[@]}" \
+  --h2load "${bench_args[@]}" || rc=$?
 if [[ $rc -ne 0 ]]; then
-  for name in member-a member-b bare-echo points; do
+  for name in member-a member-b bare-echo points tier; do
     log "$name log ends with:"
     tail -n 15 "$work/$name.log" >&2 || true
   done

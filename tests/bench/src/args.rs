@@ -20,9 +20,11 @@ FLAGS:
   --concurrency N      concurrent workers          [default: 64]
   --connections N      HTTP/2 connections (workers round-robin over them) [default: 8]
   --paths LIST         comma-separated: echo,get-member,lookup-member,record-activity,
-                       earn,earn-hot,redeem,redeem-hot,earn-replay,purchase-visible
-                       [default: the member paths, and the points paths with
-                       --points-addr; echo is always run first]
+                       earn,earn-hot,redeem,redeem-hot,earn-replay,purchase-visible,
+                       tier-get,member-card,consume-benefit
+                       [default: the member paths, the points paths with
+                       --points-addr and the tier paths with --tier-addr;
+                       echo is always run first]
   --rate RPS           target total rate, paced across workers (open-loop-ish)
   --half-rate          per path: measure max rps, then rerun at 50% of it
   --members N          members to seed for the member paths [default: 300]
@@ -32,7 +34,8 @@ FLAGS:
   --json               print one JSON line with the results at the end
 
   Server-bound figures (all optional; see deploy/bench/run-all.sh):
-  --h2load             also drive echo, get-member and lookup-member with h2load
+  --h2load             also drive echo, get-member, lookup-member (and earn-replay,
+                       tier-get, member-card when they run) with h2load
                        (one seeded member per path; grpc-status checked first)
   --h2load-n N         calls per h2load run           [default: 100000]
   --h2load-c N         h2load connections             [default: 50]
@@ -62,6 +65,20 @@ FLAGS:
   --pgbench-url URL    Postgres for pgbench's run of the Earn statements
                        (deploy/bench/pgbench/earn.sql) at --concurrency
   --pgbench-schema S   schema there with the points tables (laurel-points migrate)
+
+  Tier service (see deploy/bench/README.md):
+  --tier-addr URL      the tier service: tier-get and consume-benefit call it (a
+                       bench ladder is published unless one is in force, and the
+                       seeded members must reach it through MemberCreated)
+  --tier-metrics-url URL  its Prometheus endpoint: gRPC codes of h2load's tier-get
+  --tier-pid PID       tier process whose memory is sampled during --reevaluate
+                       [default: whatever listens on --tier-addr's port here]
+  --reevaluate N       after the load paths: seed N members straight into the tier
+                       service's tables, publish a new ladder and time the
+                       re-evaluation of every member (needs --tier-addr,
+                       --tier-database-url, --tier-schema; run-all uses 1000000)
+  --tier-database-url URL  Postgres of the tier service (for --reevaluate's seeding)
+  --tier-schema S      its schema there (LAUREL_DB_SCHEMA of the tier service)
   -h, --help           this text
 ";
 
@@ -95,6 +112,13 @@ pub struct Args {
     pub visible_samples: usize,
     /// pgbench's database URL and schema, when both were given.
     pub pgbench: Option<(String, String)>,
+    pub tier_addr: Option<String>,
+    pub tier_metrics_url: Option<String>,
+    pub tier_pid: Option<u32>,
+    /// Members to seed and re-evaluate, with `--reevaluate`.
+    pub reevaluate: Option<u64>,
+    /// The tier service's database URL and schema, when both were given.
+    pub tier_database: Option<(String, String)>,
 }
 
 impl Default for Args {
@@ -124,12 +148,19 @@ impl Default for Args {
             hot_points: 20_000,
             visible_samples: 200,
             pgbench: None,
+            tier_addr: None,
+            tier_metrics_url: None,
+            tier_pid: None,
+            reevaluate: None,
+            tier_database: None,
         }
     }
 }
 
 /// Most points `--hot-points` may give (the service's limit per Earn).
 const MAX_HOT_POINTS: i64 = 1_000_000_000_000;
+/// Most members `--reevaluate` may seed.
+const MAX_REEVALUATE: u64 = 10_000_000;
 
 /// What the command line asked for.
 pub enum Parsed {
@@ -150,6 +181,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
     let mut shape = h2load::Shape::default();
     let mut paths_given = false;
     let (mut pgbench_url, mut pgbench_schema) = (None, None);
+    let (mut tier_db_url, mut tier_schema) = (None, None);
     let mut it = argv.into_iter();
     while let Some(raw) = it.next() {
         let (flag, inline) = match raw.split_once('=') {
@@ -213,19 +245,19 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
             }
             "--visible-samples" => args.visible_samples = positive(&flag, &value()?)?,
             "--pgbench-url" => pgbench_url = Some(value()?),
-            "--pgbench-schema" => {
+            "--pgbench-schema" => pgbench_schema = Some(schema_name(&flag, value()?)?),
+            "--tier-addr" => args.tier_addr = Some(value()?),
+            "--tier-metrics-url" => args.tier_metrics_url = Some(value()?),
+            "--tier-pid" => args.tier_pid = Some(small(&flag, &value()?)?),
+            "--reevaluate" => {
                 let v = value()?;
-                if v.is_empty()
-                    || !v
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                {
-                    bail!(
-                        "--pgbench-schema: lower case letters, digits and underscores, got {v:?}"
-                    );
+                match v.parse::<u64>() {
+                    Ok(n) if (1..=MAX_REEVALUATE).contains(&n) => args.reevaluate = Some(n),
+                    _ => bail!("--reevaluate must be 1 to {MAX_REEVALUATE} members, got {v:?}"),
                 }
-                pgbench_schema = Some(v);
             }
+            "--tier-database-url" => tier_db_url = Some(value()?),
+            "--tier-schema" => tier_schema = Some(schema_name(&flag, value()?)?),
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
@@ -249,10 +281,32 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
             .unwrap_or(args.paths.len());
         args.paths.splice(at..at, PathKind::POINTS);
     }
+    if args.tier_addr.is_some() && !paths_given {
+        // After the points paths, before RecordActivity (same reason).
+        let at = args
+            .paths
+            .iter()
+            .position(|p| *p == PathKind::RecordActivity)
+            .unwrap_or(args.paths.len());
+        args.paths.splice(at..at, PathKind::TIER);
+    }
     if args.points_addr.is_none()
         && let Some(p) = args.paths.iter().find(|p| p.is_points())
     {
         bail!("path {} needs --points-addr", p.name());
+    }
+    if args.tier_addr.is_none()
+        && let Some(p) = args.paths.iter().find(|p| p.needs_tier_addr())
+    {
+        bail!("path {} needs --tier-addr", p.name());
+    }
+    args.tier_database = match (tier_db_url, tier_schema) {
+        (Some(url), Some(schema)) => Some((url, schema)),
+        (None, None) => None,
+        _ => bail!("--tier-database-url and --tier-schema go together"),
+    };
+    if args.reevaluate.is_some() && (args.tier_addr.is_none() || args.tier_database.is_none()) {
+        bail!("--reevaluate needs --tier-addr, --tier-database-url and --tier-schema");
     }
     args.pgbench = match (pgbench_url, pgbench_schema) {
         (Some(url), Some(schema)) => Some((url, schema)),
@@ -266,6 +320,18 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
         args.h2load = Some(shape);
     }
     Ok(Parsed::Run(Box::new(args)))
+}
+
+/// A Postgres schema name as the services make them.
+fn schema_name(flag: &str, v: String) -> Result<String> {
+    if v.is_empty()
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        bail!("{flag}: lower case letters, digits and underscores, got {v:?}");
+    }
+    Ok(v)
 }
 
 fn secs(flag: &str, v: &str) -> Result<Duration> {
@@ -295,6 +361,7 @@ fn paths(list: &str) -> Result<Vec<PathKind>> {
             let known: Vec<_> = PathKind::ALL
                 .iter()
                 .chain(&PathKind::POINTS)
+                .chain(&PathKind::TIER)
                 .map(|p| p.name())
                 .collect();
             format!("unknown path {name:?}; known: {}", known.join(","))
@@ -380,6 +447,78 @@ mod tests {
         );
         assert!(run(&["--paths", "earn"]).is_err());
         assert!(run(&[]).unwrap().paths.iter().all(|p| !p.is_points()));
+    }
+
+    #[test]
+    fn tier_paths_come_with_the_tier_address() {
+        let a = run(&["--points-addr", "http://p:1", "--tier-addr", "http://t:3"]).unwrap();
+        let names: Vec<_> = a.paths.iter().map(|p| p.name()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "echo",
+                "get-member",
+                "lookup-member",
+                "earn",
+                "earn-hot",
+                "redeem",
+                "redeem-hot",
+                "earn-replay",
+                "purchase-visible",
+                "tier-get",
+                "member-card",
+                "consume-benefit",
+                "record-activity"
+            ]
+        );
+        assert_eq!(a.tier_addr.as_deref(), Some("http://t:3"));
+        assert!(a.reevaluate.is_none());
+        // Without --tier-addr: no tier path by default, and only
+        // member-card (the member service's) may be asked for.
+        assert!(run(&[]).unwrap().paths.iter().all(|p| !p.is_tier()));
+        let a = run(&["--paths", "member-card"]).unwrap();
+        assert_eq!(a.paths, vec![PathKind::Echo, PathKind::MemberCard]);
+        let e = run(&["--paths", "tier-get"]).unwrap_err().to_string();
+        assert!(e.contains("tier-get needs --tier-addr"), "{e}");
+        assert!(run(&["--paths", "consume-benefit"]).is_err());
+        let a = run(&["--tier-addr=http://t:3", "--paths", "consume-benefit"]).unwrap();
+        assert_eq!(a.paths, vec![PathKind::Echo, PathKind::ConsumeBenefit]);
+    }
+
+    #[test]
+    fn reevaluate_needs_the_tier_service_and_its_database() {
+        let full = [
+            "--tier-addr",
+            "http://t:3",
+            "--tier-database-url",
+            "postgres://x/y",
+            "--tier-schema",
+            "bench_1_tier",
+            "--reevaluate",
+            "1000000",
+        ];
+        let a = run(&full).unwrap();
+        assert_eq!(a.reevaluate, Some(1_000_000));
+        assert_eq!(
+            a.tier_database,
+            Some(("postgres://x/y".to_string(), "bench_1_tier".to_string()))
+        );
+        // Any one of the three missing is refused.
+        for skip in [0, 2, 4] {
+            let argv: Vec<&str> = full
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip && *i != skip + 1)
+                .map(|(_, s)| *s)
+                .collect();
+            assert!(run(&argv).is_err(), "{argv:?}");
+        }
+        assert!(run(&["--reevaluate"]).is_err());
+        assert!(run(&["--reevaluate", "0"]).is_err());
+        assert!(run(&["--reevaluate", "lots"]).is_err());
+        assert!(run(&["--tier-schema", "Bad-Name"]).is_err());
+        let a = run(&["--tier-addr", "http://t:3", "--tier-pid", "42"]).unwrap();
+        assert_eq!(a.tier_pid, Some(42));
     }
 
     #[test]

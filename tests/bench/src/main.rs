@@ -3,7 +3,9 @@
 //! Optionally also with h2load (server-bound), beside a bare tonic echo, with
 //! the server's memory and the staleness of a second replica; and the points
 //! service's Earn and Redeem (distinct and hot members, replays), purchase to
-//! points visible, beside pgbench running the same statements.
+//! points visible, beside pgbench running the same statements; and the tier
+//! service's GetMemberTier, the member card and ConsumeBenefit, and the
+//! re-evaluation of many members after a ladder change.
 //!
 //! Run `laurel-bench --help` for the flags.
 
@@ -19,6 +21,7 @@ mod scrape;
 mod seed;
 mod server_bound;
 mod staleness;
+mod tier;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -45,7 +48,11 @@ async fn main() -> ExitCode {
         }
     };
     match bench(&args).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Finished::Done) => ExitCode::SUCCESS,
+        Ok(Finished::ReevaluateFailed) => {
+            eprintln!("laurel-bench: the re-evaluation step failed (see the report)");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("laurel-bench: setup failed: {e:#}");
             ExitCode::FAILURE
@@ -53,10 +60,17 @@ async fn main() -> ExitCode {
     }
 }
 
+/// How a benchmark that got through its setup ended.
+enum Finished {
+    Done,
+    /// `--reevaluate` failed; the report says why.
+    ReevaluateFailed,
+}
+
 /// Connects, seeds, runs every path (h2load first when asked, then the tonic
 /// client), measures memory meanwhile and staleness afterwards. Only setup
 /// problems are errors; failed calls during the runs are counted instead.
-async fn bench(args: &Args) -> Result<()> {
+async fn bench(args: &Args) -> Result<Finished> {
     let meta = CallMeta::new(&args.program, args.api_key.as_deref())?;
     let channels = connect(&args.addr, args).await?;
     let bare_channels = match &args.bare_addr {
@@ -65,6 +79,10 @@ async fn bench(args: &Args) -> Result<()> {
     };
     let points_channels = match &args.points_addr {
         Some(addr) => Some(connect(addr, args).await.context("points service")?),
+        None => None,
+    };
+    let tier_channels = match &args.tier_addr {
+        Some(addr) => Some(connect(addr, args).await.context("tier service")?),
         None => None,
     };
     let clients: Vec<Clients> = channels
@@ -77,6 +95,9 @@ async fn bench(args: &Args) -> Result<()> {
             }
             if let Some(points) = &points_channels {
                 c = c.with_points(points[i].clone());
+            }
+            if let Some(tier) = &tier_channels {
+                c = c.with_tier(tier[i].clone());
             }
             c
         })
@@ -137,6 +158,18 @@ async fn bench(args: &Args) -> Result<()> {
     } else {
         None
     };
+    let tier_paths: Vec<PathKind> = args.paths.iter().copied().filter(|p| p.is_tier()).collect();
+    if tier_paths.contains(&PathKind::MemberCard) && args.points_addr.is_some() {
+        tier::open_points_accounts(&clients, &members)
+            .await
+            .context("member-card setup")?;
+        eprintln!("member-card: every member has a points account");
+    }
+    if !tier_paths.is_empty() && args.tier_addr.is_some() {
+        tier::prepare(&clients, &tier_paths, &members)
+            .await
+            .context("tier setup")?;
+    }
     let fixture = Arc::new(Fixture {
         members,
         points: points_fixture,
@@ -163,6 +196,8 @@ async fn bench(args: &Args) -> Result<()> {
             metrics_url: args.metrics_url.as_deref(),
             points_addr: args.points_addr.as_deref(),
             points_metrics_url: args.points_metrics_url.as_deref(),
+            tier_addr: args.tier_addr.as_deref(),
+            tier_metrics_url: args.tier_metrics_url.as_deref(),
             headers,
         };
         h2_rows = server_bound::run(shape, &target, &clients[0], &kinds, &fixture)
@@ -182,14 +217,31 @@ async fn bench(args: &Args) -> Result<()> {
     }
     let mut results: Vec<PathResult> = Vec::new();
     let mut points_report = points::Report::default();
+    let mut tier_report = tier::Report::default();
     for &kind in &tonic_paths {
         if kind == PathKind::PurchaseVisible {
             continue;
         }
+        if matches!(kind, PathKind::TierGet | PathKind::MemberCard) {
+            // Right before: the paths before may have changed balances
+            // and tiers, which empties their card fields.
+            let deadline = tokio::time::Instant::now() + TIER_WARM_GIVE_UP;
+            let share = tier::warm(&clients, kind, &fixture.members, deadline)
+                .await
+                .with_context(|| format!("{} warm-up", kind.name()))?;
+            if kind == PathKind::MemberCard {
+                eprintln!("  {}", report::card_share_line("warmed", &share));
+                tier_report.warm_cards = Some(share);
+            }
+        }
         let mode = args.rate.map_or(Mode::Closed, Mode::Rate);
         let before = batch_reading(args, kind).await;
         let started = std::time::Instant::now();
-        let r = phase(kind, mode, load, &clients, &fixture).await;
+        let (r, cards) = phase(kind, mode, load, &clients, &fixture).await;
+        if kind == PathKind::MemberCard {
+            eprintln!("  {}", report::card_share_line("measured", &cards));
+            tier_report.cards = Some(cards);
+        }
         if let Some(b) = batches_since(args, kind, before, started).await {
             points_report.batches.push(b);
         }
@@ -199,7 +251,7 @@ async fn bench(args: &Args) -> Result<()> {
         let max_rps = r.rps();
         results.push(r);
         if args.half_rate && kind != PathKind::RedeemHot {
-            let r = phase(
+            let (r, _) = phase(
                 kind,
                 Mode::HalfRate(max_rps / 2.0),
                 load,
@@ -278,6 +330,30 @@ async fn bench(args: &Args) -> Result<()> {
         None => None,
     };
 
+    if let (Some(n), Some((url, schema))) = (args.reevaluate, &args.tier_database) {
+        let setup = tier::ReevaluateSetup {
+            members: n,
+            program: &args.program,
+            database_url: url,
+            schema,
+            pid: tier_pid(args),
+            grant: args.paths.contains(&PathKind::ConsumeBenefit),
+        };
+        let r = tier::reevaluate(&clients[0], &setup).await;
+        match &r {
+            Ok(r) => eprintln!(
+                "  {} members re-evaluated in {:.1} s ({:.0}/s), {} changed",
+                r.members_done,
+                r.elapsed.as_secs_f64(),
+                r.rate(),
+                r.members_changed
+            ),
+            Err(e) => eprintln!("reevaluate failed: {e:#}"),
+        }
+        tier_report.reevaluation = Some(r.map_err(|e| format!("{e:#}")));
+    }
+    let tier_section = !tier_paths.is_empty() || tier_report.reevaluation.is_some();
+
     println!("\nlaurel-bench {} program={}", args.addr, args.program);
     if let Some(shape) = &args.h2load {
         println!();
@@ -294,6 +370,10 @@ async fn bench(args: &Args) -> Result<()> {
         println!();
         print!("{}", report::points(&results, &h2_rows, &points_report));
     }
+    if tier_section {
+        println!();
+        print!("{}", report::tier(&results, &h2_rows, &tier_report));
+    }
     print!("{}", report::memory_line(&memory));
     if let Some(s) = &staleness {
         print!("{}", report::staleness_line(s));
@@ -307,13 +387,22 @@ async fn bench(args: &Args) -> Result<()> {
                 args.connections,
                 args.h2load.as_ref().map(|s| (s, &h2_rows[..])),
                 &memory,
-                staleness.as_ref(),
-                (points_paths || args.pgbench.is_some()).then_some(&points_report),
+                report::Sections {
+                    staleness: staleness.as_ref(),
+                    points: (points_paths || args.pgbench.is_some()).then_some(&points_report),
+                    tier: tier_section.then_some(&tier_report),
+                },
             )
         );
     }
-    Ok(())
+    if let Some(Err(_)) = &tier_report.reevaluation {
+        return Ok(Finished::ReevaluateFailed);
+    }
+    Ok(Finished::Done)
 }
+
+/// Longest the warm-up before tier-get and member-card may take.
+const TIER_WARM_GIVE_UP: Duration = Duration::from_secs(60);
 
 /// Members written round-robin by the staleness measurement.
 const STALENESS_MEMBERS: usize = 20;
@@ -328,7 +417,12 @@ const VISIBLE_GIVE_UP: Duration = Duration::from_secs(10);
 fn h2load_kind(kind: PathKind) -> bool {
     matches!(
         kind,
-        PathKind::Echo | PathKind::GetMember | PathKind::LookupMember | PathKind::EarnReplay
+        PathKind::Echo
+            | PathKind::GetMember
+            | PathKind::LookupMember
+            | PathKind::EarnReplay
+            | PathKind::TierGet
+            | PathKind::MemberCard
     )
 }
 
@@ -432,15 +526,25 @@ async fn run_pgbench(setup: &pgbench::Setup, args: &Args) -> Result<Vec<pgbench:
 /// The server process to watch: `--server-pid`, else whoever listens on
 /// `--addr`'s port here.
 fn server_pid(args: &Args) -> Result<u32, String> {
-    if let Some(pid) = args.server_pid {
+    pid_of(args.server_pid, &args.addr, "--addr", "--server-pid")
+}
+
+/// The tier process: `--tier-pid`, else whoever listens on `--tier-addr`'s
+/// port here.
+fn tier_pid(args: &Args) -> Result<u32, String> {
+    let addr = args.tier_addr.as_deref().unwrap_or_default();
+    pid_of(args.tier_pid, addr, "--tier-addr", "--tier-pid")
+}
+
+fn pid_of(given: Option<u32>, addr: &str, addr_flag: &str, pid_flag: &str) -> Result<u32, String> {
+    if let Some(pid) = given {
         return Ok(pid);
     }
-    let port = args
-        .addr
+    let port = addr
         .rsplit_once(':')
         .and_then(|(_, p)| p.trim_end_matches('/').parse::<u16>().ok())
-        .ok_or_else(|| format!("no port in --addr {:?}; give --server-pid", args.addr))?;
-    memory::pid_listening_on(port).map_err(|e| format!("{e:#}; give --server-pid"))
+        .ok_or_else(|| format!("no port in {addr_flag} {addr:?}; give {pid_flag}"))?;
+    memory::pid_listening_on(port).map_err(|e| format!("{e:#}; give {pid_flag}"))
 }
 
 async fn phase(
@@ -449,7 +553,7 @@ async fn phase(
     load: Load,
     clients: &[Clients],
     fixture: &Arc<Fixture>,
-) -> PathResult {
+) -> (PathResult, run::CardShare) {
     let target = mode
         .target_rps()
         .map_or(String::new(), |r| format!(" at {r:.0} rps"));
@@ -459,7 +563,7 @@ async fn phase(
         load.duration,
         load.warmup
     );
-    let r = run::run_path(kind, mode, load, clients, fixture).await;
+    let (r, cards) = run::run_path(kind, mode, load, clients, fixture).await;
     eprintln!(
         "  {:.1} rps ({:.1} OK/s), p50 {:.3} ms, p99 {:.3} ms, {} errors",
         r.rps(),
@@ -468,7 +572,7 @@ async fn phase(
         r.quantile_ms(0.99),
         r.errors()
     );
-    r
+    (r, cards)
 }
 
 /// One channel per connection: each `connect` opens its own HTTP/2 connection.
@@ -501,6 +605,9 @@ async fn probe(clients: &[Clients]) -> Result<()> {
         }
         if let Some(p) = c.points_echo.as_mut() {
             targets.push(("points Echo", p));
+        }
+        if let Some(t) = c.tier_echo.as_mut() {
+            targets.push(("tier Echo", t));
         }
         for (what, client) in targets {
             let resp = client

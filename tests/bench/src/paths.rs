@@ -7,13 +7,16 @@ use laurel_proto::common::v1::echo_service_client::EchoServiceClient;
 use laurel_proto::common::v1::{EchoRequest, Money};
 use laurel_proto::member::v1::member_service_client::MemberServiceClient;
 use laurel_proto::member::v1::{
-    Activity, GetMemberRequest, Identity, IdentityType, LookupMemberRequest, OrderLine, Purchase,
-    RecordActivityRequest, SalesChannel, activity, record_activity_request,
+    Activity, GetMemberCardRequest, GetMemberRequest, Identity, IdentityType, LookupMemberRequest,
+    OrderLine, PointsStatus, Purchase, RecordActivityRequest, SalesChannel, TierStatus, activity,
+    record_activity_request,
 };
 use laurel_proto::points::v1::points_service_client::PointsServiceClient;
 use laurel_proto::points::v1::{
     EarnKind, EarnRequest, GetBalanceRequest, OrderDiscount, RedeemRequest, redeem_request,
 };
+use laurel_proto::tier::v1::tier_service_client::TierServiceClient;
+use laurel_proto::tier::v1::{ConsumeBenefitRequest, GetMemberTierRequest};
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -39,6 +42,15 @@ pub enum PathKind {
     /// RecordActivity of a purchase at the member service, then GetBalance at
     /// the points service until its points show (not a load path).
     PurchaseVisible,
+    /// GetMemberTier on a random seeded member, served from the tier card
+    /// (tier service).
+    TierGet,
+    /// GetMemberCard on a random seeded member (member service), its points
+    /// and tier fields from the shared card.
+    MemberCard,
+    /// ConsumeBenefit of [`BENEFIT_CODE`] (unlimited, granted by the base
+    /// tier) with a new request id, on a random seeded member (tier service).
+    ConsumeBenefit,
     /// Echo on the bare tonic server (`--bare-addr`), not selectable by name.
     BareEcho,
 }
@@ -61,6 +73,14 @@ impl PathKind {
         PathKind::PurchaseVisible,
     ];
 
+    /// The tier paths, run when `--tier-addr` is given (member-card is the
+    /// member service's and may also be asked for without it).
+    pub const TIER: [PathKind; 3] = [
+        PathKind::TierGet,
+        PathKind::MemberCard,
+        PathKind::ConsumeBenefit,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             PathKind::Echo => "echo",
@@ -73,6 +93,9 @@ impl PathKind {
             PathKind::Redeem => "redeem",
             PathKind::RedeemHot => "redeem-hot",
             PathKind::PurchaseVisible => "purchase-visible",
+            PathKind::TierGet => "tier-get",
+            PathKind::MemberCard => "member-card",
+            PathKind::ConsumeBenefit => "consume-benefit",
             PathKind::BareEcho => "bare-echo",
         }
     }
@@ -81,6 +104,7 @@ impl PathKind {
         Self::ALL
             .into_iter()
             .chain(Self::POINTS)
+            .chain(Self::TIER)
             .find(|p| p.name() == name)
     }
 
@@ -92,6 +116,35 @@ impl PathKind {
     /// Whether the path calls the points service (`--points-addr`).
     pub fn is_points(self) -> bool {
         Self::POINTS.contains(&self)
+    }
+
+    /// Whether the path belongs to the tier figures (see [`PathKind::TIER`]).
+    pub fn is_tier(self) -> bool {
+        Self::TIER.contains(&self)
+    }
+
+    /// Whether the path calls the tier service itself (`--tier-addr`).
+    pub fn needs_tier_addr(self) -> bool {
+        matches!(self, PathKind::TierGet | PathKind::ConsumeBenefit)
+    }
+}
+
+/// The benefit `consume-benefit` consumes (free shipping, no quota).
+pub const BENEFIT_CODE: &str = "bench-shipping";
+
+/// Where a GetMemberCard answer took its points and tier fields from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CardSeen {
+    pub points_from_card: bool,
+    pub tier_from_card: bool,
+}
+
+impl CardSeen {
+    pub fn of(card: &laurel_proto::member::v1::MemberCard) -> Self {
+        Self {
+            points_from_card: card.points_status == PointsStatus::FromCard as i32,
+            tier_from_card: card.tier_status == TierStatus::FromCard as i32,
+        }
     }
 }
 
@@ -169,6 +222,9 @@ pub struct Clients {
     pub points: Option<PointsServiceClient<Channel>>,
     /// Echo on the points service, to probe it.
     pub points_echo: Option<EchoServiceClient<Channel>>,
+    pub tier: Option<TierServiceClient<Channel>>,
+    /// Echo on the tier service, to probe it.
+    pub tier_echo: Option<EchoServiceClient<Channel>>,
     pub meta: CallMeta,
 }
 
@@ -180,6 +236,8 @@ impl Clients {
             bare: None,
             points: None,
             points_echo: None,
+            tier: None,
+            tier_echo: None,
             meta,
         }
     }
@@ -197,6 +255,20 @@ impl Clients {
         self
     }
 
+    /// Adds a channel to the tier service.
+    pub fn with_tier(mut self, channel: Channel) -> Self {
+        self.tier = Some(TierServiceClient::new(channel.clone()));
+        self.tier_echo = Some(EchoServiceClient::new(channel));
+        self
+    }
+
+    /// The tier client, or FAILED_PRECONDITION without `--tier-addr`.
+    pub fn tier(&mut self) -> Result<&mut TierServiceClient<Channel>, Status> {
+        self.tier
+            .as_mut()
+            .ok_or_else(|| Status::failed_precondition("no --tier-addr"))
+    }
+
     /// The points client, or FAILED_PRECONDITION without `--points-addr`.
     pub fn points(&mut self) -> Result<&mut PointsServiceClient<Channel>, Status> {
         self.points
@@ -204,13 +276,14 @@ impl Clients {
             .ok_or_else(|| Status::failed_precondition("no --points-addr"))
     }
 
-    /// Makes one call of `kind`; only the status matters.
+    /// Makes one call of `kind`; only the status matters, and for
+    /// member-card where its fields came from.
     pub async fn call(
         &mut self,
         kind: PathKind,
         fixture: &Arc<Fixture>,
         rng: &mut Rng,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<CardSeen>, Status> {
         let members = &fixture.members;
         let special = || {
             fixture
@@ -277,8 +350,29 @@ impl Clients {
                     "purchase-visible is measured on its own, not as a load path",
                 ));
             }
+            PathKind::TierGet => {
+                let req = self.meta.request(member_tier_request(pick(members, rng)));
+                self.tier()?.get_member_tier(req).await?;
+            }
+            PathKind::MemberCard => {
+                let req = member_card_request(pick(members, rng));
+                let card = self
+                    .member
+                    .get_member_card(self.meta.request(req))
+                    .await?
+                    .into_inner()
+                    .card
+                    .ok_or_else(|| Status::internal("GetMemberCard answered without a card"))?;
+                return Ok(Some(CardSeen::of(&card)));
+            }
+            PathKind::ConsumeBenefit => {
+                let req = self
+                    .meta
+                    .request(consume_benefit(&pick(members, rng).member_id));
+                self.tier()?.consume_benefit(req).await?;
+            }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The member's balance at the points service.
@@ -328,6 +422,32 @@ pub fn redeem(member_id: &str, points: i64) -> RedeemRequest {
         })),
         points,
         reason: String::new(),
+    }
+}
+
+/// GetMemberTier of a seeded member.
+pub fn member_tier_request(m: &SeededMember) -> GetMemberTierRequest {
+    GetMemberTierRequest {
+        member_id: m.member_id.clone(),
+    }
+}
+
+/// GetMemberCard of a seeded member.
+pub fn member_card_request(m: &SeededMember) -> GetMemberCardRequest {
+    GetMemberCardRequest {
+        member_id: m.member_id.clone(),
+    }
+}
+
+/// One use of [`BENEFIT_CODE`] with a new request id.
+pub fn consume_benefit(member_id: &str) -> ConsumeBenefitRequest {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    ConsumeBenefitRequest {
+        reference: format!("laurel-bench-{request_id}"),
+        request_id,
+        member_id: member_id.to_string(),
+        benefit_code: BENEFIT_CODE.into(),
+        quantity: 1,
     }
 }
 
@@ -426,12 +546,28 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for p in PathKind::ALL.into_iter().chain(PathKind::POINTS) {
+        for p in PathKind::ALL
+            .into_iter()
+            .chain(PathKind::POINTS)
+            .chain(PathKind::TIER)
+        {
             assert_eq!(PathKind::from_name(p.name()), Some(p));
         }
         assert_eq!(PathKind::from_name("bare-echo"), None);
-        assert!(PathKind::POINTS.iter().all(|p| p.is_points()));
-        assert!(!PathKind::ALL.iter().any(|p| p.is_points()));
+        assert!(
+            PathKind::POINTS
+                .iter()
+                .all(|p| p.is_points() && !p.is_tier())
+        );
+        assert!(
+            PathKind::TIER
+                .iter()
+                .all(|p| p.is_tier() && p.needs_members())
+        );
+        assert!(!PathKind::ALL.iter().any(|p| p.is_points() || p.is_tier()));
+        // member-card is the member service's: it needs no --tier-addr.
+        assert!(!PathKind::MemberCard.needs_tier_addr());
+        assert!(PathKind::TierGet.needs_tier_addr() && PathKind::ConsumeBenefit.needs_tier_addr());
     }
 
     #[test]
@@ -446,6 +582,43 @@ mod tests {
         };
         assert_eq!(o.order_id, a.request_id);
         assert!(o.order_total.unwrap().amount_minor >= a.points);
+    }
+
+    #[test]
+    fn benefit_uses_are_new_each_time() {
+        let (a, b) = (consume_benefit("m1"), consume_benefit("m1"));
+        assert_ne!(a.request_id, b.request_id);
+        assert_eq!((a.benefit_code.as_str(), a.quantity), (BENEFIT_CODE, 1));
+        assert_eq!(a.member_id, "m1");
+    }
+
+    #[test]
+    fn card_sources_are_read_from_the_statuses() {
+        use laurel_proto::member::v1::MemberCard;
+        let card = MemberCard {
+            points_status: PointsStatus::FromCard as i32,
+            tier_status: TierStatus::FromTierService as i32,
+            ..MemberCard::default()
+        };
+        assert_eq!(
+            CardSeen::of(&card),
+            CardSeen {
+                points_from_card: true,
+                tier_from_card: false
+            }
+        );
+        let card = MemberCard {
+            points_status: PointsStatus::FromPointsService as i32,
+            tier_status: TierStatus::FromCard as i32,
+            ..MemberCard::default()
+        };
+        assert_eq!(
+            CardSeen::of(&card),
+            CardSeen {
+                points_from_card: false,
+                tier_from_card: true
+            }
+        );
     }
 
     #[test]

@@ -8,9 +8,10 @@ use crate::h2load::Shape;
 use crate::memory;
 use crate::paths::PathKind;
 use crate::points;
-use crate::run::{Mode, OK, PathResult};
+use crate::run::{CardShare, Mode, OK, PathResult};
 use crate::server_bound::Row;
 use crate::staleness::Staleness;
+use crate::tier;
 
 /// Requests per second of echo in the same mode group, if it ran.
 fn echo_rps(results: &[PathResult], mode: Mode) -> Option<f64> {
@@ -174,28 +175,48 @@ fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
 pub fn targets(results: &[PathResult], rows: &[Row]) -> String {
     let mut out = String::new();
     for (label, num, den, target) in TARGETS {
-        let h2 = ratio(h2load_rps(rows, num), h2load_rps(rows, den));
-        let tonic = ratio(tonic_rps(results, num), tonic_rps(results, den));
-        if h2.is_none() && tonic.is_none() {
-            continue;
-        }
-        let verdict = match h2.or(tonic) {
-            Some(v) if v >= target => "meets",
-            _ => "BELOW",
-        };
-        let _ = writeln!(
-            out,
-            "{label:<30} h2load {:>6}   tonic client {:>6}   target >= {target:.2} ({verdict}{})",
-            h2.map_or("-".into(), |v| format!("{v:.3}")),
-            tonic.map_or("-".into(), |v| format!("{v:.3}")),
-            if h2.is_some() {
-                ", judged by h2load"
-            } else {
-                ""
-            },
-        );
+        out.push_str(&target_line(results, rows, label, (num, den), Some(target)));
     }
     out
+}
+
+/// One ratio `num / den` from h2load and from the tonic client, judged by
+/// h2load when it ran, against `target` when there is one; empty when
+/// neither measured both paths.
+fn target_line(
+    results: &[PathResult],
+    rows: &[Row],
+    label: &str,
+    (num, den): (PathKind, PathKind),
+    target: Option<f64>,
+) -> String {
+    let h2 = ratio(h2load_rps(rows, num), h2load_rps(rows, den));
+    let tonic = ratio(tonic_rps(results, num), tonic_rps(results, den));
+    if h2.is_none() && tonic.is_none() {
+        return String::new();
+    }
+    let judged = match target {
+        Some(target) => {
+            let verdict = match h2.or(tonic) {
+                Some(v) if v >= target => "meets",
+                _ => "BELOW",
+            };
+            format!(
+                "   target >= {target:.2} ({verdict}{})",
+                if h2.is_some() {
+                    ", judged by h2load"
+                } else {
+                    ""
+                }
+            )
+        }
+        None => String::new(),
+    };
+    format!(
+        "{label:<30} h2load {:>6}   tonic client {:>6}{judged}\n",
+        h2.map_or("-".into(), |v| format!("{v:.3}")),
+        tonic.map_or("-".into(), |v| format!("{v:.3}")),
+    )
 }
 
 /// Earn on distinct members over pgbench's one-Earn-per-transaction rate.
@@ -382,6 +403,162 @@ pub fn points(results: &[PathResult], rows: &[Row], p: &points::Report) -> Strin
     out
 }
 
+/// Where member-card answers took their fields from, on one line.
+pub fn card_share_line(what: &str, c: &CardShare) -> String {
+    match c.shares() {
+        Some((points, tier)) => format!(
+            "member-card {what}: points from the card {:.1}%, tier from the card {:.1}% (of {} answers)",
+            points * 100.0,
+            tier * 100.0,
+            c.answers
+        ),
+        None => format!("member-card {what}: no answers"),
+    }
+}
+
+/// The tier service's figures: GetMemberTier and GetMemberCard from cache
+/// as ratios of echo beside cached GetMember's, where member-card's fields
+/// came from, ConsumeBenefit's throughput, and the re-evaluation after a
+/// ladder change, each with its target.
+pub fn tier(results: &[PathResult], rows: &[Row], t: &tier::Report) -> String {
+    let mut out = String::new();
+    let target = tier::CACHED_VS_ECHO_TARGET;
+    let ratios: String = [
+        ("get-member / echo (cached)", PathKind::GetMember, None),
+        ("tier-get / echo", PathKind::TierGet, Some(target)),
+        ("member-card / echo", PathKind::MemberCard, Some(target)),
+    ]
+    .into_iter()
+    .map(|(label, kind, target)| target_line(results, rows, label, (kind, PathKind::Echo), target))
+    .collect();
+    if !ratios.is_empty() {
+        let _ = writeln!(
+            out,
+            "tier service (served from cache, as ratios of echo in the same run; target: as cached get-member, at least {target:.2})\n"
+        );
+        out.push_str(&ratios);
+    }
+    if let Some(c) = &t.cards {
+        let _ = writeln!(out, "{}", card_share_line("answers (measured)", c));
+    }
+    if let Some(r) = first_run(results, PathKind::ConsumeBenefit) {
+        let _ = writeln!(
+            out,
+            "consume-benefit (unlimited {}, a new request_id each): {:.1} OK/s, p50 {:.3} ms, p99 {:.3} ms, errors {}",
+            crate::paths::BENEFIT_CODE,
+            r.ok_rps(),
+            r.quantile_ms(0.5),
+            r.quantile_ms(0.99),
+            errors_label(r),
+        );
+    }
+    match &t.reevaluation {
+        None => {}
+        Some(Err(why)) => {
+            let _ = writeln!(out, "re-evaluation after a ladder change: FAILED ({why})");
+        }
+        Some(Ok(r)) => out.push_str(&reevaluation_lines(r)),
+    }
+    out
+}
+
+/// The re-evaluation step's figures and its verdict against the targets
+/// for 1,000,000 members (under 120 s, under 500 MiB).
+fn reevaluation_lines(r: &tier::Reevaluated) -> String {
+    let secs = r.elapsed.as_secs_f64();
+    let peak = r.peak_mib();
+    let memory = match &r.memory {
+        Ok(m) => format!(
+            "peak memory of the tier service {:.1} MiB (pid {}; sampled RSS {:.1} MiB, VmHWM {:.1} MiB)",
+            peak.unwrap_or_default(),
+            m.pid,
+            memory::mib(m.peak_rss_kib),
+            memory::mib(m.now.hwm_kib)
+        ),
+        Err(why) => format!("memory of the tier service not measured ({why})"),
+    };
+    let server = r.server_elapsed.map_or(String::new(), |d| {
+        format!(", {:.1} s by its own clock", d.as_secs_f64())
+    });
+    let mut out = format!(
+        "re-evaluation after a ladder change (version {}, {}): {} members ({} seeded in {:.1} s, untimed) in {secs:.1} s{server} = {:.0} members/s; {} changed (expected about {}); {memory}\n",
+        r.ladder_version,
+        r.reevaluation_id,
+        r.members_done,
+        r.seeded,
+        r.seed_seconds,
+        r.rate(),
+        r.members_changed,
+        r.expected_changed,
+    );
+    let _ = writeln!(
+        out,
+        "  target for 1,000,000 members: < {:.0} s ({}) and < {:.0} MiB ({}){}",
+        tier::REEVALUATION_TARGET_SECS,
+        verdict(secs < tier::REEVALUATION_TARGET_SECS),
+        tier::REEVALUATION_TARGET_MIB,
+        peak.map_or("not measured", |p| verdict(
+            p < tier::REEVALUATION_TARGET_MIB
+        )),
+        if r.seeded < 1_000_000 {
+            "; fewer members were seeded, so this is no verdict on the target"
+        } else {
+            ""
+        },
+    );
+    out
+}
+
+/// The tier figures as JSON.
+fn tier_json(results: &[PathResult], rows: &[Row], t: &tier::Report) -> Value {
+    let vs_echo = |kind| {
+        json!({
+            "h2load": ratio(h2load_rps(rows, kind), h2load_rps(rows, PathKind::Echo)),
+            "tonic": ratio(tonic_rps(results, kind), tonic_rps(results, PathKind::Echo)),
+        })
+    };
+    let cards = |c: &Option<CardShare>| {
+        c.map(|c| {
+            json!({
+                "answers": c.answers,
+                "points_from_card": c.points_from_card,
+                "tier_from_card": c.tier_from_card,
+            })
+        })
+    };
+    let reevaluation = match &t.reevaluation {
+        None => Value::Null,
+        Some(Err(why)) => json!({ "error": why }),
+        Some(Ok(r)) => json!({
+            "seeded": r.seeded,
+            "seed_s": r.seed_seconds,
+            "ladder_version": r.ladder_version,
+            "reevaluation_id": r.reevaluation_id,
+            "members_total": r.members_total,
+            "members_done": r.members_done,
+            "members_changed": r.members_changed,
+            "expected_changed": r.expected_changed,
+            "elapsed_s": r.elapsed.as_secs_f64(),
+            "server_elapsed_s": r.server_elapsed.map(|d| d.as_secs_f64()),
+            "members_per_s": r.rate(),
+            "peak_mib": r.peak_mib(),
+            "memory_error": r.memory.as_ref().err(),
+            "target_s": tier::REEVALUATION_TARGET_SECS,
+            "target_mib": tier::REEVALUATION_TARGET_MIB,
+        }),
+    };
+    json!({
+        "get_member_vs_echo": vs_echo(PathKind::GetMember),
+        "tier_get_vs_echo": vs_echo(PathKind::TierGet),
+        "member_card_vs_echo": vs_echo(PathKind::MemberCard),
+        "vs_echo_target": tier::CACHED_VS_ECHO_TARGET,
+        "member_card_sources": cards(&t.cards),
+        "member_card_sources_warmed": cards(&t.warm_cards),
+        "consume_benefit_ok_per_s": first_run(results, PathKind::ConsumeBenefit).map(PathResult::ok_rps),
+        "reevaluation": reevaluation,
+    })
+}
+
 /// The points figures as JSON.
 fn points_json(results: &[PathResult], rows: &[Row], p: &points::Report) -> Value {
     json!({
@@ -469,6 +646,14 @@ pub fn staleness_line(s: &Staleness) -> String {
     )
 }
 
+/// The optional sections of the JSON object, when they were measured.
+#[derive(Default, Clone, Copy)]
+pub struct Sections<'a> {
+    pub staleness: Option<&'a Staleness>,
+    pub points: Option<&'a points::Report>,
+    pub tier: Option<&'a tier::Report>,
+}
+
 /// Everything measured, as one JSON object on one line.
 pub fn json_object(
     results: &[PathResult],
@@ -476,9 +661,13 @@ pub fn json_object(
     connections: usize,
     h2load: Option<(&Shape, &[Row])>,
     memory: &Result<memory::Report, String>,
-    staleness: Option<&Staleness>,
-    points: Option<&points::Report>,
+    sections: Sections<'_>,
 ) -> String {
+    let Sections {
+        staleness,
+        points,
+        tier,
+    } = sections;
     let h2 = h2load.map(|(shape, rows)| {
         let echo = h2load_rps(rows, PathKind::Echo);
         json!({
@@ -537,6 +726,7 @@ pub fn json_object(
         "memory": memory,
         "staleness": staleness,
         "points": points.map(|p| points_json(results, rows, p)),
+        "tier": tier.map(|t| tier_json(results, rows, t)),
     })
     .to_string()
 }
@@ -610,7 +800,8 @@ mod tests {
         assert!(t.contains("get-member"), "{t}");
         let none = Err("not asked".to_string());
         let j: Value =
-            serde_json::from_str(&json_object(&rs, 64, 8, None, &none, None, None)).unwrap();
+            serde_json::from_str(&json_object(&rs, 64, 8, None, &none, Sections::default()))
+                .unwrap();
         let j = &j["tonic"];
         assert_eq!(j.as_array().unwrap().len(), 4);
         assert_eq!(j[2]["vs_echo"], 0.25);
@@ -749,12 +940,152 @@ mod tests {
             8,
             None,
             &Err("x".into()),
-            None,
-            Some(&p),
+            Sections {
+                points: Some(&p),
+                ..Sections::default()
+            },
         ))
         .unwrap();
         assert_eq!(j["points"]["redeem_hot"]["no_overspend"], false);
         assert!((j["points"]["earn_vs_pgbench"].as_f64().unwrap() - 100.0 / 60.0).abs() < 1e-9);
+    }
+
+    fn reevaluated(seeded: u64, secs: u64, peak_mib: u64) -> tier::Reevaluated {
+        tier::Reevaluated {
+            seeded,
+            seed_seconds: 12.5,
+            ladder_version: 3,
+            reevaluation_id: "r-1".into(),
+            members_total: seeded as i64 + 300,
+            members_done: seeded as i64 + 300,
+            members_changed: 350_000,
+            expected_changed: 350_000,
+            elapsed: Duration::from_secs(secs),
+            server_elapsed: Some(Duration::from_secs(secs - 1)),
+            memory: Ok(memory::Report {
+                pid: 9,
+                peak_rss_kib: peak_mib * 1024,
+                now: memory::Status {
+                    rss_kib: 100 * 1024,
+                    hwm_kib: 100 * 1024,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn tier_figures_are_judged_against_their_targets() {
+        let rs = vec![
+            result(PathKind::Echo, Mode::Closed, 10_000, 0),
+            result(PathKind::GetMember, Mode::Closed, 9_000, 0),
+            result(PathKind::TierGet, Mode::Closed, 8_500, 0),
+            result(PathKind::MemberCard, Mode::Closed, 7_000, 0),
+            result(PathKind::ConsumeBenefit, Mode::Closed, 5_000, 20),
+        ];
+        let rows = vec![
+            h2_row(PathKind::Echo, 1000.0),
+            h2_row(PathKind::GetMember, 900.0),
+            h2_row(PathKind::TierGet, 850.0),
+            h2_row(PathKind::MemberCard, 790.0),
+        ];
+        let mut t = tier::Report {
+            cards: Some(CardShare {
+                answers: 200,
+                points_from_card: 200,
+                tier_from_card: 150,
+            }),
+            reevaluation: Some(Ok(reevaluated(1_000_000, 90, 300))),
+            ..tier::Report::default()
+        };
+        let text = tier(&rs, &rows, &t);
+        let line = |start: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(start))
+                .unwrap_or_else(|| panic!("no line {start:?} in\n{text}"))
+                .to_string()
+        };
+        let get = line("get-member / echo");
+        assert!(get.contains("0.900") && !get.contains("target"), "{text}");
+        let tg = line("tier-get / echo");
+        assert!(
+            tg.contains("0.850") && tg.contains("(meets, judged by h2load)"),
+            "{text}"
+        );
+        let mc = line("member-card / echo");
+        assert!(
+            mc.contains("0.790") && mc.contains("0.700") && mc.contains("BELOW"),
+            "{text}"
+        );
+        let cards = line("member-card answers");
+        assert!(cards.contains("points from the card 100.0%"), "{text}");
+        assert!(cards.contains("tier from the card 75.0%"), "{text}");
+        assert!(line("consume-benefit").contains("500.0 OK/s"), "{text}");
+        assert!(line("consume-benefit").contains("Unavailable=20"), "{text}");
+        let re = line("re-evaluation after a ladder change");
+        assert!(re.contains("1000300 members"), "{text}");
+        assert!(re.contains("in 90.0 s, 89.0 s by its own clock"), "{text}");
+        assert!(re.contains("11114 members/s"), "{text}");
+        assert!(
+            re.contains("peak memory of the tier service 300.0 MiB"),
+            "{text}"
+        );
+        let verdict = line("target for 1,000,000 members");
+        assert!(
+            verdict.contains("< 120 s (meets) and < 500 MiB (meets)"),
+            "{text}"
+        );
+        assert!(!verdict.contains("no verdict"), "{text}");
+
+        t.reevaluation = Some(Ok(reevaluated(1_000_000, 130, 600)));
+        let text = tier(&rs, &rows, &t);
+        assert!(
+            text.contains("< 120 s (BELOW) and < 500 MiB (BELOW)"),
+            "{text}"
+        );
+        t.reevaluation = Some(Ok(reevaluated(1_000, 1, 50)));
+        assert!(tier(&rs, &rows, &t).contains("no verdict on the target"));
+        t.reevaluation = Some(Err("PublishLadder: FailedPrecondition: NOT_BUILT".into()));
+        let text = tier(&rs, &rows, &t);
+        assert!(
+            text.contains("re-evaluation after a ladder change: FAILED (PublishLadder: FailedPrecondition: NOT_BUILT)"),
+            "{text}"
+        );
+        let j: Value = serde_json::from_str(&json_object(
+            &rs,
+            64,
+            8,
+            None,
+            &Err("x".into()),
+            Sections {
+                tier: Some(&t),
+                ..Sections::default()
+            },
+        ))
+        .unwrap();
+        assert_eq!(j["tier"]["tier_get_vs_echo"]["tonic"], 0.85);
+        assert_eq!(j["tier"]["member_card_sources"]["tier_from_card"], 150);
+        assert!(
+            j["tier"]["reevaluation"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("NOT_BUILT")
+        );
+        // Without tier runs the section is empty of ratios.
+        let only_echo = vec![result(PathKind::Echo, Mode::Closed, 10, 0)];
+        assert!(!tier(&only_echo, &[], &tier::Report::default()).contains("tier-get"));
+    }
+
+    #[test]
+    fn card_share_reads_as_percentages() {
+        let c = CardShare {
+            answers: 4,
+            points_from_card: 1,
+            tier_from_card: 0,
+        };
+        let l = card_share_line("warmed", &c);
+        assert!(l.contains("points from the card 25.0%"), "{l}");
+        assert!(l.contains("tier from the card 0.0% (of 4 answers)"), "{l}");
+        assert!(card_share_line("warmed", &CardShare::default()).contains("no answers"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::paths::{Clients, Fixture, PathKind, Rng};
+use crate::paths::{CardSeen, Clients, Fixture, PathKind, Rng};
 
 /// How a path was driven.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,6 +89,40 @@ impl PathResult {
 
 pub const OK: &str = "OK";
 
+/// Where the measured GetMemberCard answers took their fields from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CardShare {
+    /// Answers that carried a card.
+    pub answers: u64,
+    pub points_from_card: u64,
+    pub tier_from_card: u64,
+}
+
+impl CardShare {
+    pub fn add(&mut self, seen: CardSeen) {
+        self.answers += 1;
+        self.points_from_card += u64::from(seen.points_from_card);
+        self.tier_from_card += u64::from(seen.tier_from_card);
+    }
+
+    pub fn merge(&mut self, other: CardShare) {
+        self.answers += other.answers;
+        self.points_from_card += other.points_from_card;
+        self.tier_from_card += other.tier_from_card;
+    }
+
+    /// Shares (0..=1) of answers with points and tier from the card.
+    pub fn shares(&self) -> Option<(f64, f64)> {
+        (self.answers > 0).then(|| {
+            let n = self.answers as f64;
+            (
+                self.points_from_card as f64 / n,
+                self.tier_from_card as f64 / n,
+            )
+        })
+    }
+}
+
 fn new_histogram() -> Histogram<u64> {
     // 1 µs to one hour, three significant digits.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
@@ -108,13 +142,16 @@ fn drains(kind: PathKind) -> bool {
 /// `redeem-hot` has no warm-up (every spend counts against the account) and
 /// its workers stop when the account is empty (FAILED_PRECONDITION); its
 /// window then ends with the last call, so its rate is that of the drain.
+///
+/// Also returns where the measured member-card answers took their fields
+/// from (zeros for other paths).
 pub async fn run_path(
     kind: PathKind,
     mode: Mode,
     load: Load,
     clients: &[Clients],
     fixture: &Arc<Fixture>,
-) -> PathResult {
+) -> (PathResult, CardShare) {
     let load = if drains(kind) {
         Load {
             warmup: Duration::ZERO,
@@ -151,9 +188,11 @@ pub async fn run_path(
     }
     let mut hist = new_histogram();
     let mut codes = BTreeMap::new();
+    let mut cards = CardShare::default();
     while let Some(joined) = tasks.join_next().await {
-        let (h, c) = joined.expect("benchmark worker panicked");
+        let (h, c, cs) = joined.expect("benchmark worker panicked");
         hist.add(&h).expect("histograms share bounds");
+        cards.merge(cs);
         for (code, n) in c {
             *codes.entry(code).or_insert(0) += n;
         }
@@ -166,13 +205,14 @@ pub async fn run_path(
     } else {
         load.duration
     };
-    PathResult {
+    let result = PathResult {
         kind,
         mode,
         hist,
         codes,
         window,
-    }
+    };
+    (result, cards)
 }
 
 async fn worker(
@@ -183,9 +223,10 @@ async fn worker(
     interval: Option<Duration>,
     measure_from: Instant,
     end: Instant,
-) -> (Histogram<u64>, BTreeMap<String, u64>) {
+) -> (Histogram<u64>, BTreeMap<String, u64>, CardShare) {
     let mut hist = new_histogram();
     let mut codes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut cards = CardShare::default();
     let mut rng = Rng::seeded();
     let mut next = first;
     loop {
@@ -207,7 +248,12 @@ async fn worker(
         hist.saturating_record(micros.max(1));
         let drained = matches!(&outcome, Err(s) if s.code() == tonic::Code::FailedPrecondition);
         let code = match outcome {
-            Ok(()) => OK.to_string(),
+            Ok(seen) => {
+                if let Some(seen) = seen {
+                    cards.add(seen);
+                }
+                OK.to_string()
+            }
             Err(status) => format!("{:?}", status.code()),
         };
         *codes.entry(code).or_insert(0) += 1;
@@ -215,5 +261,5 @@ async fn worker(
             break;
         }
     }
-    (hist, codes)
+    (hist, codes, cards)
 }

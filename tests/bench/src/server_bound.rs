@@ -1,5 +1,5 @@
-//! The h2load runs: bare echo, echo, GetMember, LookupMember and the points
-//! service's replayed Earn, each after one call of the very same message
+//! The h2load runs: bare echo, echo, GetMember, LookupMember, the points
+//! service's replayed Earn, GetMemberTier and GetMemberCard, each after one call of the very same message
 //! through a real gRPC client, so a failing path cannot pass as speed.
 
 use anyhow::{Context, Result, anyhow};
@@ -36,12 +36,15 @@ pub struct Target<'a> {
     /// The points service and its metrics endpoint, for earn-replay.
     pub points_addr: Option<&'a str>,
     pub points_metrics_url: Option<&'a str>,
+    /// The tier service and its metrics endpoint, for tier-get.
+    pub tier_addr: Option<&'a str>,
+    pub tier_metrics_url: Option<&'a str>,
     /// Metadata sent with every call, as h2load headers.
     pub headers: Vec<(String, String)>,
 }
 
 /// Runs h2load for each of `kinds` (bare-echo, echo, get-member,
-/// lookup-member, earn-replay), `shape.rounds` times each, interleaved so a
+/// lookup-member, earn-replay, tier-get, member-card), `shape.rounds` times each, interleaved so a
 /// passing disturbance hits every path alike; member paths use the first
 /// seeded member, earn-replay the fixture's replayed request (h2load sends
 /// one body, so an Earn under h2load is always a replay).
@@ -122,7 +125,36 @@ pub async fn run(
                     h2load::grpc_frame(&req),
                 )
             }
+            PathKind::TierGet => {
+                let m = member.context("tier-get needs a seeded member")?;
+                let req = paths::member_tier_request(m);
+                let meta = c.meta.clone();
+                c.tier()
+                    .map_err(|s| anyhow!("{}", s.message()))?
+                    .get_member_tier(meta.request(req.clone()))
+                    .await
+                    .map_err(|s| anyhow!("{:?}: {}", s.code(), s.message()))
+                    .context("tier-get check call")?;
+                (
+                    "/laurel.tier.v1.TierService/GetMemberTier",
+                    h2load::grpc_frame(&req),
+                )
+            }
+            PathKind::MemberCard => {
+                let m = member.context("member-card needs a seeded member")?;
+                let req = paths::member_card_request(m);
+                c.member
+                    .get_member_card(c.meta.request(req.clone()))
+                    .await
+                    .map_err(|s| anyhow!("{:?}: {}", s.code(), s.message()))
+                    .context("member-card check call")?;
+                (
+                    "/laurel.member.v1.MemberService/GetMemberCard",
+                    h2load::grpc_frame(&req),
+                )
+            }
             PathKind::RecordActivity
+            | PathKind::ConsumeBenefit
             | PathKind::Earn
             | PathKind::EarnHot
             | PathKind::Redeem
@@ -139,6 +171,10 @@ pub async fn run(
                     .points_addr
                     .context("earn-replay needs --points-addr")?,
                 target.points_metrics_url,
+            ),
+            PathKind::TierGet => (
+                target.tier_addr.context("tier-get needs --tier-addr")?,
+                target.tier_metrics_url,
             ),
             _ => (target.addr, target.metrics_url),
         };
