@@ -185,12 +185,14 @@ async fn put_benefit(c: &mut Clients) -> Result<()> {
     Ok(())
 }
 
-/// The ladder in force, if any (NOT_FOUND: none yet).
+/// The ladder in force, if any.
 async fn ladder_in_force(c: &mut Clients) -> Result<Option<Ladder>> {
     let req = c.meta.request(GetLadderRequest { version: 0 });
     match c.tier().map_err(status_error)?.get_ladder(req).await {
         Ok(resp) => Ok(resp.into_inner().ladder.filter(|l| !l.tiers.is_empty())),
-        Err(s) if s.code() == Code::NotFound => Ok(None),
+        // No ladder yet: FAILED_PRECONDITION NO_LADDER (NOT_FOUND is a
+        // version that does not exist).
+        Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(None),
         Err(s) => Err(status_error(s)).context("GetLadder"),
     }
 }
@@ -267,13 +269,24 @@ pub async fn prepare(
     Ok(())
 }
 
-/// GetMemberTier of `m` until it answers OK; NOT_FOUND (not known yet) is
-/// asked again until `deadline`, any other failure ends at once.
+/// GetMemberTier of `m` until it answers OK with a tier (a member enrolled
+/// before the ladder gets one when the ladder's background re-evaluation
+/// reaches it); NOT_FOUND (not known yet) is asked again until `deadline`,
+/// any other failure ends at once.
 async fn tier_ok(c: &mut Clients, m: &SeededMember, deadline: Instant) -> Result<()> {
     loop {
         let req = c.meta.request(paths::member_tier_request(m));
         match c.tier().map_err(status_error)?.get_member_tier(req).await {
-            Ok(_) => return Ok(()),
+            Ok(r)
+                if r.get_ref()
+                    .tier
+                    .as_ref()
+                    .is_some_and(|t| !t.tier_code.is_empty()) =>
+            {
+                return Ok(());
+            }
+            Ok(_) if Instant::now() < deadline => tokio::time::sleep(KNOWN_POLL).await,
+            Ok(_) => bail!("member {} still has no tier", m.member_id),
             Err(s) if s.code() == Code::NotFound && Instant::now() < deadline => {
                 tokio::time::sleep(KNOWN_POLL).await;
             }
