@@ -89,6 +89,9 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow!("{:?}: {}", s.code(), s.message())
 }
 
+/// The currency of the bench ladder and of the seeded spend.
+const CURRENCY: &str = "EUR";
+
 /// The benchmark's 3-tier ladder: EUR, rolling 12 months, silver and gold
 /// on spend alone; the base tier grants [`BENEFIT_CODE`] without quota when
 /// `grant` (the benefit must exist first).
@@ -123,7 +126,7 @@ pub fn ladder(t: Thresholds, grant: bool) -> Ladder {
             kind: WindowKind::RollingMonths as i32,
             months: 12,
         }),
-        currency_code: "EUR".into(),
+        currency_code: CURRENCY.into(),
         time_zone: TIME_ZONE.into(),
         max_downgrade_levels: 1,
         grace_days: 0,
@@ -583,7 +586,7 @@ fn literal(s: &str) -> String {
 /// - `members (program_id, member_id, enrolled_at, earned_tier,
 ///   earned_since, tier_code, tier_source, tier_since, period_start,
 ///   period_end, ladder_version)`, the others left to their defaults;
-/// - `qualifying_days (program_id, member_id, day, spend_minor, orders,
+/// - `qualifying_days (program_id, member_id, day, currency_code, spend_minor, orders,
 ///   points)`, days in the ladder's time zone.
 ///
 /// Member `i` (1..=n) has id [`seeded_member_id`]`(run, i)`, ascending
@@ -593,7 +596,7 @@ fn literal(s: &str) -> String {
 /// months (two orders) and the tier that spend earns under `t`, reached 30
 /// days ago with a 12-month period from then.
 pub fn seed_sql(program: &str, run: u32, n: u64, version: i64, t: Thresholds) -> String {
-    let (prog, tz) = (literal(program), literal(TIME_ZONE));
+    let (prog, tz, cur) = (literal(program), literal(TIME_ZONE), literal(CURRENCY));
     let id = format!("('{run:08x}-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid");
     let spend = format!("(i::bigint * {SPEND_STEP}) % {SPEND_SPREAD_MINOR}");
     let (silver, gold) = (t.silver_minor, t.gold_minor);
@@ -610,8 +613,8 @@ FROM generate_series(1, {n}) AS i,
                           WHEN {spend} >= {silver} THEN {mid}
                           ELSE {base} END AS tier,
                      now() - interval '30 days' AS since) AS x;
-INSERT INTO qualifying_days (program_id, member_id, day, spend_minor, orders, points)
-SELECT {prog}, {id}, (now() AT TIME ZONE {tz})::date - ((i % 250) + 1 + 60 * k)::int,
+INSERT INTO qualifying_days (program_id, member_id, day, currency_code, spend_minor, orders, points)
+SELECT {prog}, {id}, (now() AT TIME ZONE {tz})::date - ((i % 250) + 1 + 60 * k)::int, {cur},
        CASE k WHEN 0 THEN ({spend}) / 2 ELSE ({spend}) - ({spend}) / 2 END, 1, 0
 FROM generate_series(1, {n}) AS i, generate_series(0, 1) AS k;
 ANALYZE members;
