@@ -57,6 +57,32 @@ pub async fn floors(
     .await
 }
 
+/// [`floors`] of many members at once (for a re-evaluation chunk): only
+/// members with a floor are in the map.
+pub async fn floors_of(
+    tx: &mut PgConnection,
+    program: &str,
+    members: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<String>>, sqlx::Error> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(&format!(
+        "SELECT DISTINCT s.member_id, p.tier_floor
+         FROM subscriptions s
+         JOIN plans p ON p.program_id = s.program_id AND p.code = s.plan_code
+         WHERE s.program_id = $1 AND s.member_id = ANY($2) AND s.status IN {LIVE}
+           AND p.tier_floor <> ''
+         ORDER BY 1, 2"
+    ))
+    .bind(program)
+    .bind(members)
+    .fetch_all(tx)
+    .await?;
+    let mut map = std::collections::HashMap::<Uuid, Vec<String>>::new();
+    for (member, floor) in rows {
+        map.entry(member).or_default().push(floor);
+    }
+    Ok(map)
+}
+
 /// Where a subscription stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {

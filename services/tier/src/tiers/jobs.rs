@@ -26,7 +26,7 @@ use super::{Loaded, SOURCE, pack_events, store};
 use crate::{
     Tiers,
     error::TierError,
-    qualification::step::{Change, Source, Warning, ranges, step},
+    qualification::step::{Change, Warning, ranges, step},
 };
 
 /// Members one review transaction takes on.
@@ -271,26 +271,18 @@ impl Tiers {
         let sums = store::sums(tx, program, &rules.currency, &items).await?;
         let program_id =
             ProgramId::parse(program).map_err(|e| TierError::Internal(anyhow::anyhow!("{e}")))?;
+        // The chunk's plan floors in one statement, so a chunk costs a few
+        // statements whatever moves.
+        let members: Vec<Uuid> = rows.iter().map(|r| r.member).collect();
+        let floors = crate::plans::floors_of(tx, program, &members).await?;
         let mut states = Vec::new();
         let mut changes: Vec<(Uuid, Change)> = Vec::new();
         let mut events = Vec::new();
         let mut quiet = Vec::new();
         for row in &rows {
             let s = sums.get(&row.member).copied().unwrap_or_default();
-            // Plan floors matter only when the tier moves or comes from a
-            // plan: asked only then, so a chunk costs a few statements.
-            let mut floors = if row.state.source == Some(Source::PaidPlan) {
-                crate::plans::floors(tx, program, row.member).await?
-            } else {
-                Vec::new()
-            };
-            let mut o = step(rules, &row.state, &s, &floors, now, cause);
-            if o.change.is_some() && row.state.source != Some(Source::PaidPlan) {
-                floors = crate::plans::floors(tx, program, row.member).await?;
-                if !floors.is_empty() {
-                    o = step(rules, &row.state, &s, &floors, now, cause);
-                }
-            }
+            let member_floors = floors.get(&row.member).map_or(&[][..], Vec::as_slice);
+            let o = step(rules, &row.state, &s, member_floors, now, cause);
             if o.change.is_none() && o.warning.is_none() && o.state.same_but_version(&row.state) {
                 continue;
             }
