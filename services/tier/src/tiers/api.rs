@@ -63,7 +63,7 @@ impl Tiers {
 
     /// The version of the ladder in force, from memory when known.
     async fn ladder_version(&self, program: &ProgramId) -> Result<i64, TierError> {
-        if let Some(cached) = self.local.ladders.get(program.as_str()) {
+        if let Some(cached) = self.local.recent_ladder(program.as_str()) {
             return Ok(cached.map_or(0, |l| l.rules.version));
         }
         let mut conn = self.db.acquire().await?;

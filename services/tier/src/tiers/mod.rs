@@ -16,8 +16,9 @@ mod members;
 pub(crate) mod store;
 
 use std::{
-    sync::{Arc, OnceLock},
-    time::Duration,
+    collections::HashSet,
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
@@ -69,12 +70,20 @@ pub struct Loaded {
     pub rules: Rules,
 }
 
+/// How long a replica trusts its copy of a programme's ladder: another
+/// replica's publication shows within it.
+const LADDER_TTL: Duration = Duration::from_secs(1);
+
 /// What the tier side keeps in memory: the ladder in force per programme
-/// (for a second at most: another replica's publication shows within it)
 /// and the members known to exist.
 #[derive(Clone)]
 pub struct Local {
-    ladders: moka::sync::Cache<String, Option<Arc<Loaded>>>,
+    /// The ladder and when it was read. An entry older than [`LADDER_TTL`]
+    /// is read again by one caller while the others go on with it, so a
+    /// busy replica never sends every request to Postgres at once.
+    ladders: moka::sync::Cache<String, (Instant, Option<Arc<Loaded>>)>,
+    /// Programmes whose ladder one caller is reading again.
+    refreshing: Arc<Mutex<HashSet<String>>>,
     /// Made from the configuration on first use.
     directory: Arc<OnceLock<MemberDirectory>>,
 }
@@ -91,8 +100,9 @@ impl Local {
         Self {
             ladders: moka::sync::Cache::builder()
                 .max_capacity(10_000)
-                .time_to_live(Duration::from_secs(1))
+                .time_to_idle(Duration::from_secs(3600))
                 .build(),
+            refreshing: Arc::default(),
             directory: Arc::default(),
         }
     }
@@ -100,6 +110,44 @@ impl Local {
     /// Forgets the programme's ladder (after publishing one).
     pub fn forget_ladder(&self, program: &str) {
         self.ladders.invalidate(program);
+    }
+
+    /// The programme's ladder as this replica last read it, while that is
+    /// recent or another caller is reading it again.
+    pub(crate) fn recent_ladder(&self, program: &str) -> Option<Option<Arc<Loaded>>> {
+        let (read_at, cached) = self.ladders.get(program)?;
+        let refreshing = || {
+            self.refreshing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(program)
+        };
+        (read_at.elapsed() < LADDER_TTL || refreshing()).then_some(cached)
+    }
+
+    /// Whether this caller reads `program`'s ladder again (no other is);
+    /// released when the returned guard drops.
+    fn claim_refresh(&self, program: &str) -> Option<Refreshing> {
+        let mut set = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(program.to_owned()).then(|| Refreshing {
+            set: self.refreshing.clone(),
+            program: program.to_owned(),
+        })
+    }
+}
+
+/// A claim to read a ladder again; dropping it lets another caller claim.
+struct Refreshing {
+    set: Arc<Mutex<HashSet<String>>>,
+    program: String,
+}
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.program);
     }
 }
 
@@ -210,14 +258,21 @@ impl Tiers {
         program: &str,
         at_least: Option<i64>,
     ) -> Result<Option<Arc<Loaded>>, sqlx::Error> {
-        if let Some(cached) = self.local.ladders.get(program) {
-            let fresh = match (&cached, at_least) {
+        let mut _claim = None;
+        if let Some((read_at, cached)) = self.local.ladders.get(program) {
+            let recent_enough = match (&cached, at_least) {
                 (_, None) => true,
                 (Some(l), Some(v)) => l.rules.version >= v,
                 (None, Some(_)) => false,
             };
-            if fresh {
-                return Ok(cached);
+            if recent_enough {
+                if read_at.elapsed() < LADDER_TTL {
+                    return Ok(cached);
+                }
+                _claim = self.local.claim_refresh(program);
+                if _claim.is_none() {
+                    return Ok(cached);
+                }
             }
         }
         let loaded = crate::ladder::in_force(&mut *conn, program)
@@ -230,7 +285,7 @@ impl Tiers {
             });
         self.local
             .ladders
-            .insert(program.to_owned(), loaded.clone());
+            .insert(program.to_owned(), (Instant::now(), loaded.clone()));
         Ok(loaded)
     }
 
