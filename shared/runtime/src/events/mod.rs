@@ -1,7 +1,7 @@
 //! The event backbone: services write events to their outbox in the same
 //! transaction as the change, numbered per member ([`outbox`]); a relay
 //! publishes the outbox to Redis Streams in order, one fenced batch at a
-//! time ([`relay`]); consumers apply each event exactly once through an
+//! time, woken by the outbox writes' notifications ([`relay`]); consumers apply each event exactly once through an
 //! inbox table ([`consumer`]), dispatching to typed handlers ([`router`]);
 //! a pruning job keeps every store to its retention ([`retention`]).
 

@@ -5,6 +5,13 @@
 //! change gives its number back, so the numbers a consumer sees are 1, 2,
 //! 3... without gaps. The counter row also serialises a member's writers, so
 //! outbox order and sequence order agree for each member.
+//!
+//! The statement that writes outbox rows also notifies the schema's channel
+//! (see [`CHANNEL_SQL`]), delivered when the transaction commits, so an idle
+//! relay publishes at once instead of at its next poll. It notifies only
+//! when no other row waits to be published: Postgres serialises the commits
+//! of notifying transactions, and a relay with rows waiting looks again
+//! after its batch anyway.
 
 use chrono::{DateTime, Utc};
 use laurel_proto::common::v1::EventEnvelope;
@@ -13,6 +20,11 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::context::ProgramId;
+
+/// SQL yielding the channel outbox writes notify for the session's current
+/// schema (the first of its `search_path`): a fixed prefix and the md5 of
+/// the schema's name, so any name fits Postgres' 63-byte channel names.
+pub const CHANNEL_SQL: &str = "SELECT 'laurel_outbox_' || md5(current_schema())";
 
 /// A domain event about to be written.
 #[derive(Debug)]
@@ -74,8 +86,11 @@ pub async fn enqueue<P: Message + Name>(
         member_sequence,
     };
     sqlx::query(
-        "INSERT INTO outbox (event_id, program_id, member_id, source, event_type, envelope, card_version, member_sequence)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "WITH written AS (
+             INSERT INTO outbox (event_id, program_id, member_id, source, event_type, envelope, card_version, member_sequence)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8))
+         SELECT pg_notify('laurel_outbox_' || md5(current_schema()), '')
+         WHERE NOT EXISTS (SELECT FROM outbox WHERE published_at IS NULL)",
     )
     .bind(event_id)
     .bind(event.program.as_str())
@@ -245,11 +260,14 @@ pub async fn enqueue_many(
         sequences.push(member_sequence);
     }
     sqlx::query(
-        "INSERT INTO outbox (event_id, program_id, member_id, source, event_type, envelope, card_version, member_sequence)
-         SELECT e, p, m, $4, t, b, v, s
-         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $5::text[], $6::bytea[], $7::bigint[], $8::bigint[])
-              WITH ORDINALITY AS x(e, p, m, t, b, v, s, ord)
-         ORDER BY ord",
+        "WITH written AS (
+             INSERT INTO outbox (event_id, program_id, member_id, source, event_type, envelope, card_version, member_sequence)
+             SELECT e, p, m, $4, t, b, v, s
+             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $5::text[], $6::bytea[], $7::bigint[], $8::bigint[])
+                  WITH ORDINALITY AS x(e, p, m, t, b, v, s, ord)
+             ORDER BY ord)
+         SELECT pg_notify('laurel_outbox_' || md5(current_schema()), '')
+         WHERE NOT EXISTS (SELECT FROM outbox WHERE published_at IS NULL)",
     )
     .bind(&ids)
     .bind(events.iter().map(|e| e.program.clone()).collect::<Vec<_>>())

@@ -16,15 +16,34 @@
 //! The relay talks to Redis over a connection of its own, with a response
 //! timeout long enough for a full batch: a slow pipeline must neither be
 //! cut short and republished whole, nor stall the cache's reads behind it.
+//!
+//! An idle relay wakes as soon as an event commits: an outbox write that
+//! finds nothing else waiting to be published notifies the schema's channel
+//! ([`CHANNEL_SQL`]) in its transaction, and the relay listens on it over
+//! one more session of its own (a write that finds rows waiting sends
+//! nothing: the relay has them still to publish and looks again after that
+//! batch). Notifications are only a hint: the relay still polls (every
+//! `listen_poll` while listening, every `idle_poll` while the listening
+//! session is away), so a lost notification or listener delays an event,
+//! never loses it.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use redis::aio::ConnectionManager;
-use sqlx::{PgPool, postgres::PgPoolOptions};
-use tokio::sync::watch;
+use sqlx::{
+    PgPool,
+    postgres::{PgListener, PgPoolOptions},
+};
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use super::{ENVELOPE_FIELD, stream_key};
+use super::{ENVELOPE_FIELD, outbox::CHANNEL_SQL, stream_key};
 
 /// Response timeout of the relay's own Redis connection.
 pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,8 +60,14 @@ pub struct RelayConfig {
     pub application_name: String,
     /// Rows published per batch.
     pub batch_size: i64,
-    /// Pause when the outbox is empty.
+    /// Pause when the outbox is empty and nothing listens for its
+    /// notifications.
     pub idle_poll: Duration,
+    /// Whether to wake on the outbox's notifications.
+    pub listen: bool,
+    /// Longest pause when the outbox is empty while listening: the fallback
+    /// for a notification that never came.
+    pub listen_poll: Duration,
     /// Pause when another relay is publishing a batch.
     pub standby_poll: Duration,
     /// Member card field this service owns, invalidated at the version an
@@ -60,6 +85,8 @@ impl RelayConfig {
             application_name: application_name(schema),
             batch_size: 500,
             idle_poll: Duration::from_millis(20),
+            listen: true,
+            listen_poll: Duration::from_millis(100),
             standby_poll: Duration::from_millis(200),
             card_field: None,
         }
@@ -88,6 +115,8 @@ pub enum Batch {
 /// Publishes one service's outbox.
 pub struct Relay {
     pool: PgPool,
+    /// The listening session's own pool: a listener holds its connection.
+    listen_pool: PgPool,
     redis: ConnectionManager,
     config: RelayConfig,
 }
@@ -109,21 +138,35 @@ impl Relay {
         let options = (*pool.connect_options())
             .clone()
             .application_name(&config.application_name);
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(options);
+        let single = || {
+            PgPoolOptions::new()
+                .max_connections(1)
+                .min_connections(0)
+                .acquire_timeout(Duration::from_secs(3))
+                .connect_lazy_with(options.clone())
+        };
+        let (pool, listen_pool) = (single(), single());
         let redis = crate::cache::connection_manager(redis_url, REDIS_RESPONSE_TIMEOUT)?;
         Ok(Self {
             pool,
+            listen_pool,
             redis,
             config,
         })
     }
 
-    /// Publishes until `shutdown` turns true.
+    /// Publishes until `shutdown` turns true, waking on the outbox's
+    /// notifications when `config.listen` is on.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let wake = Arc::new(Notify::new());
+        let listening = Arc::new(AtomicBool::new(false));
+        let _listener = self.config.listen.then(|| {
+            AbortOnDrop(tokio::spawn(listen(
+                self.listen_pool.clone(),
+                wake.clone(),
+                listening.clone(),
+            )))
+        });
         let mut backoff = Duration::from_millis(100);
         while !*shutdown.borrow() {
             let pause = match self.publish_batch().await {
@@ -131,7 +174,18 @@ impl Relay {
                     backoff = Duration::from_millis(100);
                     match batch {
                         Batch::Published(_) => continue,
-                        Batch::Empty => self.config.idle_poll,
+                        Batch::Empty => {
+                            let pause = if listening.load(Ordering::Acquire) {
+                                self.config.listen_poll
+                            } else {
+                                self.config.idle_poll
+                            };
+                            tokio::select! {
+                                () = wake.notified() => {}
+                                () = sleep_or_shutdown(pause, &mut shutdown) => {}
+                            }
+                            continue;
+                        }
                         Batch::Fenced => self.config.standby_poll,
                     }
                 }
@@ -207,6 +261,57 @@ impl Relay {
             }
         }
         pipe
+    }
+}
+
+/// Stops the listening task with the relay, however the relay ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Listens for the outbox's notifications on a session of `pool`, waking
+/// `wake` for each; `listening` tells whether the session is up. Reconnects
+/// with backoff, waking the relay once more after each (re)connection, since
+/// notifications sent meanwhile are lost.
+async fn listen(pool: PgPool, wake: Arc<Notify>, listening: Arc<AtomicBool>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected: Result<PgListener, sqlx::Error> = async {
+            let channel: String = sqlx::query_scalar(CHANNEL_SQL).fetch_one(&pool).await?;
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(&channel).await?;
+            Ok(listener)
+        }
+        .await;
+        match connected {
+            Ok(mut listener) => {
+                backoff = Duration::from_millis(100);
+                listening.store(true, Ordering::Release);
+                wake.notify_one();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => wake.notify_one(),
+                        // The session was lost and is back: what was sent
+                        // meanwhile is gone, so look once more.
+                        Ok(None) => wake.notify_one(),
+                        Err(error) => {
+                            tracing::warn!(%error, "outbox listener failed, polling meanwhile");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "listening for outbox notifications failed, polling meanwhile");
+            }
+        }
+        listening.store(false, Ordering::Release);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -1,14 +1,16 @@
 //! Relays: any number may run, yet no two publish the same rows.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use laurel_proto::common::v1::EventEnvelope;
 use laurel_runtime::events::{
-    ENVELOPE_FIELD,
+    ENVELOPE_FIELD, outbox,
     relay::{Batch, Relay},
 };
 use prost::Message;
 use redis::{AsyncCommands, streams::StreamRangeReply};
+use sqlx::postgres::PgListener;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::common::*;
@@ -200,4 +202,105 @@ async fn a_batch_whose_session_dies_before_commit_is_not_marked_published() {
     .await;
     assert_eq!(published, 1);
     assert_published_once(&env).await;
+}
+
+/// Whether a notification comes within half a second.
+async fn notified(listener: &mut PgListener) -> bool {
+    let wait = tokio::time::timeout(Duration::from_millis(500), listener.recv());
+    matches!(wait.await, Ok(Ok(_)))
+}
+
+/// Whether a relay session is listening for the outbox's notifications.
+async fn relay_listens(env: &Env) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM pg_stat_activity
+                        WHERE application_name = $1 AND query LIKE 'LISTEN%')",
+    )
+    .bind(env.relay_config().application_name)
+    .fetch_one(&env.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_relay_publishes_when_an_event_commits_not_at_its_next_poll() {
+    let env = env().await;
+    let mut config = env.relay_config();
+    // Polls far apart: only the notification can wake the relay in time.
+    config.idle_poll = Duration::from_secs(60);
+    config.listen_poll = Duration::from_secs(60);
+    let relay = Relay::new(env.pool(1), &env.redis_url, config).unwrap();
+    let running = Running::spawn(|rx| relay.run(rx));
+    eventually(WAIT, "the relay listens", || async {
+        relay_listens(&env).await.then_some(())
+    })
+    .await;
+    for round in 0..3 {
+        let member = Uuid::now_v7();
+        env.write(Some(member), &created(member)).await;
+        let started = Instant::now();
+        eventually(Duration::from_secs(5), "the event is published", || async {
+            env.all_published().await.then_some(())
+        })
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "round {round} took {:?}",
+            started.elapsed()
+        );
+    }
+    assert_published_once(&env).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_outbox_write_notifies_only_when_nothing_else_waits_for_the_relay() {
+    let env = env().await;
+    let channel: String = sqlx::query_scalar(outbox::CHANNEL_SQL)
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    let mut listener = PgListener::connect_with(&env.db).await.unwrap();
+    listener.listen(&channel).await.unwrap();
+
+    let member = Uuid::now_v7();
+    // Not yet: a notification leaves with the commit.
+    let mut tx = env.db.begin().await.unwrap();
+    write_in(&mut tx, Some(member), &created(member)).await;
+    assert!(!notified(&mut listener).await, "nothing before the commit");
+    tx.commit().await.unwrap();
+    assert!(
+        notified(&mut listener).await,
+        "the first event wakes the relay"
+    );
+
+    // The relay has not published it yet: it will look again anyway.
+    env.write(Some(member), &updated(member)).await;
+    assert!(!notified(&mut listener).await, "no second wake-up");
+
+    // Published: the next write wakes the relay again, batches too.
+    sqlx::query("UPDATE outbox SET published_at = now()")
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let mut tx = env.db.begin().await.unwrap();
+    let program = laurel_runtime::context::ProgramId::parse("default").unwrap();
+    let event = outbox::PackedEvent::pack(
+        SOURCE,
+        outbox::NewEvent {
+            program: &program,
+            member_id: Some(member),
+            occurred_at: chrono::Utc::now(),
+            recorded_at: chrono::Utc::now(),
+            card_version: None,
+            payload: &updated(member),
+        },
+    )
+    .unwrap();
+    outbox::enqueue_many(&mut tx, SOURCE, &[event.clone(), event])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(notified(&mut listener).await, "a batch wakes the relay");
+    assert!(!notified(&mut listener).await, "once");
 }
