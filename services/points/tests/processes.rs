@@ -241,6 +241,25 @@ async fn a_process_killed_under_load_loses_and_doubles_nothing() {
     let requests: Vec<pb::EarnRequest> = (0..400)
         .map(|i| goodwill(members[i % 10], 1 + (i as i64 % 9), rid()))
         .collect();
+    // Rules for purchases (1 point per euro), in force before the first
+    // purchase event can arrive.
+    first
+        .client
+        .clone()
+        .publish_earn_rules(req(pb::PublishEarnRulesRequest {
+            request_id: rid(),
+            rules: Some(pb::EarnRules {
+                effective_from: Some(prost_types::Timestamp {
+                    seconds: 0,
+                    nanos: 0,
+                }),
+                base_points: 1,
+                base_amount_minor: 100,
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
     let client = first.client.clone();
     let load = {
         let requests = requests.clone();
@@ -284,24 +303,6 @@ async fn a_process_killed_under_load_loses_and_doubles_nothing() {
             }
         })
     };
-    // Rules for purchases: 1 point per euro.
-    first
-        .client
-        .clone()
-        .publish_earn_rules(req(pb::PublishEarnRulesRequest {
-            request_id: rid(),
-            rules: Some(pb::EarnRules {
-                effective_from: Some(prost_types::Timestamp {
-                    seconds: 0,
-                    nanos: 0,
-                }),
-                base_points: 1,
-                base_amount_minor: 100,
-                ..Default::default()
-            }),
-        }))
-        .await
-        .unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     first.child.start_kill().unwrap();
     first.child.wait().await.unwrap();
