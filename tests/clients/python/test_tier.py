@@ -270,3 +270,83 @@ def test_a_paid_plan_subscription_starts_and_cancels(tier, md, member_id):
     )
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert error_info(err).reason == "PLAN_NOT_FOUND"
+
+
+def test_catalogue_listings_renewal_and_usage(tier, md, member_id):
+    published = publish(tier, md, ladder())
+    done = eventually(
+        "the re-evaluation finishes",
+        lambda: (
+            r := tier.GetReevaluation(
+                pb.GetReevaluationRequest(
+                    reevaluation_id=published.reevaluation.reevaluation_id
+                ),
+                metadata=md,
+            ).reevaluation
+        ).state
+        == pb.REEVALUATION_STATE_DONE
+        and r,
+    )
+    assert done.ladder_version == 1
+    wait_for_tier(tier, md, member_id, "member")
+    tier.PutBenefit(
+        pb.PutBenefitRequest(
+            request_id=new_request_id(),
+            benefit=pb.Benefit(
+                code="lounge", name="Lounge", kind=pb.BENEFIT_KIND_SERVICE_LINE, active=True
+            ),
+        ),
+        metadata=md,
+    )
+    listed = tier.ListBenefits(pb.ListBenefitsRequest(), metadata=md).benefits
+    assert [b.code for b in listed] == ["lounge"]
+    tier.PutPlan(
+        pb.PutPlanRequest(
+            request_id=new_request_id(),
+            plan=pb.Plan(
+                code="club",
+                name="Club",
+                price=money_pb2.Money(currency_code="EUR", amount_minor=4_900),
+                billing_period=pb.BILLING_PERIOD_ANNUAL,
+                benefits=[pb.BenefitGrant(benefit_code="lounge")],
+                active=True,
+            ),
+        ),
+        metadata=md,
+    )
+    assert [p.code for p in tier.ListPlans(pb.ListPlansRequest(), metadata=md).plans] == ["club"]
+    sub = tier.Subscribe(
+        pb.SubscribeRequest(
+            request_id=new_request_id(),
+            member_id=member_id,
+            plan_code="club",
+            payment_reference="pay-a",
+        ),
+        metadata=md,
+    ).subscription
+    renewed = tier.Renew(
+        pb.RenewRequest(
+            request_id=new_request_id(),
+            subscription_id=sub.subscription_id,
+            payment_reference="pay-b",
+        ),
+        metadata=md,
+    ).subscription
+    assert renewed.renewals == 1
+    assert renewed.current_period_end.seconds > sub.current_period_end.seconds
+    assert renewed.payment_reference == "pay-b"
+    subs = tier.ListSubscriptions(
+        pb.ListSubscriptionsRequest(member_id=member_id), metadata=md
+    ).subscriptions
+    assert [s.subscription_id for s in subs] == [sub.subscription_id]
+
+    tier.ConsumeBenefit(
+        pb.ConsumeBenefitRequest(
+            request_id=new_request_id(), member_id=member_id, benefit_code="lounge"
+        ),
+        metadata=md,
+    )
+    usage = tier.GetBenefitUsage(pb.GetBenefitUsageRequest(), metadata=md).usage
+    lounge = [u for u in usage if u.benefit_code == "lounge"]
+    assert len(lounge) == 1
+    assert (lounge[0].uses, lounge[0].members, lounge[0].entitled_members) == (1, 1, 1)
