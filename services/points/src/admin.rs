@@ -41,12 +41,7 @@ impl Points {
         v.check(req.settings.is_none(), "settings", "required");
         v.finish()?;
         settings::validate(&new)?;
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "UpdateProgramSettings",
-            request_id: &req.request_id,
-        };
+        let key = RequestKey::new(ctx, "UpdateProgramSettings", &req.request_id);
         match self.idempotency.begin(&self.db, key, req, Plain).await? {
             Begun::Replay(r) => Ok(r),
             Begun::Fresh(mut fresh) => {
@@ -88,12 +83,7 @@ impl Points {
             }
         };
         v.finish()?;
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "PublishEarnRules",
-            request_id: &req.request_id,
-        };
+        let key = RequestKey::new(ctx, "PublishEarnRules", &req.request_id);
         match self.idempotency.begin(&self.db, key, req, Plain).await? {
             Begun::Replay(r) => Ok(r),
             Begun::Fresh(mut fresh) => {

@@ -31,15 +31,8 @@ impl Points {
         request_id: &str,
         request: &impl prost::Message,
     ) -> BatchKey {
-        self.idempotency.batch_key(
-            RequestKey {
-                program: &ctx.program,
-                caller: &ctx.caller,
-                operation,
-                request_id,
-            },
-            request,
-        )
+        self.idempotency
+            .batch_key(RequestKey::new(ctx, operation, request_id), request)
     }
 
     /// Queues `command` under `key` and waits for its commit.

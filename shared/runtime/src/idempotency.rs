@@ -98,6 +98,23 @@ pub struct RequestKey<'a> {
     pub request_id: &'a str,
 }
 
+impl<'a> RequestKey<'a> {
+    /// The key of `operation` with `request_id`, for the caller and
+    /// programme of `ctx`.
+    pub fn new(
+        ctx: &'a crate::context::RequestContext,
+        operation: &'static str,
+        request_id: &'a str,
+    ) -> Self {
+        Self {
+            program: &ctx.program,
+            caller: &ctx.caller,
+            operation,
+            request_id,
+        }
+    }
+}
+
 /// The idempotency store of one service.
 #[derive(Clone)]
 pub struct Idempotency {

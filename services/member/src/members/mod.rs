@@ -121,12 +121,7 @@ impl Members {
         request_id: &str,
         req: &impl Message,
     ) -> Result<Begun<pb::Member, SealedResponses<'_>>> {
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation,
-            request_id,
-        };
+        let key = RequestKey::new(ctx, operation, request_id);
         Ok(self
             .idempotency
             .begin(&self.db, key, req, SealedResponses(&self.pii))

@@ -24,12 +24,7 @@ impl Points {
         let terms = validate::new_reward(req.reward.as_ref(), &mut v);
         v.finish()?;
         let terms = terms.expect("no violations");
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "CreateReward",
-            request_id: &req.request_id,
-        };
+        let key = RequestKey::new(ctx, "CreateReward", &req.request_id);
         match self.idempotency.begin(&self.db, key, req, Plain).await? {
             Begun::Replay(r) => Ok(r),
             Begun::Fresh(mut fresh) => {
@@ -108,12 +103,7 @@ impl Points {
         check::request_id(&req.request_id, &mut v);
         let (id, patch) = validate::update(req.reward.as_ref(), req.update_mask.as_ref(), &mut v);
         v.finish()?;
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "UpdateReward",
-            request_id: &req.request_id,
-        };
+        let key = RequestKey::new(ctx, "UpdateReward", &req.request_id);
         match self.idempotency.begin(&self.db, key, req, Plain).await? {
             Begun::Replay(r) => Ok(r),
             Begun::Fresh(mut fresh) => {

@@ -90,12 +90,7 @@ impl Points {
             }
         };
         v.finish()?;
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "UpdateFulfilment",
-            request_id: &req.request_id,
-        };
+        let key = RequestKey::new(ctx, "UpdateFulfilment", &req.request_id);
         let mut fresh = match self.idempotency.begin(&self.db, key, req, Plain).await? {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(fresh) => fresh,

@@ -49,12 +49,7 @@ impl Points {
         v.finish()?;
         let program = ctx.program.as_str();
         self.members.ensure(program, member).await?;
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "Redeem",
-            request_id: &req.request_id,
-        };
+        let key = RequestKey::new(ctx, "Redeem", &req.request_id);
         let mut fresh = match self.idempotency.begin(&self.db, key, req, Plain).await? {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(fresh) => fresh,

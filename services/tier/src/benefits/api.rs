@@ -59,12 +59,7 @@ impl Tiers {
         }
         v.finish()?;
         let benefit = request.benefit.clone().expect("checked");
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "PutBenefit",
-            request_id: &request.request_id,
-        };
+        let key = RequestKey::new(ctx, "PutBenefit", &request.request_id);
         match self
             .idempotency
             .begin(&self.db, key, request, Plain)
@@ -215,12 +210,7 @@ impl Tiers {
         let mut v = Violations::new();
         let (member, quantity) = validate::consume(request, &mut v);
         v.finish()?;
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "ConsumeBenefit",
-            request_id: &request.request_id,
-        };
+        let key = RequestKey::new(ctx, "ConsumeBenefit", &request.request_id);
         let mut fresh = match self
             .idempotency
             .begin(&self.db, key, request, Plain)

@@ -61,12 +61,7 @@ impl Tiers {
             }
         };
         let program = ctx.program.as_str();
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "PublishLadder",
-            request_id: &request.request_id,
-        };
+        let key = RequestKey::new(ctx, "PublishLadder", &request.request_id);
         match self
             .idempotency
             .begin(&self.db, key, request, Plain)

@@ -35,12 +35,7 @@ impl Tiers {
         }
         v.finish()?;
         let plan = request.plan.clone().expect("checked");
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "PutPlan",
-            request_id: &request.request_id,
-        };
+        let key = RequestKey::new(ctx, "PutPlan", &request.request_id);
         match self
             .idempotency
             .begin(&self.db, key, request, Plain)
@@ -103,12 +98,7 @@ impl Tiers {
         check::code(&request.plan_code, "plan_code", &mut v);
         validate::payment_reference(&request.payment_reference, &mut v);
         v.finish()?;
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "Subscribe",
-            request_id: &request.request_id,
-        };
+        let key = RequestKey::new(ctx, "Subscribe", &request.request_id);
         let mut fresh = match self
             .idempotency
             .begin(&self.db, key, request, Plain)
@@ -256,12 +246,7 @@ impl Tiers {
         );
         validate::payment_reference(&request.payment_reference, &mut v);
         v.finish()?;
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "Renew",
-            request_id: &request.request_id,
-        };
+        let key = RequestKey::new(ctx, "Renew", &request.request_id);
         let mut fresh = match self
             .idempotency
             .begin(&self.db, key, request, Plain)
@@ -339,12 +324,7 @@ impl Tiers {
         );
         check::text(&request.reason, "reason", MAX_REFERENCE, &mut v);
         v.finish()?;
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "Cancel",
-            request_id: &request.request_id,
-        };
+        let key = RequestKey::new(ctx, "Cancel", &request.request_id);
         let mut fresh = match self
             .idempotency
             .begin(&self.db, key, request, Plain)

@@ -226,12 +226,7 @@ impl Tiers {
         if known.is_none() {
             self.first_seen(program, member).await?;
         }
-        let key = RequestKey {
-            program: &ctx.program,
-            caller: &ctx.caller,
-            operation: "AssignTier",
-            request_id: &request.request_id,
-        };
+        let key = RequestKey::new(ctx, "AssignTier", &request.request_id);
         match self
             .idempotency
             .begin(&self.db, key, request, Plain)
