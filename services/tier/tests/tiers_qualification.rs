@@ -319,6 +319,85 @@ async fn a_purchase_reaching_gold_makes_the_next_purchase_earn_the_gold_multipli
     .await;
 }
 
+/// A goodwill earn of `points` through the points service.
+async fn goodwill(stack: &Stack, member: Uuid, points: i64) {
+    stack
+        .points
+        .clone()
+        .unwrap()
+        .earn(req(ppb::EarnRequest {
+            request_id: rid(),
+            member_id: member.to_string(),
+            kind: ppb::EarnKind::Goodwill as i32,
+            points,
+            reason: "test".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("goodwill earn");
+}
+
+#[tokio::test]
+async fn earned_points_upgrade_a_member_when_a_tier_asks_for_points() {
+    let stack = spawn_with(common::Options {
+        points: true,
+        ..Default::default()
+    })
+    .await;
+    let mut ladder = simple_ladder();
+    ladder.tiers[1].qualify_any.push(pb::Threshold {
+        points: 500,
+        ..Default::default()
+    });
+    stack.publish(ladder).await;
+    let m = stack.member().await;
+    goodwill(&stack, m, 300).await;
+    eventually(WAIT, "300 points are measured", || async {
+        let t = stack.tier_of(m).await;
+        (t.measures?.points == 300).then_some(())
+    })
+    .await;
+    assert_eq!(stack.tier_of(m).await.tier_code, "member");
+    goodwill(&stack, m, 250).await;
+    let silver = stack.wait_for_tier(m, "silver").await;
+    assert_eq!(silver.measures.unwrap().points, 550);
+}
+
+#[tokio::test]
+async fn earned_points_show_in_the_measures_when_no_tier_asks_for_them() {
+    let stack = spawn_with(common::Options {
+        points: true,
+        ..Default::default()
+    })
+    .await;
+    stack.publish(simple_ladder()).await;
+    let m = stack.member().await;
+    // A first answer is cached at the member's version; the earn must
+    // raise it, or the measures would stay at 0.
+    assert_eq!(stack.tier_of(m).await.measures.unwrap().points, 0);
+    goodwill(&stack, m, 20_000).await;
+    let t = eventually(WAIT, "20000 points are measured", || async {
+        let t = stack.tier_of(m).await;
+        (t.measures.as_ref()?.points == 20_000).then_some(t)
+    })
+    .await;
+    assert_eq!(t.tier_code, "member", "points qualify for nothing here");
+    let history = stack
+        .tier
+        .clone()
+        .list_tier_history(req(pb::ListTierHistoryRequest {
+            member_id: m.to_string(),
+            ..Default::default()
+        }))
+        .await
+        .expect("history")
+        .into_inner();
+    assert!(
+        history.entries.iter().all(|c| c.tier_code == "member"),
+        "no upgrade recorded: {history:?}"
+    );
+}
+
 trait NowUtc {
     fn now_utc(&self) -> DateTime<Utc>;
 }

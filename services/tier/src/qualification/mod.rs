@@ -201,6 +201,15 @@ impl Rules {
     }
 
     /// The local day of an instant.
+    /// Whether any way to qualify asks for points: only then can a points
+    /// movement change a tier.
+    pub fn counts_points(&self) -> bool {
+        self.tiers
+            .iter()
+            .flat_map(|t| &t.ways)
+            .any(|w| w.points > 0)
+    }
+
     pub fn day(&self, at: DateTime<Utc>) -> NaiveDate {
         at.with_timezone(&self.tz).date_naive()
     }

@@ -238,9 +238,22 @@ impl Tiers {
         let occurred_at = time(&movement.occurred_at)
             .or(event.occurred_at)
             .unwrap_or_else(|| self.now());
+        let ladder = self.ladder(tx, program, None).await?;
+        let day = ladder
+            .as_ref()
+            .map_or(occurred_at.date_naive(), |l| l.rules.day(occurred_at));
         store::insert(tx, program, member_id, occurred_at).await?;
+        if !ladder.is_some_and(|l| l.rules.counts_points()) {
+            // No tier asks for points: the movement changes no tier, only the
+            // measures `GetMemberTier` shows (and a later ladder may count
+            // them). One upsert and a version bump instead of a recomputation
+            // keep the tier service from contending with every earn.
+            add_day(tx, program, member_id, day, "", 0, 0, movement.points).await?;
+            let version = store::bump(tx, program, member_id).await?;
+            self.invalidate(program, member_id, Some(version)).await;
+            return Ok(());
+        }
         store::lock(tx, program, member_id).await?;
-        let day = self.day_of(tx, program, occurred_at).await?;
         add_day(tx, program, member_id, day, "", 0, 0, movement.points).await?;
         self.settle(
             tx,
