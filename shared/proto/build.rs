@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "laurel/points/v1/events.proto",
         "laurel/tier/v1/tier.proto",
         "laurel/tier/v1/events.proto",
+        "laurel/analytics/v1/analytics.proto",
+        "laurel/analytics/v1/events.proto",
     ]
     .map(|f| root.join(f));
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

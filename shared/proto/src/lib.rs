@@ -32,5 +32,13 @@ pub mod tier {
     }
 }
 
+/// The analytics service's API and events.
+pub mod analytics {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("laurel.analytics.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Laurel proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("laurel_descriptor");

@@ -1,0 +1,102 @@
+//! Points movements from `points.PointsMoved`: every movement is kept (for
+//! issuance, redemption, expiry, liability and breakage by day), and the
+//! member's earned, redeemed and expired totals move with it.
+
+use laurel_proto::points::v1::{self as ppb, MovementType};
+use laurel_runtime::events::handler::{EventContext, HandlerError};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{ensure_member, optional_id, time};
+use crate::{Analytics, settings::day_of};
+
+/// The kind a movement is kept as, and how it moves the member's totals
+/// (earned, redeemed, expired), from its points as the member sees them.
+pub fn classify(kind: Option<MovementType>, points: i64) -> (&'static str, [i64; 3]) {
+    match kind {
+        Some(MovementType::Earn) => ("earn", [points, 0, 0]),
+        Some(MovementType::ReverseEarn) => ("reverse_earn", [points, 0, 0]),
+        Some(MovementType::Redeem | MovementType::Capture) => ("redeem", [0, -points, 0]),
+        Some(MovementType::ReverseRedemption) => ("reverse_redemption", [0, -points, 0]),
+        Some(MovementType::Expire) => ("expire", [0, 0, -points]),
+        _ => ("other", [0, 0, 0]),
+    }
+}
+
+impl Analytics {
+    pub(crate) async fn on_points_moved(
+        &self,
+        tx: &mut PgConnection,
+        event: &EventContext,
+        m: ppb::PointsMoved,
+    ) -> Result<(), HandlerError> {
+        let Some(movement) = m.movement else {
+            return Ok(());
+        };
+        let Ok(movement_id) = Uuid::parse_str(&movement.movement_id) else {
+            return Ok(());
+        };
+        let program = event.program_id();
+        let member = optional_id(&movement.member_id)?;
+        let at = time(&movement.occurred_at)
+            .or(event.occurred_at)
+            .unwrap_or_else(|| self.now());
+        let settings = self.settings(tx, program).await?;
+        let (kind, [earned, redeemed, expired]) =
+            classify(MovementType::try_from(movement.r#type).ok(), movement.points);
+        let new: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO points_movements (program_id, movement_id, member_id, kind, points, occurred_at, day)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (program_id, movement_id) DO NOTHING RETURNING 1",
+        )
+        .bind(program)
+        .bind(movement_id)
+        .bind(member)
+        .bind(kind)
+        .bind(movement.points)
+        .bind(at)
+        .bind(day_of(settings.as_ref(), at))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (Some(_), Some(member)) = (new, member) else {
+            return Ok(());
+        };
+        ensure_member(tx, program, member, at).await?;
+        sqlx::query(
+            "UPDATE members SET points_earned = points_earned + $3,
+               points_redeemed = points_redeemed + $4, points_expired = points_expired + $5
+             WHERE program_id = $1 AND member_id = $2",
+        )
+        .bind(program)
+        .bind(member)
+        .bind(earned)
+        .bind(redeemed)
+        .bind(expired)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn movements_move_the_right_total_with_the_right_sign() {
+        assert_eq!(classify(Some(MovementType::Earn), 100), ("earn", [100, 0, 0]));
+        assert_eq!(
+            classify(Some(MovementType::ReverseEarn), -40),
+            ("reverse_earn", [-40, 0, 0])
+        );
+        assert_eq!(classify(Some(MovementType::Redeem), -30), ("redeem", [0, 30, 0]));
+        assert_eq!(classify(Some(MovementType::Capture), -5), ("redeem", [0, 5, 0]));
+        assert_eq!(
+            classify(Some(MovementType::ReverseRedemption), 30),
+            ("reverse_redemption", [0, -30, 0])
+        );
+        assert_eq!(classify(Some(MovementType::Expire), -7), ("expire", [0, 0, 7]));
+        assert_eq!(classify(Some(MovementType::Merge), 50), ("other", [0, 0, 0]));
+        assert_eq!(classify(None, 50), ("other", [0, 0, 0]));
+    }
+}

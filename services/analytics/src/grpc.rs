@@ -1,0 +1,117 @@
+//! Thin gRPC handlers: read the request context, call the use case, wrap
+//! the answer.
+
+use std::{future::Future, pin::Pin};
+
+use futures::Stream;
+use laurel_proto::analytics::v1::{self as pb, analytics_service_server::AnalyticsService};
+use laurel_runtime::context::request_context;
+use tonic::{Request, Response, Status};
+
+use crate::Analytics;
+
+type Answer<'a, T> = Pin<Box<dyn Future<Output = Result<Response<T>, Status>> + Send + 'a>>;
+
+/// A use case `self.$name(&ctx, request)` behind a unary method (written
+/// out as `async_trait` would, since the attribute does not see into macros).
+macro_rules! unary {
+    ($method:ident, $req:ty, $resp:ty, $name:ident) => {
+        fn $method<'a, 'b>(&'a self, request: Request<$req>) -> Answer<'b, $resp>
+        where
+            'a: 'b,
+            Self: 'b,
+        {
+            Box::pin(async move {
+                let ctx = request_context(&request)?;
+                Ok(Response::new(self.$name(&ctx, request.get_ref()).await?))
+            })
+        }
+    };
+}
+
+/// A method not built yet.
+macro_rules! later {
+    ($method:ident, $req:ty, $resp:ty) => {
+        fn $method<'a, 'b>(&'a self, request: Request<$req>) -> Answer<'b, $resp>
+        where
+            'a: 'b,
+            Self: 'b,
+        {
+            Box::pin(async move {
+                request_context(&request)?;
+                Err(Status::unimplemented(concat!(
+                    stringify!($method),
+                    " is not built yet"
+                )))
+            })
+        }
+    };
+}
+
+type CsvStream = Pin<Box<dyn Stream<Item = Result<pb::ExportReportChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AnalyticsService for Analytics {
+    unary!(put_settings, pb::PutSettingsRequest, pb::PutSettingsResponse, put_settings);
+
+    async fn get_settings(
+        &self,
+        request: Request<pb::GetSettingsRequest>,
+    ) -> Result<Response<pb::GetSettingsResponse>, Status> {
+        let ctx = request_context(&request)?;
+        Ok(Response::new(self.get_settings(&ctx).await?))
+    }
+
+    unary!(
+        get_member_metrics,
+        pb::GetMemberMetricsRequest,
+        pb::GetMemberMetricsResponse,
+        get_member_metrics
+    );
+    later!(recompute_rfm, pb::RecomputeRfmRequest, pb::RecomputeRfmResponse);
+    later!(get_rfm_summary, pb::GetRfmSummaryRequest, pb::GetRfmSummaryResponse);
+    later!(get_member_rfm, pb::GetMemberRfmRequest, pb::GetMemberRfmResponse);
+    later!(fit_clv_model, pb::FitClvModelRequest, pb::FitClvModelResponse);
+    later!(get_clv_model, pb::GetClvModelRequest, pb::GetClvModelResponse);
+    later!(get_member_value, pb::GetMemberValueRequest, pb::GetMemberValueResponse);
+    later!(
+        list_segment_values,
+        pb::ListSegmentValuesRequest,
+        pb::ListSegmentValuesResponse
+    );
+    later!(
+        list_members_at_risk,
+        pb::ListMembersAtRiskRequest,
+        pb::ListMembersAtRiskResponse
+    );
+    later!(
+        get_recommendations,
+        pb::GetRecommendationsRequest,
+        pb::GetRecommendationsResponse
+    );
+    later!(
+        get_recommendation_quality,
+        pb::GetRecommendationQualityRequest,
+        pb::GetRecommendationQualityResponse
+    );
+    later!(get_kpi, pb::GetKpiRequest, pb::GetKpiResponse);
+    later!(
+        get_cohort_retention,
+        pb::GetCohortRetentionRequest,
+        pb::GetCohortRetentionResponse
+    );
+
+    type ExportReportStream = CsvStream;
+
+    async fn export_report(
+        &self,
+        request: Request<pb::ExportReportRequest>,
+    ) -> Result<Response<Self::ExportReportStream>, Status> {
+        request_context(&request)?;
+        Err(Status::unimplemented("export_report is not built yet"))
+    }
+
+    later!(put_alert_rule, pb::PutAlertRuleRequest, pb::PutAlertRuleResponse);
+    later!(list_alert_rules, pb::ListAlertRulesRequest, pb::ListAlertRulesResponse);
+    later!(list_alerts, pb::ListAlertsRequest, pb::ListAlertsResponse);
+}

@@ -1,0 +1,135 @@
+//! The Laurel analytics service: its own fact tables fed by every other
+//! service's events, per-member metrics, RFM, customer lifetime value,
+//! lifecycle stages and churn early warning, recommendations, KPIs and
+//! alerts.
+//!
+//! The models are plain functions in `laurel-analytics-models`; this crate
+//! loads the facts, calls them and stores what they return.
+
+pub mod error;
+pub mod facts;
+mod grpc;
+pub mod metrics;
+pub mod settings;
+pub mod value;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use laurel_proto::analytics::v1::analytics_service_server::AnalyticsServiceServer;
+use laurel_runtime::{
+    api_key::Scope,
+    app::App,
+    auth::default_scope,
+    clock::SharedClock,
+    config::{ConfigError, RuntimeConfig, env_or},
+    db::Db,
+    idempotency::Idempotency,
+};
+use sqlx::migrate::Migrator;
+
+/// This service's migrations.
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The stream source of this service's events.
+pub const SOURCE: &str = "analytics";
+
+/// The analytics service's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Shared settings.
+    pub runtime: RuntimeConfig,
+    /// How often the background jobs look for work
+    /// (`LAUREL_ANALYTICS_JOB_INTERVAL_MS`, default 1000).
+    pub job_interval: Duration,
+}
+
+impl Config {
+    /// Reads the configuration from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            runtime: RuntimeConfig::from_env("analytics")?,
+            job_interval: Duration::from_millis(env_or(
+                "LAUREL_ANALYTICS_JOB_INTERVAL_MS",
+                1000u64,
+            )?),
+        })
+    }
+}
+
+/// The service's state, shared by the handlers, the consumer and the jobs.
+#[derive(Clone)]
+pub struct Analytics {
+    pub(crate) db: Db,
+    pub(crate) idempotency: Idempotency,
+    pub(crate) clock: SharedClock,
+    pub(crate) config: Config,
+    pub(crate) local_settings: settings::Local,
+}
+
+impl std::fmt::Debug for Analytics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analytics").finish_non_exhaustive()
+    }
+}
+
+impl Analytics {
+    /// The clock's time, in whole microseconds (what Postgres stores).
+    pub fn now(&self) -> DateTime<Utc> {
+        let now = self.clock.now();
+        DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+    }
+}
+
+/// Digest key of stored requests: analytics requests hold no secrets, so a
+/// fixed key only keeps digests comparable.
+const REQUEST_DIGEST_KEY: &[u8] = b"laurel-analytics-request-digest";
+
+/// Operators' calls need the admin scope; reports are read by BI tools.
+fn scopes(path: &str) -> Scope {
+    match path.rsplit('/').next().unwrap_or_default() {
+        "PutSettings" | "RecomputeRfm" | "FitClvModel" | "PutAlertRule" => Scope::Admin,
+        "ExportReport" => Scope::Read,
+        _ => default_scope(path),
+    }
+}
+
+/// Builds the analytics service on the shared runtime: bound to its port,
+/// ready to `run`.
+pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<App> {
+    let mut app = App::build(config.runtime.clone(), &MIGRATIONS).await?;
+    if let Some(clock) = clock {
+        app = app.with_clock(clock);
+    }
+    let analytics = Analytics {
+        db: app.db().clone(),
+        idempotency: app.idempotency(REQUEST_DIGEST_KEY),
+        clock: app.clock(),
+        config: config.clone(),
+        local_settings: settings::Local::default(),
+    };
+    Ok(app
+        .grpc(AnalyticsServiceServer::new(analytics.clone()))
+        .scopes(scopes)
+        .relay(None)
+        .consumer(
+            "analytics",
+            &["member", "points", "tier"],
+            facts::router(analytics),
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_calls_need_admin_and_reports_read() {
+        let path = |m: &str| format!("/laurel.analytics.v1.AnalyticsService/{m}");
+        assert_eq!(scopes(&path("PutSettings")), Scope::Admin);
+        assert_eq!(scopes(&path("FitClvModel")), Scope::Admin);
+        assert_eq!(scopes(&path("ExportReport")), Scope::Read);
+        assert_eq!(scopes(&path("GetMemberMetrics")), Scope::Read);
+        assert_eq!(scopes(&path("ListMembersAtRisk")), Scope::Read);
+    }
+}

@@ -1,0 +1,4 @@
+//! Every member's value and outlook: historical and predictive CLV,
+//! lifecycle stage (with `LifecycleChanged`) and churn risk.
+
+pub mod store;
