@@ -8,15 +8,15 @@
 //! one are not treated alike.
 //!
 //! Stages, from the checks in [`lifecycle_stage`] (defaults of
-//! [`LifecycleConfig`] in brackets):
+//! [`LifecycleConfig`] in parentheses):
 //!
 //! | stage    | rule                                                                                |
 //! |----------|-------------------------------------------------------------------------------------|
 //! | prospect | no purchase yet (a member who joined but never bought)                              |
-//! | new      | first purchase at most `new_window_days` [30] ago and at most `new_max_purchases` [2] purchases (one repeat) |
-//! | active   | recency <= `active_max_rhythms` [1.5] x rhythm and p_alive >= `active_min_p_alive` [0.5] |
-//! | at risk  | recency <= `at_risk_max_rhythms` [3] x rhythm and p_alive >= `at_risk_min_p_alive` [0.3] |
-//! | dormant  | recency <= `dormant_max_rhythms` [6] x rhythm and p_alive >= `dormant_min_p_alive` [0.1] |
+//! | new      | first purchase at most `new_window_days` (30) ago and at most `new_max_purchases` (2) purchases (one repeat) |
+//! | active   | recency <= `active_max_rhythms` (1.5) x rhythm and p_alive >= `active_min_p_alive` (0.5) |
+//! | at risk  | recency <= `at_risk_max_rhythms` (3) x rhythm and p_alive >= `at_risk_min_p_alive` (0.3) |
+//! | dormant  | recency <= `dormant_max_rhythms` (6) x rhythm and p_alive >= `dormant_min_p_alive` (0.1) |
 //! | churned  | otherwise: recency > 6 x rhythm or p_alive < 0.1                                    |
 //!
 //! Put differently, recency and p_alive each name a stage and the member
@@ -28,7 +28,7 @@
 //! Purchases are counted as distinct purchase days by default (the count
 //! BG/NBD uses); counting orders also works but several orders on one day
 //! then shrink the rhythm, which is why the rhythm has a floor
-//! (`min_rhythm_days` [7]).
+//! (`min_rhythm_days` (7)).
 
 pub mod churn;
 

@@ -197,3 +197,47 @@ fn no_lines_build_an_empty_model() {
     assert!(model.popular_items().is_empty());
     assert!(model.neighbours(0).is_empty());
 }
+
+#[test]
+fn the_neighbours_do_not_depend_on_the_number_of_threads() {
+    // 300 members over 200 items from a seeded LCG: enough items for
+    // several worker tasks of 64 items.
+    let mut state: u64 = 11;
+    let mut next = move |modulus: u64| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % modulus
+    };
+    let lines: Vec<OrderLine> = (0..3_000)
+        .map(|_| {
+            let member = next(300);
+            // Members lean towards one of four blocks of 50 items.
+            let item = if next(4) > 0 {
+                (member % 4) * 50 + next(50)
+            } else {
+                next(200)
+            };
+            line(u128::from(member), next(100) as i32, item as u32)
+        })
+        .collect();
+    let build = |threads| {
+        let config = CoPurchaseConfig {
+            threads,
+            neighbours_per_item: 5,
+            ..CoPurchaseConfig::default()
+        };
+        CoPurchaseModel::build(&lines, 200, &config).unwrap()
+    };
+    let one = build(1);
+    for threads in [0, 2, 3] {
+        let many = build(threads);
+        for item in 0..200 {
+            assert_eq!(one.neighbours(item), many.neighbours(item), "item {item}");
+        }
+        assert_eq!(one.popular_items(), many.popular_items());
+    }
+    // Not a vacuous comparison: most items have neighbours.
+    let listed: usize = (0..200).map(|item| one.neighbours(item).len()).sum();
+    assert!(listed > 500, "only {listed} neighbours");
+}

@@ -2,23 +2,23 @@
 //!
 //! Six signals, each turned into a component in `[0, 1]` (0 = no sign of
 //! churn, 1 = as strong as it gets; defaults of [`ChurnConfig`] in
-//! brackets):
+//! parentheses):
 //!
 //! | component           | formula                                                                           |
 //! |---------------------|-----------------------------------------------------------------------------------|
 //! | `p_alive_drop`      | relative fall of the BG/NBD p_alive: `(previous - current) / previous`            |
-//! | `overdue`           | recency in rhythms past due: `(recency / rhythm - onset [1]) / (full [4] - onset)` |
+//! | `overdue`           | recency in rhythms past due: `(recency / rhythm - onset (1)) / (full (4) - onset)` |
 //! | `frequency_decline` | orders in the recent window against the prior window of equal length: `(prior - recent) / prior` |
-//! | `refunds`           | the larger of refunds / orders and refunded / spent, over `full_refund_rate` [0.5] |
-//! | `negative_feedback` | negative ratings over `full_negative_ratings` [3]                                 |
-//! | `complaints`        | complaints over `full_complaints` [2]                                             |
+//! | `refunds`           | the larger of refunds / orders and refunded / spent, over `full_refund_rate` (0.5) |
+//! | `negative_feedback` | negative ratings over `full_negative_ratings` (3)                                 |
+//! | `complaints`        | complaints over `full_complaints` (2)                                             |
 //!
 //! each clamped to `[0, 1]` (a rise, a member ahead of their rhythm, more
 //! recent orders than before all count 0; a signal without data, such as a
 //! missing p_alive or an empty prior window, also counts 0). The score is
 //! the weighted mean, `round(100 * sum(w_i * c_i) / sum(w_i))` with halves
-//! rounded up. Weights are whole numbers; the defaults [25, 25, 20, 10, 10,
-//! 10] in the table's order sum to 100, so each is the most points its
+//! rounded up. Weights are whole numbers; the defaults (25, 25, 20, 10,
+//! 10, 10 in the table's order) sum to 100, so each is the most points its
 //! component can add: behaviour (p_alive, recency, frequency) carries 70
 //! points, the service signals (refunds, feedback, complaints) 30. Dividing
 //! by the sum keeps the score on 0..=100 whatever weights are configured.

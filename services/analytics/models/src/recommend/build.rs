@@ -1,6 +1,7 @@
 //! Building the item neighbours from all members' order lines.
 
 use std::cmp::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 /// Why a recommendation computation refused its input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +26,12 @@ pub enum RecommendError {
     #[error("more than {max} distinct members")]
     TooManyMembers {
         /// Largest number of members accepted.
+        max: usize,
+    },
+    /// More order lines than `u32` positions can address.
+    #[error("more than {max} distinct (member, item) pairs")]
+    TooManyLines {
+        /// Largest number accepted.
         max: usize,
     },
     /// A configuration that cannot work.
@@ -64,6 +71,10 @@ pub struct CoPurchaseConfig {
     /// Most recent distinct items per member that enter pair counting (M),
     /// at least 1.
     pub max_items_per_member: usize,
+    /// Worker threads for the neighbour computation; 0 = one per available
+    /// core (`std::thread::available_parallelism`). The result is the same
+    /// for any number.
+    pub threads: usize,
 }
 
 impl Default for CoPurchaseConfig {
@@ -72,6 +83,7 @@ impl Default for CoPurchaseConfig {
             neighbours_per_item: 20,
             min_support: 2,
             max_items_per_member: 50,
+            threads: 0,
         }
     }
 }
@@ -90,6 +102,13 @@ impl CoPurchaseConfig {
             return invalid("max_items_per_member must be at least 1");
         }
         Ok(())
+    }
+
+    fn worker_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            threads => threads,
+        }
     }
 }
 
@@ -145,10 +164,12 @@ impl CoPurchaseModel {
     ///   item index.
     /// - Popularity counts the distinct buyers of each item over all lines.
     ///
-    /// Cost: a sort of the lines, then for each item a pass over its
-    /// buyers' item lists into one dense counter of the catalogue's size:
-    /// O(L log L + sum over members of min(d, M)^2) time, O(L + items)
-    /// memory, no items x items matrix.
+    /// Cost: a sort of the lines (nearly free when they come ordered by
+    /// member, as from an `ORDER BY`), then for each item a pass over its
+    /// buyers' item lists into one dense counter of the catalogue's size,
+    /// items shared among `threads` workers: O(L log L + sum over members
+    /// of min(d, M)^2) time, O(L + items) memory per worker, no items x
+    /// items matrix.
     pub fn build(
         lines: &[OrderLine],
         item_count: u32,
@@ -164,7 +185,7 @@ impl CoPurchaseModel {
         let items = item_count as usize;
         let (members, buyers) = group_by_member(lines, items, config.max_items_per_member)?;
         let popular_items = rank_by_buyers(&buyers);
-        let (neighbour_offsets, neighbours) = nearest_neighbours(&members, items, config);
+        let (neighbour_offsets, neighbours) = nearest_neighbours(&members, items, config)?;
         Ok(Self {
             config: *config,
             item_count,
@@ -280,75 +301,150 @@ fn by_similarity(a: &Neighbour, b: &Neighbour) -> Ordering {
         .then(a.item.cmp(&b.item))
 }
 
+/// Items handed to a worker at a time: small enough to balance popular
+/// (expensive) and rare items across workers.
+const ITEMS_PER_TASK: usize = 64;
+
 /// For each item, counts co-buyers of every other item in a dense counter
 /// (the transposed incidence gives each item's buyers), then keeps the K
-/// most similar pairs with enough support.
+/// most similar pairs with enough support. Items are independent, so they
+/// are shared among `threads` workers; the result does not depend on the
+/// number of workers.
 fn nearest_neighbours(
     members: &MemberItems,
     items: usize,
     config: &CoPurchaseConfig,
-) -> (Vec<usize>, Vec<Neighbour>) {
-    // Item -> members who hold it among their recent items (counting sort).
-    let mut holders = vec![0usize; items + 1];
-    for &item in &members.items {
-        holders[item as usize + 1] += 1;
-    }
-    for item in 0..items {
-        holders[item + 1] += holders[item];
-    }
-    let holder_offsets = holders.clone();
-    let mut fill = holders;
-    let mut item_members = vec![0u32; members.items.len()];
-    for member in 0..members.offsets.len() - 1 {
-        for &item in &members.items[members.offsets[member]..members.offsets[member + 1]] {
-            let slot = &mut fill[item as usize];
-            // member < offsets.len() <= u32::MAX, checked while grouping.
-            item_members[*slot] = member as u32;
-            *slot += 1;
+) -> Result<(Vec<usize>, Vec<Neighbour>), RecommendError> {
+    let holders = Holders::new(members, items)?;
+    let tasks = items.div_ceil(ITEMS_PER_TASK);
+    let workers = config.worker_threads().min(tasks.max(1));
+    let next_task = AtomicUsize::new(0);
+    let work = || {
+        let mut co_buyers = vec![0u32; items];
+        let mut done: Vec<(usize, Vec<Vec<Neighbour>>)> = Vec::new();
+        loop {
+            let task = next_task.fetch_add(1, AtomicOrdering::Relaxed);
+            if task >= tasks {
+                return done;
+            }
+            let first = task * ITEMS_PER_TASK;
+            let last = (first + ITEMS_PER_TASK).min(items);
+            let lists = (first..last)
+                .map(|item| item_neighbours(item, members, &holders, &mut co_buyers, config))
+                .collect();
+            done.push((task, lists));
         }
-    }
-    let holder_count = |item: usize| holder_offsets[item + 1] - holder_offsets[item];
+    };
+    let mut done: Vec<(usize, Vec<Vec<Neighbour>>)> = if workers <= 1 {
+        work()
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(work)).collect();
+            handles
+                .into_iter()
+                .flat_map(|handle| match handle.join() {
+                    Ok(done) => done,
+                    // The work has no panicking path on valid input; if a
+                    // worker panicked anyway, rethrow it here.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        })
+    };
+    done.sort_unstable_by_key(|&(task, _)| task);
 
-    let mut co_buyers = vec![0u32; items];
-    let mut touched: Vec<u32> = Vec::new();
-    let mut candidates: Vec<Neighbour> = Vec::new();
     let mut offsets = Vec::with_capacity(items + 1);
     offsets.push(0);
     let mut neighbours = Vec::new();
-    for item in 0..items {
-        for &member in &item_members[holder_offsets[item]..holder_offsets[item + 1]] {
-            let member = member as usize;
-            for &other in &members.items[members.offsets[member]..members.offsets[member + 1]] {
-                let count = &mut co_buyers[other as usize];
-                if *count == 0 {
-                    touched.push(other);
-                }
-                *count += 1;
-            }
-        }
-        let own = holder_count(item) as f64;
-        for &other in &touched {
-            let support = std::mem::take(&mut co_buyers[other as usize]);
-            if other as usize == item || support < config.min_support {
-                continue;
-            }
-            let similarity =
-                f64::from(support) / (own * holder_count(other as usize) as f64).sqrt();
-            candidates.push(Neighbour {
-                item: other,
-                similarity,
-                support,
-            });
-        }
-        touched.clear();
-        let keep = config.neighbours_per_item;
-        if candidates.len() > keep {
-            candidates.select_nth_unstable_by(keep - 1, by_similarity);
-            candidates.truncate(keep);
-        }
-        candidates.sort_unstable_by(by_similarity);
-        neighbours.append(&mut candidates);
+    for list in done.into_iter().flat_map(|(_, lists)| lists) {
+        neighbours.extend(list);
         offsets.push(neighbours.len());
     }
-    (offsets, neighbours)
+    Ok((offsets, neighbours))
+}
+
+/// The transposed incidence: for each item, the item lists of the members
+/// who hold it, as `(start, end)` ranges into `MemberItems::items` (the
+/// range itself rather than the member index saves a lookup per visit).
+struct Holders {
+    /// Holders of item `i` are `ranges[offsets[i]..offsets[i + 1]]`.
+    offsets: Vec<usize>,
+    ranges: Vec<(u32, u32)>,
+}
+
+impl Holders {
+    fn new(members: &MemberItems, items: usize) -> Result<Self, RecommendError> {
+        let total = members.items.len();
+        if u32::try_from(total).is_err() {
+            return Err(RecommendError::TooManyLines {
+                max: u32::MAX as usize,
+            });
+        }
+        let mut offsets = vec![0usize; items + 1];
+        for &item in &members.items {
+            offsets[item as usize + 1] += 1;
+        }
+        for item in 0..items {
+            offsets[item + 1] += offsets[item];
+        }
+        let mut fill = offsets.clone();
+        let mut ranges = vec![(0u32, 0u32); total];
+        for bounds in members.offsets.windows(2) {
+            // Both bounds are at most `total`, checked above to fit a u32.
+            let range = (bounds[0] as u32, bounds[1] as u32);
+            for &item in &members.items[bounds[0]..bounds[1]] {
+                let slot = &mut fill[item as usize];
+                ranges[*slot] = range;
+                *slot += 1;
+            }
+        }
+        Ok(Self { offsets, ranges })
+    }
+
+    fn of(&self, item: usize) -> &[(u32, u32)] {
+        &self.ranges[self.offsets[item]..self.offsets[item + 1]]
+    }
+
+    fn count(&self, item: usize) -> usize {
+        self.offsets[item + 1] - self.offsets[item]
+    }
+}
+
+/// The K nearest neighbours of one item; `co_buyers` is all zeros on entry
+/// and on return.
+fn item_neighbours(
+    item: usize,
+    members: &MemberItems,
+    holders: &Holders,
+    co_buyers: &mut [u32],
+    config: &CoPurchaseConfig,
+) -> Vec<Neighbour> {
+    for &(start, end) in holders.of(item) {
+        for &other in &members.items[start as usize..end as usize] {
+            co_buyers[other as usize] += 1;
+        }
+    }
+    // A dense scan of the counters, resetting them on the way, costs less
+    // than tracking which ones were touched (a branch per increment).
+    let own = holders.count(item) as f64;
+    let mut candidates = Vec::new();
+    for (other, count) in (0u32..).zip(co_buyers.iter_mut()) {
+        let support = std::mem::take(count);
+        if support < config.min_support || other as usize == item {
+            continue;
+        }
+        let similarity = f64::from(support) / (own * holders.count(other as usize) as f64).sqrt();
+        candidates.push(Neighbour {
+            item: other,
+            similarity,
+            support,
+        });
+    }
+    let keep = config.neighbours_per_item;
+    if candidates.len() > keep {
+        candidates.select_nth_unstable_by(keep - 1, by_similarity);
+        candidates.truncate(keep);
+    }
+    candidates.sort_unstable_by(by_similarity);
+    candidates
 }
