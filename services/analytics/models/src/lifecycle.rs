@@ -62,6 +62,14 @@ pub enum LifecycleError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// One member of a batch was refused.
+    #[error("member at index {index}: {error}")]
+    MemberRejected {
+        /// Position of the member in the batch.
+        index: usize,
+        /// Why it was refused.
+        error: Box<LifecycleError>,
+    },
 }
 
 /// A member's lifecycle stage, from best to worst once they have bought.
@@ -387,19 +395,24 @@ pub fn lifecycle_stage(
     }
 }
 
-/// Stages of many members as of one day, in input order; the first
-/// invalid member stops the computation (its index is returned with the
-/// error).
+/// Stages of many members as of one day, in input order. The first
+/// invalid member stops the computation with
+/// [`LifecycleError::MemberRejected`], which says which one.
 pub fn lifecycle_stages(
     members: &[LifecycleInput],
     as_of: i32,
     config: &LifecycleConfig,
-) -> Result<Vec<LifecycleAssessment>, (usize, LifecycleError)> {
-    config.validate().map_err(|error| (0, error))?;
+) -> Result<Vec<LifecycleAssessment>, LifecycleError> {
+    config.validate()?;
     members
         .iter()
         .enumerate()
-        .map(|(index, member)| lifecycle_stage(member, as_of, config).map_err(|e| (index, e)))
+        .map(|(index, member)| {
+            lifecycle_stage(member, as_of, config).map_err(|error| LifecycleError::MemberRejected {
+                index,
+                error: Box::new(error),
+            })
+        })
         .collect()
 }
 

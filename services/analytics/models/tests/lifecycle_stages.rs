@@ -225,13 +225,21 @@ fn inconsistent_or_future_purchases_are_refused() {
             Err(LifecycleError::InvalidProbability { .. })
         ));
     }
-    let errors = lifecycle_stages(
+    let error = lifecycle_stages(
         &[every_ten_days(None), every_ten_days(Some(2.0))],
         100,
         &config,
     )
     .unwrap_err();
-    assert_eq!(errors.0, 1);
+    assert_eq!(
+        error,
+        LifecycleError::MemberRejected {
+            index: 1,
+            error: Box::new(LifecycleError::InvalidProbability { p_alive: 2.0 })
+        }
+    );
+    let stages = lifecycle_stages(&[every_ten_days(None)], 131, &config).unwrap();
+    assert_eq!(stages[0].stage, LifecycleStage::Dormant);
 }
 
 #[test]
