@@ -1,0 +1,481 @@
+//! The BG/NBD model of Fader, Hardie and Lee (2005), "Counting Your
+//! Customers the Easy Way: An Alternative to the Pareto/NBD Model",
+//! Marketing Science 24(2).
+//!
+//! While alive, a customer buys as a Poisson process with rate
+//! λ ~ Gamma(r, α); after each purchase they drop out with probability
+//! p ~ Beta(a, b). Time is in weeks.
+
+use statrs::function::gamma::{digamma, ln_gamma};
+
+use super::ClvError;
+use super::hyp2f1::hyp2f1;
+use super::optimize::{SmoothObjective, minimize};
+use super::summary::WeightedTriple;
+
+/// BG/NBD parameters: purchase rate λ ~ Gamma(shape r, rate α) per week,
+/// dropout probability after a purchase p ~ Beta(a, b).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BgNbdParams {
+    /// r: shape of the purchase-rate distribution.
+    pub r: f64,
+    /// α: rate (inverse scale, in weeks) of the purchase-rate distribution.
+    pub alpha: f64,
+    /// a: first shape of the dropout-probability distribution.
+    pub a: f64,
+    /// b: second shape of the dropout-probability distribution.
+    pub b: f64,
+}
+
+/// A fitted BG/NBD model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BgNbdFit {
+    /// The maximum-likelihood parameters.
+    pub params: BgNbdParams,
+    /// The weighted log-likelihood at the parameters (sum over customers).
+    pub log_likelihood: f64,
+    /// Customers the fit covered (sum of the counts).
+    pub customers: u64,
+    /// L-BFGS iterations taken.
+    pub iterations: u64,
+}
+
+/// Fits BG/NBD by maximum likelihood over compressed histories.
+///
+/// Optimises ln r, ln α, ln a, ln b with L-BFGS and the analytic gradient,
+/// from r = a = b = 1 and α = the mean age in weeks. Rows with a count of 0
+/// are ignored. Fails on an empty population, on one where nobody made a
+/// repeat purchase (the dropout process is then not identified), and when
+/// the optimiser does not converge.
+pub fn fit_bg_nbd(triples: &[WeightedTriple]) -> Result<BgNbdFit, ClvError> {
+    let data = FitData::new(triples)?;
+    let start = vec![0.0, data.mean_age_weeks.max(1.0).ln(), 0.0, 0.0];
+    let customers = data.customers;
+    let minimum = minimize(data, start)?;
+    let params = BgNbdParams::from_log(&minimum.theta);
+    params.check()?;
+    Ok(BgNbdFit {
+        params,
+        log_likelihood: -minimum.value * customers as f64,
+        customers,
+        iterations: minimum.iterations,
+    })
+}
+
+impl BgNbdParams {
+    fn from_log(theta: &[f64]) -> Self {
+        Self {
+            r: theta[0].exp(),
+            alpha: theta[1].exp(),
+            a: theta[2].exp(),
+            b: theta[3].exp(),
+        }
+    }
+
+    fn check(&self) -> Result<(), ClvError> {
+        if [self.r, self.alpha, self.a, self.b]
+            .iter()
+            .all(|v| v.is_finite() && *v > 0.0)
+        {
+            Ok(())
+        } else {
+            Err(ClvError::InvalidParameters(
+                "BG/NBD parameters must be finite and positive",
+            ))
+        }
+    }
+
+    /// Log-likelihood of one customer with history (x, t_x, T) in weeks,
+    /// equation (6) of the paper:
+    /// L = B(a, b+x)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+T)^(r+x))
+    ///   + [x > 0] B(a+1, b+x-1)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+t_x)^(r+x)).
+    pub fn customer_log_likelihood(
+        &self,
+        frequency: u32,
+        recency_weeks: f64,
+        age_weeks: f64,
+    ) -> Result<f64, ClvError> {
+        self.check()?;
+        check_history(recency_weeks, age_weeks)?;
+        let terms = FrequencyTerms::new(self, frequency);
+        finite(terms.log_likelihood(self, recency_weeks, age_weeks))
+    }
+
+    /// Sum of the customers' log-likelihoods over compressed histories, each
+    /// row counted `count` times.
+    pub fn log_likelihood(&self, triples: &[WeightedTriple]) -> Result<f64, ClvError> {
+        self.check()?;
+        let mut total = 0.0;
+        for triple in triples {
+            let terms = FrequencyTerms::new(self, triple.frequency);
+            let one = terms.log_likelihood(self, triple.recency_weeks(), triple.age_weeks());
+            total += triple.count as f64 * one;
+        }
+        finite(total)
+    }
+
+    /// P(alive | x, t_x, T), equation (13) of the paper:
+    /// 1 / (1 + [x > 0] a/(b+x-1) · ((α+T)/(α+t_x))^(r+x)).
+    /// A customer with no repeat purchase is alive with probability 1.
+    pub fn probability_alive(
+        &self,
+        frequency: u32,
+        recency_weeks: f64,
+        age_weeks: f64,
+    ) -> Result<f64, ClvError> {
+        self.check()?;
+        check_history(recency_weeks, age_weeks)?;
+        if frequency == 0 {
+            return Ok(1.0);
+        }
+        let x = f64::from(frequency);
+        let log_odds_dead = self.a.ln() - (self.b + x - 1.0).ln()
+            + (self.r + x) * ((self.alpha + age_weeks).ln() - (self.alpha + recency_weeks).ln());
+        finite(1.0 / (1.0 + log_odds_dead.exp()))
+    }
+
+    /// E[Y(t) | x, t_x, T]: expected purchases in the next `horizon_weeks`
+    /// of a customer with history (x, t_x, T), equation (10) of the paper:
+    ///
+    /// (a+b+x-1)/(a-1) · [1 - ((α+T)/(α+T+t))^(r+x) · 2F1(r+x, b+x; a+b+x-1; z)]
+    /// / [1 + [x > 0] a/(b+x-1) · ((α+T)/(α+t_x))^(r+x)],  z = t/(α+T+t).
+    ///
+    /// Computed with Euler's transformation 2F1(A, B; C; z) =
+    /// (1-z)^(C-A-B) 2F1(C-A, C-B; C; z), under which the bracket becomes
+    /// 1 - (1-z)^(a-1) · 2F1(a+b-1-r, a-1; a+b+x-1; z): no power overflows
+    /// for large x and the series converges fast. Undefined at a = 1
+    /// exactly (the paper's formula divides by a - 1).
+    pub fn conditional_expected_purchases(
+        &self,
+        horizon_weeks: f64,
+        frequency: u32,
+        recency_weeks: f64,
+        age_weeks: f64,
+    ) -> Result<f64, ClvError> {
+        self.check()?;
+        check_history(recency_weeks, age_weeks)?;
+        check_horizon(horizon_weeks)?;
+        let x = f64::from(frequency);
+        let bracket = self.expectation_bracket(horizon_weeks, x, age_weeks)?;
+        let Self { r, alpha, a, b } = *self;
+        let denominator = if frequency == 0 {
+            1.0
+        } else {
+            1.0 + (a.ln() - (b + x - 1.0).ln()
+                + (r + x) * ((alpha + age_weeks).ln() - (alpha + recency_weeks).ln()))
+            .exp()
+        };
+        finite((a + b + x - 1.0) / (a - 1.0) * bracket / denominator)
+    }
+
+    /// E[X(t)]: expected purchases of a newly acquired customer in their
+    /// first `horizon_weeks`, equation (9) of the paper:
+    /// (a+b-1)/(a-1) · [1 - (α/(α+t))^r · 2F1(r, b; a+b-1; t/(α+t))].
+    pub fn expected_purchases(&self, horizon_weeks: f64) -> Result<f64, ClvError> {
+        self.check()?;
+        check_horizon(horizon_weeks)?;
+        let bracket = self.expectation_bracket(horizon_weeks, 0.0, 0.0)?;
+        finite((self.a + self.b - 1.0) / (self.a - 1.0) * bracket)
+    }
+
+    /// 1 - ((α+T)/(α+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(α+T+t)),
+    /// through Euler's transformation (see `conditional_expected_purchases`).
+    fn expectation_bracket(&self, t: f64, x: f64, age_weeks: f64) -> Result<f64, ClvError> {
+        let Self { r, alpha, a, b } = *self;
+        let z = t / (alpha + age_weeks + t);
+        let one_minus_z = (alpha + age_weeks) / (alpha + age_weeks + t);
+        let series = hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)?;
+        Ok(1.0 - one_minus_z.powf(a - 1.0) * series)
+    }
+}
+
+fn check_history(recency_weeks: f64, age_weeks: f64) -> Result<(), ClvError> {
+    if recency_weeks.is_finite()
+        && age_weeks.is_finite()
+        && 0.0 <= recency_weeks
+        && recency_weeks <= age_weeks
+    {
+        Ok(())
+    } else {
+        Err(ClvError::InvalidArgument(
+            "need 0 <= recency <= age, both finite",
+        ))
+    }
+}
+
+fn check_horizon(horizon_weeks: f64) -> Result<(), ClvError> {
+    if horizon_weeks.is_finite() && horizon_weeks >= 0.0 {
+        Ok(())
+    } else {
+        Err(ClvError::InvalidArgument(
+            "horizon must be finite and not negative",
+        ))
+    }
+}
+
+fn finite(value: f64) -> Result<f64, ClvError> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(ClvError::NumericalFailure("BG/NBD quantity is not finite"))
+    }
+}
+
+/// ln(e^u + e^v) without overflow.
+fn log_add_exp(u: f64, v: f64) -> f64 {
+    let (high, low) = if u >= v { (u, v) } else { (v, u) };
+    high + (low - high).exp().ln_1p()
+}
+
+/// The parts of a customer's log-likelihood that depend on x only (and on
+/// the parameters), with their derivatives: computed once per distinct x.
+struct FrequencyTerms {
+    x: f64,
+    /// ln Γ(r+x) - ln Γ(r) + r ln α + ln B(a, b+x) - ln B(a, b)
+    shared: f64,
+    /// ln a - ln(b+x-1), the log ratio B(a+1, b+x-1)/B(a, b+x); None at x = 0.
+    dropout_log_ratio: Option<f64>,
+    d_shared_dr: f64,
+    d_shared_da: f64,
+    d_shared_db: f64,
+}
+
+impl FrequencyTerms {
+    fn new(params: &BgNbdParams, frequency: u32) -> Self {
+        let BgNbdParams { r, alpha, a, b } = *params;
+        let x = f64::from(frequency);
+        let shared =
+            ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln() + ln_gamma(a + b) + ln_gamma(b + x)
+                - ln_gamma(b)
+                - ln_gamma(a + b + x);
+        let dropout_log_ratio = (frequency > 0).then(|| a.ln() - (b + x - 1.0).ln());
+        Self {
+            x,
+            shared,
+            dropout_log_ratio,
+            d_shared_dr: digamma(r + x) - digamma(r) + alpha.ln(),
+            d_shared_da: digamma(a + b) - digamma(a + b + x),
+            d_shared_db: digamma(a + b) + digamma(b + x) - digamma(b) - digamma(a + b + x),
+        }
+    }
+
+    fn log_likelihood(&self, params: &BgNbdParams, recency_weeks: f64, age_weeks: f64) -> f64 {
+        let rx = params.r + self.x;
+        let still_alive = -rx * (params.alpha + age_weeks).ln();
+        match self.dropout_log_ratio {
+            None => self.shared + still_alive,
+            Some(ratio) => {
+                let dropped_after_last = ratio - rx * (params.alpha + recency_weeks).ln();
+                self.shared + log_add_exp(still_alive, dropped_after_last)
+            }
+        }
+    }
+}
+
+/// The fit's data: histories grouped by x, with weights as f64.
+struct FitData {
+    /// Distinct x values.
+    frequencies: Vec<u32>,
+    /// Customers per distinct x, as f64.
+    frequency_weights: Vec<f64>,
+    /// Per row: index into `frequencies`, t_x and T in weeks, weight.
+    rows: Vec<(usize, f64, f64, f64)>,
+    customers: u64,
+    mean_age_weeks: f64,
+}
+
+impl FitData {
+    fn new(triples: &[WeightedTriple]) -> Result<Self, ClvError> {
+        let mut frequencies: Vec<u32> = triples
+            .iter()
+            .filter(|t| t.count > 0)
+            .map(|t| t.frequency)
+            .collect();
+        frequencies.sort_unstable();
+        frequencies.dedup();
+        let mut frequency_weights = vec![0.0; frequencies.len()];
+        let mut rows = Vec::with_capacity(triples.len());
+        let mut customers: u64 = 0;
+        let mut repeaters: u64 = 0;
+        let mut age_sum = 0.0;
+        for triple in triples.iter().filter(|t| t.count > 0) {
+            if triple.recency_days > triple.age_days {
+                return Err(ClvError::InvalidArgument(
+                    "recency after the calibration end",
+                ));
+            }
+            let group = frequencies.partition_point(|f| *f < triple.frequency);
+            let weight = triple.count as f64;
+            frequency_weights[group] += weight;
+            rows.push((group, triple.recency_weeks(), triple.age_weeks(), weight));
+            customers = customers
+                .checked_add(triple.count)
+                .ok_or(ClvError::Overflow)?;
+            if triple.frequency > 0 {
+                repeaters = repeaters
+                    .checked_add(triple.count)
+                    .ok_or(ClvError::Overflow)?;
+            }
+            age_sum += weight * triple.age_weeks();
+        }
+        if customers == 0 {
+            return Err(ClvError::EmptyPopulation);
+        }
+        if repeaters == 0 {
+            return Err(ClvError::NoRepeatPurchases);
+        }
+        Ok(Self {
+            frequencies,
+            frequency_weights,
+            rows,
+            customers,
+            mean_age_weeks: age_sum / customers as f64,
+        })
+    }
+}
+
+impl SmoothObjective for FitData {
+    /// Minus the mean log-likelihood per customer, and its gradient in
+    /// (ln r, ln α, ln a, ln b).
+    fn value_and_gradient(&self, theta: &[f64], gradient: &mut [f64]) -> Option<f64> {
+        let params = BgNbdParams::from_log(theta);
+        params.check().ok()?;
+        let BgNbdParams { r, alpha, a, b } = params;
+        let terms: Vec<FrequencyTerms> = self
+            .frequencies
+            .iter()
+            .map(|f| FrequencyTerms::new(&params, *f))
+            .collect();
+
+        let (mut ll, mut d_r, mut d_alpha, mut d_a, mut d_b) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (term, weight) in terms.iter().zip(&self.frequency_weights) {
+            ll += weight * term.shared;
+            d_r += weight * term.d_shared_dr;
+            d_alpha += weight * r / alpha;
+            d_a += weight * term.d_shared_da;
+            d_b += weight * term.d_shared_db;
+        }
+        for &(group, recency, age, weight) in &self.rows {
+            let term = &terms[group];
+            let rx = r + term.x;
+            let log_alpha_age = (alpha + age).ln();
+            let still_alive = -rx * log_alpha_age;
+            match term.dropout_log_ratio {
+                None => {
+                    ll += weight * still_alive;
+                    d_r -= weight * log_alpha_age;
+                    d_alpha -= weight * rx / (alpha + age);
+                }
+                Some(ratio) => {
+                    let log_alpha_recency = (alpha + recency).ln();
+                    let dropped = ratio - rx * log_alpha_recency;
+                    let both = log_add_exp(still_alive, dropped);
+                    // Shares of the two likelihood terms in their sum.
+                    let share_dropped = (dropped - both).exp();
+                    let share_alive = (still_alive - both).exp();
+                    ll += weight * both;
+                    d_r -=
+                        weight * (share_alive * log_alpha_age + share_dropped * log_alpha_recency);
+                    d_alpha -= weight
+                        * rx
+                        * (share_alive / (alpha + age) + share_dropped / (alpha + recency));
+                    d_a += weight * share_dropped / a;
+                    d_b -= weight * share_dropped / (b + term.x - 1.0);
+                }
+            }
+        }
+        // Chain rule to log parameters, sign for minimisation, per customer.
+        let scale = -1.0 / self.customers as f64;
+        gradient[0] = scale * d_r * r;
+        gradient[1] = scale * d_alpha * alpha;
+        gradient[2] = scale * d_a * a;
+        gradient[3] = scale * d_b * b;
+        Some(scale * ll)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn triples() -> Vec<WeightedTriple> {
+        [
+            (0, 0, 200, 3),
+            (1, 70, 210, 2),
+            (4, 150, 260, 1),
+            (2, 14, 100, 5),
+            (7, 250, 270, 1),
+        ]
+        .into_iter()
+        .map(
+            |(frequency, recency_days, age_days, count)| WeightedTriple {
+                frequency,
+                recency_days,
+                age_days,
+                count,
+            },
+        )
+        .collect()
+    }
+
+    #[test]
+    fn analytic_gradient_matches_finite_differences() {
+        let data = FitData::new(&triples()).unwrap();
+        let theta = [(-0.7_f64), 1.2, 0.3, -0.2];
+        let mut gradient = [0.0; 4];
+        data.value_and_gradient(&theta, &mut gradient).unwrap();
+        for i in 0..4 {
+            let h = 1e-6;
+            let (mut up, mut down) = (theta, theta);
+            up[i] += h;
+            down[i] -= h;
+            let mut scratch = [0.0; 4];
+            let numeric = (data.value_and_gradient(&up, &mut scratch).unwrap()
+                - data.value_and_gradient(&down, &mut scratch).unwrap())
+                / (2.0 * h);
+            assert!(
+                (numeric - gradient[i]).abs() < 1e-7,
+                "d{i}: {numeric} vs {}",
+                gradient[i]
+            );
+        }
+    }
+
+    #[test]
+    fn objective_is_minus_the_mean_log_likelihood() {
+        let rows = triples();
+        let data = FitData::new(&rows).unwrap();
+        let theta = [0.1, 1.0, -0.3, 0.4];
+        let mut gradient = [0.0; 4];
+        let value = data.value_and_gradient(&theta, &mut gradient).unwrap();
+        let ll = BgNbdParams::from_log(&theta).log_likelihood(&rows).unwrap();
+        assert!((value + ll / 12.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn euler_form_equals_the_papers_form() {
+        let params = BgNbdParams {
+            r: 0.243,
+            alpha: 4.414,
+            a: 0.793,
+            b: 2.426,
+        };
+        for (t, x, age) in [
+            (39.0, 2.0, 38.86),
+            (52.0, 0.0, 30.0),
+            (10.0, 9.0, 20.0),
+            (200.0, 4.0, 35.0),
+        ] {
+            let BgNbdParams { r, alpha, a, b } = params;
+            let z = t / (alpha + age + t);
+            let papers = 1.0
+                - ((alpha + age) / (alpha + age + t)).powf(r + x)
+                    * hyp2f1(r + x, b + x, a + b + x - 1.0, z).unwrap();
+            let euler = params.expectation_bracket(t, x, age).unwrap();
+            assert!(
+                (papers - euler).abs() < 1e-12 * papers.abs(),
+                "{papers} vs {euler}"
+            );
+        }
+    }
+}

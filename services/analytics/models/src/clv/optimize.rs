@@ -1,0 +1,133 @@
+//! Minimising a smooth objective with argmin's L-BFGS and a More-Thuente
+//! line search, the way both CLV fits use it.
+//!
+//! argmin asks for the cost and the gradient at a point in two calls; the
+//! objectives compute both in one pass, so the last evaluation is cached.
+
+use std::cell::RefCell;
+
+use argmin::core::{
+    CostFunction, Error as ArgminError, Executor, Gradient, State, TerminationReason,
+};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
+
+use super::ClvError;
+
+/// An objective that computes its value and gradient together.
+pub(crate) trait SmoothObjective {
+    /// The value at `theta`, with the gradient written into `gradient`.
+    /// Returns `None` where the objective is not finite.
+    fn value_and_gradient(&self, theta: &[f64], gradient: &mut [f64]) -> Option<f64>;
+}
+
+/// The result of a minimisation.
+pub(crate) struct Minimum {
+    /// The minimising point.
+    pub theta: Vec<f64>,
+    /// The objective there.
+    pub value: f64,
+    /// L-BFGS iterations taken.
+    pub iterations: u64,
+}
+
+/// Iterations after which the fit is declared not converged.
+const MAX_ITERATIONS: u64 = 1_000;
+/// Gradient norm at which L-BFGS stops.
+const GRADIENT_TOLERANCE: f64 = 1e-10;
+/// Change of the objective between iterations at which L-BFGS stops.
+const COST_TOLERANCE: f64 = 1e-15;
+/// Pairs of vectors L-BFGS keeps.
+const HISTORY: usize = 8;
+
+/// Minimises `objective` from `start`.
+pub(crate) fn minimize<O: SmoothObjective>(
+    objective: O,
+    start: Vec<f64>,
+) -> Result<Minimum, ClvError> {
+    let problem = Cached {
+        objective,
+        last: RefCell::new(None),
+    };
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), HISTORY)
+        .with_tolerance_grad(GRADIENT_TOLERANCE)
+        .and_then(|solver| solver.with_tolerance_cost(COST_TOLERANCE))
+        .map_err(fit_failed)?;
+    let result = Executor::new(problem, solver)
+        .configure(|state| state.param(start).max_iters(MAX_ITERATIONS))
+        .timer(false)
+        .run()
+        .map_err(fit_failed)?;
+    let state = result.state();
+    let converged = matches!(
+        state.get_termination_reason(),
+        Some(TerminationReason::SolverConverged)
+    );
+    if !converged {
+        return Err(ClvError::FitFailed(format!(
+            "optimiser stopped without converging: {:?}",
+            state.get_termination_reason()
+        )));
+    }
+    let theta = state
+        .get_best_param()
+        .cloned()
+        .ok_or_else(|| ClvError::FitFailed("optimiser returned no parameters".to_owned()))?;
+    let value = state.get_best_cost();
+    if !value.is_finite() || theta.iter().any(|t| !t.is_finite()) {
+        return Err(ClvError::FitFailed("optimum is not finite".to_owned()));
+    }
+    Ok(Minimum {
+        theta,
+        value,
+        iterations: state.get_iter(),
+    })
+}
+
+fn fit_failed(error: ArgminError) -> ClvError {
+    ClvError::FitFailed(error.to_string())
+}
+
+/// Cached value and gradient at the last point evaluated.
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
+
+struct Cached<O> {
+    objective: O,
+    last: RefCell<Option<Evaluation>>,
+}
+
+impl<O: SmoothObjective> Cached<O> {
+    fn evaluate(&self, theta: &[f64]) -> Result<(f64, Vec<f64>), ArgminError> {
+        if let Some((at, value, gradient)) = self.last.borrow().as_ref()
+            && at.as_slice() == theta
+        {
+            return Ok((*value, gradient.clone()));
+        }
+        let mut gradient = vec![0.0; theta.len()];
+        let value = self
+            .objective
+            .value_and_gradient(theta, &mut gradient)
+            .filter(|value| value.is_finite() && gradient.iter().all(|g| g.is_finite()))
+            .ok_or_else(|| ArgminError::msg("objective is not finite"))?;
+        *self.last.borrow_mut() = Some((theta.to_vec(), value, gradient.clone()));
+        Ok((value, gradient))
+    }
+}
+
+impl<O: SmoothObjective> CostFunction for Cached<O> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, theta: &Self::Param) -> Result<Self::Output, ArgminError> {
+        self.evaluate(theta).map(|(value, _)| value)
+    }
+}
+
+impl<O: SmoothObjective> Gradient for Cached<O> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+
+    fn gradient(&self, theta: &Self::Param) -> Result<Self::Gradient, ArgminError> {
+        self.evaluate(theta).map(|(_, gradient)| gradient)
+    }
+}
