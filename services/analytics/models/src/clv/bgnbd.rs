@@ -9,7 +9,7 @@
 use statrs::function::gamma::{digamma, ln_gamma};
 
 use super::ClvError;
-use super::hyp2f1::hyp2f1;
+use super::hyp2f1::{Scaled, hyp2f1_scaled};
 use super::optimize::{SmoothObjective, minimize};
 use super::summary::WeightedTriple;
 
@@ -51,7 +51,7 @@ pub fn fit_bg_nbd(triples: &[WeightedTriple]) -> Result<BgNbdFit, ClvError> {
     let data = FitData::new(triples)?;
     let start = vec![0.0, data.mean_age_weeks.max(1.0).ln(), 0.0, 0.0];
     let customers = data.customers;
-    let minimum = minimize(data, start)?;
+    let minimum = minimize(&data, start)?;
     let params = BgNbdParams::from_log(&minimum.theta);
     params.check()?;
     Ok(BgNbdFit {
@@ -105,10 +105,15 @@ impl BgNbdParams {
     /// row counted `count` times.
     pub fn log_likelihood(&self, triples: &[WeightedTriple]) -> Result<f64, ClvError> {
         self.check()?;
+        let mut frequencies: Vec<u32> = triples.iter().map(|t| t.frequency).collect();
+        frequencies.sort_unstable();
+        frequencies.dedup();
+        let terms = frequency_terms(self, &frequencies);
         let mut total = 0.0;
         for triple in triples {
-            let terms = FrequencyTerms::new(self, triple.frequency);
-            let one = terms.log_likelihood(self, triple.recency_weeks(), triple.age_weeks());
+            check_triple(triple)?;
+            let group = frequencies.partition_point(|f| *f < triple.frequency);
+            let one = terms[group].log_likelihood(self, triple.recency_weeks(), triple.age_weeks());
             total += triple.count as f64 * one;
         }
         finite(total)
@@ -140,11 +145,10 @@ impl BgNbdParams {
     /// (a+b+x-1)/(a-1) · [1 - ((α+T)/(α+T+t))^(r+x) · 2F1(r+x, b+x; a+b+x-1; z)]
     /// / [1 + [x > 0] a/(b+x-1) · ((α+T)/(α+t_x))^(r+x)],  z = t/(α+T+t).
     ///
-    /// Computed with Euler's transformation 2F1(A, B; C; z) =
-    /// (1-z)^(C-A-B) 2F1(C-A, C-B; C; z), under which the bracket becomes
-    /// 1 - (1-z)^(a-1) · 2F1(a+b-1-r, a-1; a+b+x-1; z): no power overflows
-    /// for large x and the series converges fast. Undefined at a = 1
-    /// exactly (the paper's formula divides by a - 1).
+    /// The bracket is evaluated as written or through Euler's
+    /// transformation, whichever keeps the series small (see
+    /// `expectation_bracket`). Undefined at a = 1 exactly (the formula
+    /// divides by a - 1): an error there.
     pub fn conditional_expected_purchases(
         &self,
         horizon_weeks: f64,
@@ -178,14 +182,57 @@ impl BgNbdParams {
         finite((self.a + self.b - 1.0) / (self.a - 1.0) * bracket)
     }
 
-    /// 1 - ((α+T)/(α+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(α+T+t)),
-    /// through Euler's transformation (see `conditional_expected_purchases`).
+    /// 1 - ((α+T)/(α+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(α+T+t)).
+    ///
+    /// Evaluated either as written or through Euler's transformation
+    /// 2F1(A, B; C; z) = (1-z)^(C-A-B) 2F1(C-A, C-B; C; z), which turns the
+    /// product into (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z). The series'
+    /// terms grow to about (1-z)^-(r+x) as written and (1-z)^-(a-1)
+    /// transformed, so the smaller exponent wins: Euler for frequent buyers
+    /// (large x), the paper's form when a is large (a dropout probability
+    /// that barely varies across customers). Both are summed scaled, so
+    /// neither overflows.
     fn expectation_bracket(&self, t: f64, x: f64, age_weeks: f64) -> Result<f64, ClvError> {
+        let (power, series) = if self.r + x <= self.a - 1.0 {
+            self.bracket_series_as_written(t, x, age_weeks)?
+        } else {
+            self.bracket_series_euler(t, x, age_weeks)?
+        };
+        let ln_one_minus_z = ((self.alpha + age_weeks) / (self.alpha + age_weeks + t)).ln();
+        let product = if series.mantissa == 0.0 {
+            0.0
+        } else {
+            series.mantissa.signum()
+                * (power * ln_one_minus_z + series.log_scale + series.mantissa.abs().ln()).exp()
+        };
+        Ok(1.0 - product)
+    }
+
+    /// (r+x, 2F1(r+x, b+x; a+b+x-1; z)): the power of (1-z) and the series.
+    fn bracket_series_as_written(
+        &self,
+        t: f64,
+        x: f64,
+        age_weeks: f64,
+    ) -> Result<(f64, Scaled), ClvError> {
         let Self { r, alpha, a, b } = *self;
         let z = t / (alpha + age_weeks + t);
-        let one_minus_z = (alpha + age_weeks) / (alpha + age_weeks + t);
-        let series = hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)?;
-        Ok(1.0 - one_minus_z.powf(a - 1.0) * series)
+        Ok((r + x, hyp2f1_scaled(r + x, b + x, a + b + x - 1.0, z)?))
+    }
+
+    /// (a-1, 2F1(a+b-1-r, a-1; a+b+x-1; z)): the same product, transformed.
+    fn bracket_series_euler(
+        &self,
+        t: f64,
+        x: f64,
+        age_weeks: f64,
+    ) -> Result<(f64, Scaled), ClvError> {
+        let Self { r, alpha, a, b } = *self;
+        let z = t / (alpha + age_weeks + t);
+        Ok((
+            a - 1.0,
+            hyp2f1_scaled(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)?,
+        ))
     }
 }
 
@@ -201,6 +248,24 @@ fn check_history(recency_weeks: f64, age_weeks: f64) -> Result<(), ClvError> {
             "need 0 <= recency <= age, both finite",
         ))
     }
+}
+
+/// A history `summarize_customer` can produce: t_x <= T, t_x > 0 exactly
+/// when x > 0 (a repeat day comes after the first). Without it the
+/// likelihood is unbounded: x purchases at t_x = 0 have infinite density as
+/// α goes to 0.
+fn check_triple(triple: &WeightedTriple) -> Result<(), ClvError> {
+    if triple.recency_days > triple.age_days {
+        return Err(ClvError::InvalidArgument(
+            "recency after the calibration end",
+        ));
+    }
+    if (triple.frequency > 0) != (triple.recency_days > 0) {
+        return Err(ClvError::InvalidArgument(
+            "recency must be positive exactly when there are repeat purchases",
+        ));
+    }
+    Ok(())
 }
 
 fn check_horizon(horizon_weeks: f64) -> Result<(), ClvError> {
@@ -240,23 +305,64 @@ struct FrequencyTerms {
     d_shared_db: f64,
 }
 
+/// Up to this x the x-only terms are sums over k < x (see
+/// `frequency_terms`); above it, differences of log-gamma functions.
+const SUMMED_FREQUENCY_LIMIT: u32 = 10_000;
+
+/// The x-only terms for each x of `sorted_frequencies` (ascending).
+///
+/// For integer x, ln Γ(y+x) - ln Γ(y) = Σ_{k<x} ln(y+k) and
+/// ln B(a, b+x) - ln B(a, b) = Σ_{k<x} ln((b+k)/(a+b+k)), and likewise for
+/// the digamma differences. The sums are exact where differencing log-gamma
+/// values of large arguments loses digits (a and b grow large together when
+/// the dropout probability barely varies across customers, and the
+/// optimiser needs a smooth objective there); they are accumulated once
+/// across the sorted x values.
+fn frequency_terms(params: &BgNbdParams, sorted_frequencies: &[u32]) -> Vec<FrequencyTerms> {
+    let BgNbdParams { r, alpha, a, b } = *params;
+    let ln_alpha = alpha.ln();
+    let mut terms = Vec::with_capacity(sorted_frequencies.len());
+    let (mut k, mut ln_rate, mut d_rate, mut ln_dropout, mut d_a, mut d_b) =
+        (0u32, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for &frequency in sorted_frequencies {
+        let x = f64::from(frequency);
+        let (ln_rate_x, d_rate_x, ln_dropout_x, d_a_x, d_b_x) =
+            if frequency <= SUMMED_FREQUENCY_LIMIT {
+                while k < frequency {
+                    let kf = f64::from(k);
+                    ln_rate += (r + kf).ln();
+                    d_rate += 1.0 / (r + kf);
+                    ln_dropout += (-a / (a + b + kf)).ln_1p();
+                    d_a -= 1.0 / (a + b + kf);
+                    d_b += a / ((b + kf) * (a + b + kf));
+                    k += 1;
+                }
+                (ln_rate, d_rate, ln_dropout, d_a, d_b)
+            } else {
+                (
+                    ln_gamma(r + x) - ln_gamma(r),
+                    digamma(r + x) - digamma(r),
+                    ln_gamma(a + b) + ln_gamma(b + x) - ln_gamma(b) - ln_gamma(a + b + x),
+                    digamma(a + b) - digamma(a + b + x),
+                    digamma(a + b) + digamma(b + x) - digamma(b) - digamma(a + b + x),
+                )
+            };
+        terms.push(FrequencyTerms {
+            x,
+            shared: ln_rate_x + r * ln_alpha + ln_dropout_x,
+            dropout_log_ratio: (frequency > 0).then(|| a.ln() - (b + x - 1.0).ln()),
+            d_shared_dr: d_rate_x + ln_alpha,
+            d_shared_da: d_a_x,
+            d_shared_db: d_b_x,
+        });
+    }
+    terms
+}
+
 impl FrequencyTerms {
     fn new(params: &BgNbdParams, frequency: u32) -> Self {
-        let BgNbdParams { r, alpha, a, b } = *params;
-        let x = f64::from(frequency);
-        let shared =
-            ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln() + ln_gamma(a + b) + ln_gamma(b + x)
-                - ln_gamma(b)
-                - ln_gamma(a + b + x);
-        let dropout_log_ratio = (frequency > 0).then(|| a.ln() - (b + x - 1.0).ln());
-        Self {
-            x,
-            shared,
-            dropout_log_ratio,
-            d_shared_dr: digamma(r + x) - digamma(r) + alpha.ln(),
-            d_shared_da: digamma(a + b) - digamma(a + b + x),
-            d_shared_db: digamma(a + b) + digamma(b + x) - digamma(b) - digamma(a + b + x),
-        }
+        let mut terms = frequency_terms(params, &[frequency]);
+        terms.swap_remove(0)
     }
 
     fn log_likelihood(&self, params: &BgNbdParams, recency_weeks: f64, age_weeks: f64) -> f64 {
@@ -299,11 +405,7 @@ impl FitData {
         let mut repeaters: u64 = 0;
         let mut age_sum = 0.0;
         for triple in triples.iter().filter(|t| t.count > 0) {
-            if triple.recency_days > triple.age_days {
-                return Err(ClvError::InvalidArgument(
-                    "recency after the calibration end",
-                ));
-            }
+            check_triple(triple)?;
             let group = frequencies.partition_point(|f| *f < triple.frequency);
             let weight = triple.count as f64;
             frequency_weights[group] += weight;
@@ -341,11 +443,7 @@ impl SmoothObjective for FitData {
         let params = BgNbdParams::from_log(theta);
         params.check().ok()?;
         let BgNbdParams { r, alpha, a, b } = params;
-        let terms: Vec<FrequencyTerms> = self
-            .frequencies
-            .iter()
-            .map(|f| FrequencyTerms::new(&params, *f))
-            .collect();
+        let terms = frequency_terms(&params, &self.frequencies);
 
         let (mut ll, mut d_r, mut d_alpha, mut d_a, mut d_b) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for (term, weight) in terms.iter().zip(&self.frequency_weights) {
@@ -454,28 +552,72 @@ mod tests {
 
     #[test]
     fn euler_form_equals_the_papers_form() {
-        let params = BgNbdParams {
-            r: 0.243,
-            alpha: 4.414,
-            a: 0.793,
-            b: 2.426,
-        };
-        for (t, x, age) in [
+        let cases = [
             (39.0, 2.0, 38.86),
             (52.0, 0.0, 30.0),
             (10.0, 9.0, 20.0),
             (200.0, 4.0, 35.0),
+        ];
+        for params in [
+            BgNbdParams {
+                r: 0.243,
+                alpha: 4.414,
+                a: 0.793,
+                b: 2.426,
+            },
+            BgNbdParams {
+                r: 0.5,
+                alpha: 2.0,
+                a: 40.0,
+                b: 90.0,
+            },
         ] {
-            let BgNbdParams { r, alpha, a, b } = params;
-            let z = t / (alpha + age + t);
-            let papers = 1.0
-                - ((alpha + age) / (alpha + age + t)).powf(r + x)
-                    * hyp2f1(r + x, b + x, a + b + x - 1.0, z).unwrap();
-            let euler = params.expectation_bracket(t, x, age).unwrap();
-            assert!(
-                (papers - euler).abs() < 1e-12 * papers.abs(),
-                "{papers} vs {euler}"
-            );
+            for (t, x, age) in cases {
+                let ln_one_minus_z = ((params.alpha + age) / (params.alpha + age + t)).ln();
+                let product = |(power, series): (f64, Scaled)| {
+                    series.mantissa * (power * ln_one_minus_z + series.log_scale).exp()
+                };
+                let written = product(params.bracket_series_as_written(t, x, age).unwrap());
+                let euler = product(params.bracket_series_euler(t, x, age).unwrap());
+                assert!(
+                    (written - euler).abs() < 1e-12 * written.abs(),
+                    "{written} vs {euler}"
+                );
+                let bracket = params.expectation_bracket(t, x, age).unwrap();
+                assert!(
+                    (bracket - (1.0 - written)).abs() < 1e-12,
+                    "{bracket} vs {written}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn expectations_stay_finite_when_a_and_b_are_huge() {
+        // a, b -> infinity with a/(a+b) = p is BG/NBD with one dropout
+        // probability p for everyone; a fit can end there.
+        let params = BgNbdParams {
+            r: 0.3,
+            alpha: 3.0,
+            a: 2e10,
+            b: 6e10,
+        };
+        for x in [0, 1, 5, 50] {
+            let expected = params
+                .conditional_expected_purchases(52.0, x, 20.0, 30.0)
+                .unwrap();
+            assert!(expected.is_finite() && expected > 0.0);
+        }
+        // and a frequent buyer with a small a goes through the Euler form
+        let params = BgNbdParams {
+            r: 0.3,
+            alpha: 3.0,
+            a: 0.8,
+            b: 2.0,
+        };
+        let frequent = params
+            .conditional_expected_purchases(520.0, 2_000, 260.0, 261.0)
+            .unwrap();
+        assert!(frequent.is_finite() && frequent > 100.0);
     }
 }

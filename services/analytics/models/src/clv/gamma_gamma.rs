@@ -84,7 +84,7 @@ pub fn fit_gamma_gamma(spends: &[WeightedSpend]) -> Result<GammaGammaFit, ClvErr
     let data = FitData::new(&used)?;
     let start = vec![0.0, 2.0_f64.ln(), data.mean_monetary.ln()];
     let customers = data.customers;
-    let minimum = minimize(data, start)?;
+    let minimum = minimize(&data, start)?;
     let params = GammaGammaParams {
         p: minimum.theta[0].exp(),
         q: minimum.theta[1].exp(),
