@@ -5,7 +5,7 @@ mod clv_support;
 
 use laurel_analytics_models::clv::{
     BgNbdParams, CustomerSummary, DiscountedHorizon, GammaGammaParams, WeightedSpend,
-    compress_spend, compress_triples, fit_bg_nbd, fit_gamma_gamma, predictive_clv,
+    WeightedTriple, compress_spend, compress_triples, fit_bg_nbd, fit_gamma_gamma, predictive_clv,
     summarize_customer,
 };
 
@@ -60,6 +60,35 @@ fn bg_nbd_fit_on_cdnow_matches_the_published_parameters() {
         "{}",
         fit.log_likelihood
     );
+}
+
+#[test]
+fn bg_nbd_fit_on_compressed_cdnow_equals_the_fit_on_every_customer() {
+    let summaries = cdnow_summaries();
+    let compressed = fit_bg_nbd(&compress_triples(&summaries)).expect("compressed fit");
+    let one_row_each: Vec<WeightedTriple> = summaries
+        .iter()
+        .map(|s| WeightedTriple {
+            frequency: s.frequency,
+            recency_days: s.recency_days,
+            age_days: s.age_days,
+            count: 1,
+        })
+        .collect();
+    let expanded = fit_bg_nbd(&one_row_each).expect("expanded fit");
+    assert!((compressed.log_likelihood - expanded.log_likelihood).abs() < 1e-6);
+    let (c, e) = (compressed.params, expanded.params);
+    for (name, left, right) in [
+        ("r", c.r, e.r),
+        ("alpha", c.alpha, e.alpha),
+        ("a", c.a, e.a),
+        ("b", c.b, e.b),
+    ] {
+        assert!(
+            (left / right - 1.0).abs() < 1e-6,
+            "{name}: {left} vs {right}"
+        );
+    }
 }
 
 #[test]

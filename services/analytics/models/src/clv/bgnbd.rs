@@ -45,8 +45,15 @@ pub struct BgNbdFit {
 /// Optimises ln r, ln α, ln a, ln b with L-BFGS and the analytic gradient,
 /// from r = a = b = 1 and α = the mean age in weeks. Rows with a count of 0
 /// are ignored. Fails on an empty population, on one where nobody made a
-/// repeat purchase (the dropout process is then not identified), and when
+/// repeat purchase (the dropout process is then not identified), on a
+/// history no summary can have (t_x > T, or t_x = 0 with x > 0), and when
 /// the optimiser does not converge.
+///
+/// Where the likelihood's supremum lies at the edge of the parameter space
+/// (a tiny or perfectly regular population: say a and b growing together
+/// when everyone has the same dropout probability) the fit stops on the
+/// flat ridge with very large or very small but finite parameters, whose
+/// predictions remain finite.
 pub fn fit_bg_nbd(triples: &[WeightedTriple]) -> Result<BgNbdFit, ClvError> {
     let data = FitData::new(triples)?;
     let start = vec![0.0, data.mean_age_weeks.max(1.0).ln(), 0.0, 0.0];
@@ -88,7 +95,7 @@ impl BgNbdParams {
     /// Log-likelihood of one customer with history (x, t_x, T) in weeks,
     /// equation (6) of the paper:
     /// L = B(a, b+x)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+T)^(r+x))
-    ///   + [x > 0] B(a+1, b+x-1)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+t_x)^(r+x)).
+    ///   + δ(x>0) B(a+1, b+x-1)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+t_x)^(r+x)).
     pub fn customer_log_likelihood(
         &self,
         frequency: u32,
@@ -120,7 +127,7 @@ impl BgNbdParams {
     }
 
     /// P(alive | x, t_x, T), equation (13) of the paper:
-    /// 1 / (1 + [x > 0] a/(b+x-1) · ((α+T)/(α+t_x))^(r+x)).
+    /// 1 / (1 + δ(x>0) a/(b+x-1) · ((α+T)/(α+t_x))^(r+x)).
     /// A customer with no repeat purchase is alive with probability 1.
     pub fn probability_alive(
         &self,
@@ -143,7 +150,7 @@ impl BgNbdParams {
     /// of a customer with history (x, t_x, T), equation (10) of the paper:
     ///
     /// (a+b+x-1)/(a-1) · [1 - ((α+T)/(α+T+t))^(r+x) · 2F1(r+x, b+x; a+b+x-1; z)]
-    /// / [1 + [x > 0] a/(b+x-1) · ((α+T)/(α+t_x))^(r+x)],  z = t/(α+T+t).
+    /// / [1 + δ(x>0) a/(b+x-1) · ((α+T)/(α+t_x))^(r+x)],  z = t/(α+T+t).
     ///
     /// The bracket is evaluated as written or through Euler's
     /// transformation, whichever keeps the series small (see

@@ -46,7 +46,8 @@ pub enum ClvError {
     /// negative discount rate, empty horizon, window of zero days).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
-    /// The optimiser failed or did not converge.
+    /// The optimiser failed or did not converge; also how a population whose
+    /// likelihood has no maximum ends (every Gamma-Gamma mean equal, say).
     #[error("fit failed: {0}")]
     FitFailed(String),
     /// A special function or expectation did not give a finite number.

@@ -51,7 +51,7 @@ pub struct GammaGammaFit {
 /// are skipped and counted in the result.
 ///
 /// Optimises ln p, ln q, ln γ with L-BFGS and the analytic gradient, from
-/// p = 1, q = 2, γ = the mean of m (which makes the starting E[M] the
+/// p = 1, q = 2, γ = the mean of m (which makes the starting `E[M]` the
 /// sample mean, whatever the money unit). Fails when nobody is left to fit
 /// on and when the optimiser does not converge.
 pub fn fit_gamma_gamma(spends: &[WeightedSpend]) -> Result<GammaGammaFit, ClvError> {
@@ -143,7 +143,7 @@ impl GammaGammaParams {
         }
     }
 
-    /// E[M | x, m]: expected mean spend per future transaction of a customer
+    /// `E[M | x, m]`: expected mean spend per future transaction of a customer
     /// with x repeat days of mean spend m (Hardie's note, and lifetimes'
     /// `conditional_expected_average_profit`):
     /// (γ + m x) p / (p x + q - 1), a weighted mean of the population mean
