@@ -353,11 +353,7 @@ fn predictive_clv_is_monotone_in_the_horizon_and_zero_without_one() {
         );
         let mut previous = 0.0;
         for weeks in 1..=104 {
-            let horizon = DiscountedHorizon {
-                periods: weeks,
-                weeks_per_period: 1.0,
-                discount_rate_per_period: 0.002,
-            };
+            let horizon = DiscountedHorizon::weeks(weeks, 0.002);
             let clv = predictive_clv(&bg, &gg, &customer, &horizon).unwrap();
             assert!(clv > previous, "{customer:?} at {weeks} weeks");
             previous = clv;

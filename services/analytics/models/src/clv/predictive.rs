@@ -45,6 +45,15 @@ impl DiscountedHorizon {
         }
     }
 
+    /// `weeks` weeks discounted at `weekly_discount_rate` a week.
+    pub fn weeks(weeks: u32, weekly_discount_rate: f64) -> Self {
+        Self {
+            periods: weeks,
+            weeks_per_period: 1.0,
+            discount_rate_per_period: weekly_discount_rate,
+        }
+    }
+
     fn check(&self) -> Result<(), ClvError> {
         if !(self.weeks_per_period.is_finite() && self.weeks_per_period > 0.0) {
             return Err(ClvError::InvalidArgument(
