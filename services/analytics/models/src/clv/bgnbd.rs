@@ -3,8 +3,8 @@
 //! Marketing Science 24(2).
 //!
 //! While alive, a customer buys as a Poisson process with rate
-//! λ ~ Gamma(r, α); after each purchase they drop out with probability
-//! p ~ Beta(a, b). Time is in weeks.
+//! λ ~ Gamma(r, α); after each repeat purchase (not the first) they drop
+//! out with probability p ~ Beta(a, b). Time is in weeks.
 
 use statrs::function::gamma::{digamma, ln_gamma};
 
@@ -14,7 +14,7 @@ use super::optimize::{SmoothObjective, minimize};
 use super::summary::{DAYS_PER_WEEK, WeightedTriple};
 
 /// BG/NBD parameters: purchase rate λ ~ Gamma(shape r, rate α) per week,
-/// dropout probability after a purchase p ~ Beta(a, b).
+/// dropout probability after a repeat purchase p ~ Beta(a, b).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BgNbdParams {
     /// r: shape of the purchase-rate distribution.
@@ -93,7 +93,7 @@ impl BgNbdParams {
     }
 
     /// Log-likelihood of one customer with history (x, t_x, T) in weeks,
-    /// equation (6) of the paper:
+    /// the paper's likelihood of (x, t_x, T):
     /// L = B(a, b+x)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+T)^(r+x))
     ///   + δ(x>0) B(a+1, b+x-1)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+t_x)^(r+x)).
     pub fn customer_log_likelihood(
@@ -126,7 +126,7 @@ impl BgNbdParams {
         finite(total)
     }
 
-    /// P(alive | x, t_x, T), equation (13) of the paper:
+    /// P(alive | x, t_x, T) (from the paper's derivation of the likelihood):
     /// 1 / (1 + δ(x>0) a/(b+x-1) · ((α+T)/(α+t_x))^(r+x)).
     /// A customer with no repeat purchase is alive with probability 1.
     pub fn probability_alive(
@@ -180,7 +180,7 @@ impl BgNbdParams {
     }
 
     /// E[X(t)]: expected purchases of a newly acquired customer in their
-    /// first `horizon_weeks`, equation (9) of the paper:
+    /// first `horizon_weeks` (the paper's E[X(t)]):
     /// (a+b-1)/(a-1) · [1 - (α/(α+t))^r · 2F1(r, b; a+b-1; t/(α+t))].
     pub fn expected_purchases(&self, horizon_weeks: f64) -> Result<f64, ClvError> {
         self.check()?;
