@@ -10,9 +10,12 @@ CREATE TABLE rfm_runs (
     currency_code text NOT NULL,
     trigger       text NOT NULL, -- schedule | request
     duration_ms   bigint NOT NULL,
+    grid          bigint[] NOT NULL, -- 25 counts, (R - 1) * 5 + (FM - 1), five-point scale
+    segments      bigint[] NOT NULL, -- 11 counts, in RfmSegment order
     created_at    timestamptz NOT NULL,
     PRIMARY KEY (program_id, run_id)
 );
+CREATE INDEX rfm_runs_latest ON rfm_runs (program_id, created_at DESC);
 
 -- The latest run's scores only (a run replaces the previous one's rows).
 CREATE TABLE rfm_scores (

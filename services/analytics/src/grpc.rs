@@ -68,9 +68,9 @@ impl AnalyticsService for Analytics {
         pb::GetMemberMetricsResponse,
         get_member_metrics
     );
-    later!(recompute_rfm, pb::RecomputeRfmRequest, pb::RecomputeRfmResponse);
-    later!(get_rfm_summary, pb::GetRfmSummaryRequest, pb::GetRfmSummaryResponse);
-    later!(get_member_rfm, pb::GetMemberRfmRequest, pb::GetMemberRfmResponse);
+    unary!(recompute_rfm, pb::RecomputeRfmRequest, pb::RecomputeRfmResponse, recompute_rfm);
+    unary!(get_rfm_summary, pb::GetRfmSummaryRequest, pb::GetRfmSummaryResponse, get_rfm_summary);
+    unary!(get_member_rfm, pb::GetMemberRfmRequest, pb::GetMemberRfmResponse, get_member_rfm);
     later!(fit_clv_model, pb::FitClvModelRequest, pb::FitClvModelResponse);
     later!(get_clv_model, pb::GetClvModelRequest, pb::GetClvModelResponse);
     later!(get_member_value, pb::GetMemberValueRequest, pb::GetMemberValueResponse);

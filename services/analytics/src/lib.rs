@@ -10,6 +10,7 @@ pub mod error;
 pub mod facts;
 mod grpc;
 pub mod metrics;
+pub mod rfm;
 pub mod settings;
 pub mod value;
 
