@@ -71,8 +71,8 @@ impl AnalyticsService for Analytics {
     unary!(recompute_rfm, pb::RecomputeRfmRequest, pb::RecomputeRfmResponse, recompute_rfm);
     unary!(get_rfm_summary, pb::GetRfmSummaryRequest, pb::GetRfmSummaryResponse, get_rfm_summary);
     unary!(get_member_rfm, pb::GetMemberRfmRequest, pb::GetMemberRfmResponse, get_member_rfm);
-    later!(fit_clv_model, pb::FitClvModelRequest, pb::FitClvModelResponse);
-    later!(get_clv_model, pb::GetClvModelRequest, pb::GetClvModelResponse);
+    unary!(fit_clv_model, pb::FitClvModelRequest, pb::FitClvModelResponse, fit_clv_model);
+    unary!(get_clv_model, pb::GetClvModelRequest, pb::GetClvModelResponse, get_clv_model);
     later!(get_member_value, pb::GetMemberValueRequest, pb::GetMemberValueResponse);
     later!(
         list_segment_values,
