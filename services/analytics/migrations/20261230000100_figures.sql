@@ -71,3 +71,17 @@ CREATE TABLE member_values (
 );
 CREATE INDEX member_values_at_risk ON member_values (program_id, value_at_risk_minor DESC)
     WHERE churn_score >= 50;
+
+-- Each scoring of every member's value, newest last.
+CREATE TABLE value_runs (
+    program_id  text NOT NULL,
+    run_id      uuid NOT NULL,
+    as_of       date NOT NULL,
+    members     bigint NOT NULL,
+    changed     bigint NOT NULL, -- lifecycle stage changes (LifecycleChanged events)
+    model_id    uuid,
+    duration_ms bigint NOT NULL,
+    scored_at   timestamptz NOT NULL,
+    PRIMARY KEY (program_id, run_id)
+);
+CREATE INDEX value_runs_latest ON value_runs (program_id, scored_at DESC);

@@ -29,13 +29,7 @@ use laurel_runtime::{
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::{
-    Analytics,
-    error::AnalyticsError,
-    metrics::ts,
-    rfm::epoch_day,
-    settings::Settings,
-};
+use crate::{Analytics, error::AnalyticsError, metrics::ts, rfm::epoch_day, settings::Settings};
 
 /// A stored fit, as scoring uses it.
 #[derive(Clone, Debug)]
@@ -80,17 +74,18 @@ pub async fn summaries(
     let mut days: Vec<Purchase> = Vec::new();
     let end_day = epoch_day(end);
     let start_day = start.map(epoch_day);
-    let mut flush = |member: Option<Uuid>, days: &mut Vec<Purchase>| -> Result<(), AnalyticsError> {
-        if let (Some(member), Some(first)) = (member, days.first()) {
-            if start_day.is_none_or(|s| first.day >= s) {
+    let mut flush =
+        |member: Option<Uuid>, days: &mut Vec<Purchase>| -> Result<(), AnalyticsError> {
+            if let (Some(member), Some(first)) = (member, days.first())
+                && start_day.is_none_or(|s| first.day >= s)
+            {
                 let s = clv::summarize_customer(days, end_day)
                     .map_err(|e| AnalyticsError::Internal(anyhow::anyhow!("summary: {e}")))?;
                 out.push((member, s));
             }
-        }
-        days.clear();
-        Ok(())
-    };
+            days.clear();
+            Ok(())
+        };
     while let Some(row) = rows.try_next().await? {
         let member: Uuid = row.get(0);
         let day: NaiveDate = row.get(1);
@@ -106,7 +101,6 @@ pub async fn summaries(
         });
     }
     flush(current, &mut days)?;
-    drop(flush);
     Ok(out)
 }
 
@@ -126,7 +120,10 @@ impl Analytics {
         let mut v = Violations::new();
         check_request_id(&request.request_id, &mut v);
         if request.calibration_end.is_none() {
-            v.add("calibration_end", "required: the last day of the calibration period");
+            v.add(
+                "calibration_end",
+                "required: the last day of the calibration period",
+            );
         }
         v.finish()?;
         let program = ctx.program.as_str();
@@ -135,13 +132,13 @@ impl Analytics {
         drop(conn);
         let end = date_of(&request.calibration_end, &s)
             .ok_or_else(|| AnalyticsError::field("calibration_end", "not a valid time"))?;
-        let start = match &request.calibration_start {
-            Some(_) => Some(
-                date_of(&request.calibration_start, &s)
-                    .ok_or_else(|| AnalyticsError::field("calibration_start", "not a valid time"))?,
-            ),
-            None => None,
-        };
+        let start =
+            match &request.calibration_start {
+                Some(_) => Some(date_of(&request.calibration_start, &s).ok_or_else(|| {
+                    AnalyticsError::field("calibration_start", "not a valid time")
+                })?),
+                None => None,
+            };
         if start.is_some_and(|start| start > end) {
             return Err(AnalyticsError::field(
                 "calibration_start",
@@ -149,7 +146,11 @@ impl Analytics {
             ));
         }
         let key = RequestKey::new(ctx, "FitClvModel", &request.request_id);
-        let fresh = match self.idempotency.begin(&self.db, key, request, Plain).await? {
+        let fresh = match self
+            .idempotency
+            .begin(&self.db, key, request, Plain)
+            .await?
+        {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(fresh) => fresh,
         };
@@ -193,7 +194,9 @@ impl Analytics {
         .await?;
         let calibration_start = start.or(earliest).unwrap_or(end);
         let duration_ms = started.elapsed().as_millis() as i64;
-        let gg_major = gg.as_ref().map(|g| (g.params.p, g.params.q, g.params.gamma / factor));
+        let gg_major = gg
+            .as_ref()
+            .map(|g| (g.params.p, g.params.q, g.params.gamma / factor));
         sqlx::query(
             "INSERT INTO clv_models (program_id, model_id, calibration_start, calibration_end,
                 customers, likelihood_terms, spend_customers, r, alpha, a, b, bg_log_likelihood,

@@ -52,7 +52,12 @@ type CsvStream = Pin<Box<dyn Stream<Item = Result<pb::ExportReportChunk, Status>
 
 #[tonic::async_trait]
 impl AnalyticsService for Analytics {
-    unary!(put_settings, pb::PutSettingsRequest, pb::PutSettingsResponse, put_settings);
+    unary!(
+        put_settings,
+        pb::PutSettingsRequest,
+        pb::PutSettingsResponse,
+        put_settings
+    );
 
     async fn get_settings(
         &self,
@@ -68,21 +73,53 @@ impl AnalyticsService for Analytics {
         pb::GetMemberMetricsResponse,
         get_member_metrics
     );
-    unary!(recompute_rfm, pb::RecomputeRfmRequest, pb::RecomputeRfmResponse, recompute_rfm);
-    unary!(get_rfm_summary, pb::GetRfmSummaryRequest, pb::GetRfmSummaryResponse, get_rfm_summary);
-    unary!(get_member_rfm, pb::GetMemberRfmRequest, pb::GetMemberRfmResponse, get_member_rfm);
-    unary!(fit_clv_model, pb::FitClvModelRequest, pb::FitClvModelResponse, fit_clv_model);
-    unary!(get_clv_model, pb::GetClvModelRequest, pb::GetClvModelResponse, get_clv_model);
-    later!(get_member_value, pb::GetMemberValueRequest, pb::GetMemberValueResponse);
-    later!(
+    unary!(
+        recompute_rfm,
+        pb::RecomputeRfmRequest,
+        pb::RecomputeRfmResponse,
+        recompute_rfm
+    );
+    unary!(
+        get_rfm_summary,
+        pb::GetRfmSummaryRequest,
+        pb::GetRfmSummaryResponse,
+        get_rfm_summary
+    );
+    unary!(
+        get_member_rfm,
+        pb::GetMemberRfmRequest,
+        pb::GetMemberRfmResponse,
+        get_member_rfm
+    );
+    unary!(
+        fit_clv_model,
+        pb::FitClvModelRequest,
+        pb::FitClvModelResponse,
+        fit_clv_model
+    );
+    unary!(
+        get_clv_model,
+        pb::GetClvModelRequest,
+        pb::GetClvModelResponse,
+        get_clv_model
+    );
+    unary!(
+        get_member_value,
+        pb::GetMemberValueRequest,
+        pb::GetMemberValueResponse,
+        get_member_value
+    );
+    unary!(
         list_segment_values,
         pb::ListSegmentValuesRequest,
-        pb::ListSegmentValuesResponse
+        pb::ListSegmentValuesResponse,
+        list_segment_values
     );
-    later!(
+    unary!(
         list_members_at_risk,
         pb::ListMembersAtRiskRequest,
-        pb::ListMembersAtRiskResponse
+        pb::ListMembersAtRiskResponse,
+        list_members_at_risk
     );
     later!(
         get_recommendations,
@@ -111,7 +148,15 @@ impl AnalyticsService for Analytics {
         Err(Status::unimplemented("export_report is not built yet"))
     }
 
-    later!(put_alert_rule, pb::PutAlertRuleRequest, pb::PutAlertRuleResponse);
-    later!(list_alert_rules, pb::ListAlertRulesRequest, pb::ListAlertRulesResponse);
+    later!(
+        put_alert_rule,
+        pb::PutAlertRuleRequest,
+        pb::PutAlertRuleResponse
+    );
+    later!(
+        list_alert_rules,
+        pb::ListAlertRulesRequest,
+        pb::ListAlertRulesResponse
+    );
     later!(list_alerts, pb::ListAlertsRequest, pb::ListAlertsResponse);
 }

@@ -65,6 +65,7 @@ pub struct Analytics {
     pub(crate) db: Db,
     pub(crate) idempotency: Idempotency,
     pub(crate) clock: SharedClock,
+    #[allow(dead_code)] // read by the alert delivery
     pub(crate) config: Config,
     pub(crate) local_settings: settings::Local,
 }
@@ -110,15 +111,16 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         config: config.clone(),
         local_settings: settings::Local::default(),
     };
-    Ok(app
+    let app = app
         .grpc(AnalyticsServiceServer::new(analytics.clone()))
         .scopes(scopes)
         .relay(None)
         .consumer(
             "analytics",
             &["member", "points", "tier"],
-            facts::router(analytics),
-        ))
+            facts::router(analytics.clone()),
+        );
+    Ok(value::jobs::schedule(app, analytics, config.job_interval))
 }
 
 #[cfg(test)]

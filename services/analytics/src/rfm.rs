@@ -90,7 +90,13 @@ impl Analytics {
     ) -> Result<Option<pb::RfmRun>, AnalyticsError> {
         let started = Instant::now();
         let mut tx = self.db.begin().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('rfm:' || $1))")
+        // A caller waits for a run under way; the schedule skips.
+        let lock = if trigger == "request" {
+            "SELECT pg_advisory_xact_lock(hashtext('rfm:' || $1)) IS NOT NULL"
+        } else {
+            "SELECT pg_try_advisory_xact_lock(hashtext('rfm:' || $1))"
+        };
+        let locked: bool = sqlx::query_scalar(lock)
             .bind(program)
             .fetch_one(&mut *tx)
             .await?;
@@ -162,16 +168,21 @@ impl Analytics {
         v.finish()?;
         let key = RequestKey::new(ctx, "RecomputeRfm", &request.request_id);
         // The run commits on its own; the key only replays its answer.
-        let fresh = match self.idempotency.begin(&self.db, key, request, Plain).await? {
+        let fresh = match self
+            .idempotency
+            .begin(&self.db, key, request, Plain)
+            .await?
+        {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(fresh) => fresh,
         };
-        let run = self.run_rfm(ctx.program.as_str(), "request").await?.ok_or_else(|| {
-            AnalyticsError::Precondition {
+        let run = self
+            .run_rfm(ctx.program.as_str(), "request")
+            .await?
+            .ok_or_else(|| AnalyticsError::Precondition {
                 code: "NOTHING_TO_SCORE",
                 message: "no member purchased within active_days, or a run is under way".into(),
-            }
-        })?;
+            })?;
         let response = pb::RecomputeRfmResponse { run: Some(run) };
         fresh.commit(&response, None).await?;
         Ok(response)
@@ -204,7 +215,10 @@ impl Analytics {
                 cells.push(pb::RfmCell {
                     recency: i32::from(r),
                     frequency_monetary: i32::from(fm),
-                    members: grid.get(usize::from((r - 1) * 5 + fm - 1)).copied().unwrap_or(0),
+                    members: grid
+                        .get(usize::from((r - 1) * 5 + fm - 1))
+                        .copied()
+                        .unwrap_or(0),
                     segment: segment_pb(rfm::segment_for_cell(cell)) as i32,
                 });
             }
@@ -323,6 +337,9 @@ impl Settings {
         self.tz
             .from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
             .earliest()
-            .map_or_else(|| day.and_time(chrono::NaiveTime::MIN).and_utc(), |t| t.with_timezone(&Utc))
+            .map_or_else(
+                || day.and_time(chrono::NaiveTime::MIN).and_utc(),
+                |t| t.with_timezone(&Utc),
+            )
     }
 }

@@ -15,7 +15,10 @@ use uuid::Uuid;
 
 /// (sample customer id, day, cents) of every purchase.
 fn cdnow() -> Vec<(u32, NaiveDate, i64)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/data/cdnow/CDNOW_sample.txt");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/data/cdnow/CDNOW_sample.txt"
+    );
     std::fs::read_to_string(path)
         .expect("the CDNOW sample")
         .lines()
@@ -68,13 +71,17 @@ async fn cdnow_fits_match_the_published_parameters() {
     for t in tasks {
         t.await.unwrap();
     }
-    eventually(WAIT * 4, "every CDNOW purchase reached analytics", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM purchases")
-            .fetch_one(&stack.db)
-            .await
-            .ok()?;
-        (n == 6_919).then_some(())
-    })
+    eventually(
+        WAIT * 4,
+        "every CDNOW purchase reached analytics",
+        || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM purchases")
+                .fetch_one(&stack.db)
+                .await
+                .ok()?;
+            (n == 6_919).then_some(())
+        },
+    )
     .await;
     let end = Utc.with_ymd_and_hms(1997, 9, 30, 0, 0, 0).unwrap();
     let model = stack
@@ -91,7 +98,10 @@ async fn cdnow_fits_match_the_published_parameters() {
         .model
         .unwrap();
     assert_eq!(model.customers, 2_357);
-    assert!(model.likelihood_terms < 2_357, "equal histories share a term");
+    assert!(
+        model.likelihood_terms < 2_357,
+        "equal histories share a term"
+    );
     let bg = model.bg_nbd.unwrap();
     assert_eq!(
         [sig3(bg.r), sig3(bg.alpha), sig3(bg.a), sig3(bg.b)],
@@ -123,7 +133,9 @@ async fn record(stack: &common::Stack, member: Uuid, i: usize, day: NaiveDate, c
         .member
         .clone()
         .record_activity(req(mpb::RecordActivityRequest {
-            member: Some(mpb::record_activity_request::Member::MemberId(member.to_string())),
+            member: Some(mpb::record_activity_request::Member::MemberId(
+                member.to_string(),
+            )),
             activity: Some(mpb::Activity {
                 source: "cdnow".into(),
                 external_id: format!("cdnow-{i}"),

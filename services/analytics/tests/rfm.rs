@@ -52,8 +52,16 @@ async fn a_hand_scored_population_gets_its_scores_segments_and_grid() {
                 .await
         }
     };
-    let run = recompute().await.expect("recompute").into_inner().run.unwrap();
-    assert_eq!(run.members, 5, "the member who last bought 400 days ago is not active");
+    let run = recompute()
+        .await
+        .expect("recompute")
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(
+        run.members, 5,
+        "the member who last bought 400 days ago is not active"
+    );
     assert_eq!((run.bins, run.trigger.as_str()), (5, "request"));
     let again = recompute().await.unwrap().into_inner().run.unwrap();
     assert_eq!(again.run_id, run.run_id, "a retry replays the run");
@@ -62,11 +70,11 @@ async fn a_hand_scored_population_gets_its_scores_segments_and_grid() {
     // M = 1, 2, 3, 4, 5; R and F follow the list order (1..5) except that
     // B's monetary is the highest. FM = (F + M + 1) / 2.
     let expected = [
-        ("A", (1, 1, 1), RfmSegment::Lost),            // cell (1,1)
-        ("B", (2, 2, 5), RfmSegment::AtRisk),          // cell (2,4)
-        ("C", (3, 3, 2), RfmSegment::NeedAttention),   // cell (3,3)
-        ("D", (4, 4, 3), RfmSegment::Loyal),           // cell (4,4)
-        ("E", (5, 5, 4), RfmSegment::Champions),       // cell (5,5)
+        ("A", (1, 1, 1), RfmSegment::Lost),          // cell (1,1)
+        ("B", (2, 2, 5), RfmSegment::AtRisk),        // cell (2,4)
+        ("C", (3, 3, 2), RfmSegment::NeedAttention), // cell (3,3)
+        ("D", (4, 4, 3), RfmSegment::Loyal),         // cell (4,4)
+        ("E", (5, 5, 4), RfmSegment::Champions),     // cell (5,5)
     ];
     for ((name, m), (ename, (r, f, mo), segment)) in ids.iter().zip(expected) {
         assert_eq!(*name, ename);
@@ -100,7 +108,14 @@ async fn a_hand_scored_population_gets_its_scores_segments_and_grid() {
         .into_inner()
         .rfm
         .unwrap();
-    assert_eq!((b_rfm.recency_days, b_rfm.purchase_days, b_rfm.net_spend_minor), (50, 2, 40_000));
+    assert_eq!(
+        (
+            b_rfm.recency_days,
+            b_rfm.purchase_days,
+            b_rfm.net_spend_minor
+        ),
+        (50, 2, 40_000)
+    );
     let (_, old) = ids[5];
     let missing = stack
         .analytics
@@ -127,7 +142,10 @@ async fn a_hand_scored_population_gets_its_scores_segments_and_grid() {
         .filter(|c| c.members > 0)
         .map(|c| (c.recency, c.frequency_monetary, c.members))
         .collect();
-    assert_eq!(filled, [(1, 1, 1), (2, 4, 1), (3, 3, 1), (4, 4, 1), (5, 5, 1)]);
+    assert_eq!(
+        filled,
+        [(1, 1, 1), (2, 4, 1), (3, 3, 1), (4, 4, 1), (5, 5, 1)]
+    );
     assert_eq!(summary.segments.len(), 11);
     let count = |s: RfmSegment| {
         summary

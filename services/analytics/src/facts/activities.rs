@@ -47,9 +47,8 @@ impl Analytics {
         };
         let program = event.program_id();
         let member = optional_id(&activity.member_id)?;
-        let activity_id = Uuid::parse_str(&activity.activity_id).map_err(|e| {
-            HandlerError::terminal(anyhow::anyhow!("bad activity id: {e}"))
-        })?;
+        let activity_id = Uuid::parse_str(&activity.activity_id)
+            .map_err(|e| HandlerError::terminal(anyhow::anyhow!("bad activity id: {e}")))?;
         let at = time(&activity.occurred_at)
             .or(event.occurred_at)
             .unwrap_or_else(|| self.now());
@@ -188,7 +187,9 @@ async fn refund(tx: &mut PgConnection, f: &Fact<'_>, r: member::Refund) -> Resul
     .bind(&currency)
     .fetch_optional(&mut *tx)
     .await?;
-    let applied = purchase.as_ref().map_or(0, |p| amount.amount_minor.min(p.2.max(0)));
+    let applied = purchase
+        .as_ref()
+        .map_or(0, |p| amount.amount_minor.min(p.2.max(0)));
     let new: Option<i32> = sqlx::query_scalar(
         "INSERT INTO refunds (program_id, activity_id, order_id, member_id, currency_code,
             amount_minor, applied, occurred_at, day)
@@ -200,7 +201,11 @@ async fn refund(tx: &mut PgConnection, f: &Fact<'_>, r: member::Refund) -> Resul
     .bind(&r.order_id)
     .bind(f.member)
     .bind(&currency)
-    .bind(if purchase.is_some() { applied } else { amount.amount_minor })
+    .bind(if purchase.is_some() {
+        applied
+    } else {
+        amount.amount_minor
+    })
     .bind(purchase.is_some())
     .bind(f.at)
     .bind(f.day)

@@ -32,7 +32,11 @@ pub(crate) fn id(raw: &str) -> Result<Uuid, HandlerError> {
 
 /// A member id that may be empty (guests).
 pub(crate) fn optional_id(raw: &str) -> Result<Option<Uuid>, HandlerError> {
-    if raw.is_empty() { Ok(None) } else { id(raw).map(Some) }
+    if raw.is_empty() {
+        Ok(None)
+    } else {
+        id(raw).map(Some)
+    }
 }
 
 /// A protobuf time in whole microseconds (what Postgres stores).
