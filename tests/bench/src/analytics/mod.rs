@@ -1,0 +1,12 @@
+//! laurel-analytics-bench's parts: flags, the generated programme, its
+//! load, the service's calls, peak memory, the Python side,
+//! recommendations under h2load, and the report.
+
+pub mod args;
+pub mod load;
+pub mod peak;
+pub mod population;
+pub mod python;
+pub mod recommend;
+pub mod report;
+pub mod service;
