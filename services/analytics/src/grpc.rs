@@ -94,11 +94,12 @@ impl AnalyticsService for Analytics {
         pb::GetRecommendationQualityRequest,
         pb::GetRecommendationQualityResponse
     );
-    later!(get_kpi, pb::GetKpiRequest, pb::GetKpiResponse);
-    later!(
+    unary!(get_kpi, pb::GetKpiRequest, pb::GetKpiResponse, get_kpi);
+    unary!(
         get_cohort_retention,
         pb::GetCohortRetentionRequest,
-        pb::GetCohortRetentionResponse
+        pb::GetCohortRetentionResponse,
+        get_cohort_retention
     );
 
     type ExportReportStream = CsvStream;
@@ -107,11 +108,12 @@ impl AnalyticsService for Analytics {
         &self,
         request: Request<pb::ExportReportRequest>,
     ) -> Result<Response<Self::ExportReportStream>, Status> {
-        request_context(&request)?;
-        Err(Status::unimplemented("export_report is not built yet"))
+        let ctx = request_context(&request)?;
+        let chunks = self.export_report(&ctx, request.get_ref()).await?;
+        Ok(Response::new(Box::pin(chunks)))
     }
 
-    later!(put_alert_rule, pb::PutAlertRuleRequest, pb::PutAlertRuleResponse);
-    later!(list_alert_rules, pb::ListAlertRulesRequest, pb::ListAlertRulesResponse);
-    later!(list_alerts, pb::ListAlertsRequest, pb::ListAlertsResponse);
+    unary!(put_alert_rule, pb::PutAlertRuleRequest, pb::PutAlertRuleResponse, put_alert_rule);
+    unary!(list_alert_rules, pb::ListAlertRulesRequest, pb::ListAlertRulesResponse, list_alert_rules);
+    unary!(list_alerts, pb::ListAlertsRequest, pb::ListAlertsResponse, list_alerts);
 }

@@ -6,9 +6,11 @@
 //! The models are plain functions in `laurel-analytics-models`; this crate
 //! loads the facts, calls them and stores what they return.
 
+pub mod alerts;
 pub mod error;
 pub mod facts;
 mod grpc;
+pub mod kpi;
 pub mod metrics;
 pub mod settings;
 pub mod value;
@@ -42,17 +44,22 @@ pub struct Config {
     /// How often the background jobs look for work
     /// (`LAUREL_ANALYTICS_JOB_INTERVAL_MS`, default 1000).
     pub job_interval: Duration,
+    /// Where alerts are delivered (`LAUREL_ANALYTICS_WEBHOOK_URL` and
+    /// `LAUREL_ANALYTICS_WEBHOOK_SECRET`); none keeps them in `ListAlerts`.
+    pub webhook: Option<alerts::webhook::Webhook>,
 }
 
 impl Config {
     /// Reads the configuration from the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
+        let runtime = RuntimeConfig::from_env("analytics")?;
         Ok(Self {
-            runtime: RuntimeConfig::from_env("analytics")?,
             job_interval: Duration::from_millis(env_or(
                 "LAUREL_ANALYTICS_JOB_INTERVAL_MS",
                 1000u64,
             )?),
+            webhook: alerts::webhook::Webhook::from_env(runtime.dev_mode)?,
+            runtime,
         })
     }
 }
@@ -108,6 +115,7 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         config: config.clone(),
         local_settings: settings::Local::default(),
     };
+    let app = alerts::schedule(app, analytics.clone());
     Ok(app
         .grpc(AnalyticsServiceServer::new(analytics.clone()))
         .scopes(scopes)

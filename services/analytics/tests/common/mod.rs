@@ -125,6 +125,7 @@ pub async fn spawn_with(options: Options) -> Stack {
     let config = laurel_analytics::Config {
         runtime,
         job_interval: options.job_interval.unwrap_or(Duration::from_millis(100)),
+        webhook: None,
     };
     let app = laurel_analytics::build(config, Some(shared_clock()))
         .await
