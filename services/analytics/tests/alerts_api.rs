@@ -175,11 +175,14 @@ async fn earn(stack: &Stack, points: i64, at: DateTime<Utc>) {
     .unwrap();
 }
 
+/// Stream entries as XRANGE returns them: id and field-value pairs.
+type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
 /// The AlertRaised events on the analytics stream.
 async fn raised_events(stack: &Stack) -> Vec<pb::AlertRaised> {
     let client = redis::Client::open(laurel_test_support::redis_url()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Entries = redis::cmd("XRANGE")
         .arg(format!("{}:events:analytics", stack.prefix))
         .arg("-")
         .arg("+")

@@ -110,8 +110,8 @@ async fn kpi_and_cohort_reports_are_their_tables_as_csv() {
             kpi: Some(pb::GetKpiRequest {
                 kpi: pb::Kpi::RepurchaseRate as i32,
                 period: pb::Period::Month as i32,
-                from: from.clone(),
-                to: to.clone(),
+                from,
+                to,
                 filter: None,
             }),
             cohorts: None,
