@@ -50,6 +50,15 @@ async fn a_day_three_sigma_above_a_steady_week_raises_one_alert() {
     })
     .await;
     stack.settings("UTC").await;
+    // Eight steady days before today, each issued by two members (all in
+    // place before the rule, so no evaluation sees half a day).
+    let steady = [1_000, 1_060, 940, 1_030, 970, 1_000, 1_050, 950];
+    for (i, total) in steady.iter().enumerate() {
+        let day = today - Duration::days(8 - i as i64);
+        earn(&stack, total / 2, day + Duration::hours(10)).await;
+        earn(&stack, total - total / 2, day + Duration::hours(16)).await;
+    }
+    earn(&stack, 300, today + Duration::hours(8)).await;
     stack
         .analytics
         .clone()
@@ -68,14 +77,6 @@ async fn a_day_three_sigma_above_a_steady_week_raises_one_alert() {
         }))
         .await
         .unwrap();
-    // Eight steady days before today, each issued by two members.
-    let steady = [1_000, 1_060, 940, 1_030, 970, 1_000, 1_050, 950];
-    for (i, total) in steady.iter().enumerate() {
-        let day = today - Duration::days(8 - i as i64);
-        earn(&stack, total / 2, day + Duration::hours(10)).await;
-        earn(&stack, total - total / 2, day + Duration::hours(16)).await;
-    }
-    earn(&stack, 300, today + Duration::hours(8)).await;
     a_few_runs().await;
     assert!(
         alerts(&stack).await.is_empty(),

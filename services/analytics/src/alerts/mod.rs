@@ -1,5 +1,5 @@
 //! Alerts on KPIs: rules ([`rule`]), when they breach ([`evaluate`]), the
-//! job raising them with an `AlertRaised` event ([`job`]), and their
+//! job raising them with an `AlertRaised` event (`job`), and their
 //! signed webhook delivery with retries ([`webhook`]).
 
 mod api;

@@ -101,8 +101,8 @@ type AlertRow = (
     Option<DateTime<Utc>>,
 );
 
-/// Columns of [`AlertRow`].
-pub const COLUMNS: &str = "alert_id, rule_id, kpi, period_start, value, expected, stddev,
+/// Columns of an alert row, in `AlertRow` order.
+const COLUMNS: &str = "alert_id, rule_id, kpi, period_start, value, expected, stddev,
                            raised_at, delivery, attempts, delivered_at";
 
 fn from_row(r: AlertRow) -> Alert {

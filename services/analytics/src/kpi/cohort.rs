@@ -26,12 +26,12 @@ pub struct Cohort {
     pub start: NaiveDate,
     /// Members enrolled in it.
     pub members: i64,
-    /// active[k]: members who purchased in the k-th period after it.
+    /// `active[k]`: members who purchased in the k-th period after it.
     pub active: Vec<i64>,
 }
 
 impl Cohort {
-    /// retention[k] = active[k] / members (0 for an empty cohort).
+    /// `retention[k] = active[k] / members` (0 for an empty cohort).
     pub fn retention(&self) -> Vec<f64> {
         self.active
             .iter()

@@ -229,8 +229,11 @@ impl<'a> Scope<'a> {
         q
     }
 
-    /// Points movements of kinds `only` summed into each period's running
-    /// total (from the first movement ever), as `agg (start, num, den)`.
+    /// Every movement that moves a points KPI up to the window's end,
+    /// summed by period (those before the window in its first) with
+    /// `aggregates` (outstanding, redeemed, expired), then accumulated into
+    /// `running (start, outstanding, redeemed, expired)`. It reads the
+    /// programme's whole history: liability has no shorter definition.
     fn cumulative_points(&self, aggregates: &str) -> Sql<'a> {
         let mut q = self.periods();
         q.push(format_args!(
