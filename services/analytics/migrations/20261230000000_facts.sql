@@ -27,6 +27,7 @@ CREATE TABLE members (
     points_earned        bigint NOT NULL DEFAULT 0,
     points_redeemed      bigint NOT NULL DEFAULT 0,
     points_expired       bigint NOT NULL DEFAULT 0,
+    points_available     bigint NOT NULL DEFAULT 0, -- balance after the latest movement
     latest_nps           int NOT NULL DEFAULT -1,
     latest_feedback_at   timestamptz,
     negative_feedback    bigint NOT NULL DEFAULT 0,

@@ -121,15 +121,17 @@ impl AnalyticsService for Analytics {
         pb::ListMembersAtRiskResponse,
         list_members_at_risk
     );
-    later!(
+    unary!(
         get_recommendations,
         pb::GetRecommendationsRequest,
-        pb::GetRecommendationsResponse
+        pb::GetRecommendationsResponse,
+        get_recommendations
     );
-    later!(
+    unary!(
         get_recommendation_quality,
         pb::GetRecommendationQualityRequest,
-        pb::GetRecommendationQualityResponse
+        pb::GetRecommendationQualityResponse,
+        get_recommendation_quality
     );
     later!(get_kpi, pb::GetKpiRequest, pb::GetKpiResponse);
     later!(

@@ -11,6 +11,7 @@ pub mod error;
 pub mod facts;
 mod grpc;
 pub mod metrics;
+pub mod recommend;
 pub mod rfm;
 pub mod settings;
 pub mod value;
@@ -24,7 +25,7 @@ use laurel_runtime::{
     app::App,
     auth::default_scope,
     clock::SharedClock,
-    config::{ConfigError, RuntimeConfig, env_or},
+    config::{ConfigError, RuntimeConfig, env_opt, env_or},
     db::Db,
     idempotency::Idempotency,
 };
@@ -44,6 +45,14 @@ pub struct Config {
     /// How often the background jobs look for work
     /// (`LAUREL_ANALYTICS_JOB_INTERVAL_MS`, default 1000).
     pub job_interval: Duration,
+    /// Least time between two recommendation builds
+    /// (`LAUREL_ANALYTICS_RECOMMEND_INTERVAL_S`, default 3600).
+    pub recommend_interval: Duration,
+    /// The points service, for the rewards of the next best offer
+    /// (`LAUREL_POINTS_ADDR`; `off` or unset: no offer).
+    pub points_addr: Option<String>,
+    /// API key for calls to the points service (`LAUREL_POINTS_API_KEY`).
+    pub points_api_key: Option<String>,
 }
 
 impl Config {
@@ -55,6 +64,12 @@ impl Config {
                 "LAUREL_ANALYTICS_JOB_INTERVAL_MS",
                 1000u64,
             )?),
+            recommend_interval: Duration::from_secs(env_or(
+                "LAUREL_ANALYTICS_RECOMMEND_INTERVAL_S",
+                3600u64,
+            )?),
+            points_addr: env_opt("LAUREL_POINTS_ADDR").filter(|a| a != "off"),
+            points_api_key: env_opt("LAUREL_POINTS_API_KEY"),
         })
     }
 }
@@ -65,9 +80,10 @@ pub struct Analytics {
     pub(crate) db: Db,
     pub(crate) idempotency: Idempotency,
     pub(crate) clock: SharedClock,
-    #[allow(dead_code)] // read by the alert delivery
     pub(crate) config: Config,
     pub(crate) local_settings: settings::Local,
+    pub(crate) recommendations: recommend::Models,
+    pub(crate) rewards: recommend::Rewards,
 }
 
 impl std::fmt::Debug for Analytics {
@@ -110,6 +126,11 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         clock: app.clock(),
         config: config.clone(),
         local_settings: settings::Local::default(),
+        recommendations: recommend::Models::default(),
+        rewards: recommend::Rewards::new(
+            config.points_addr.as_deref(),
+            config.points_api_key.clone(),
+        )?,
     };
     let app = app
         .grpc(AnalyticsServiceServer::new(analytics.clone()))

@@ -100,6 +100,32 @@ impl Analytics {
             if due {
                 self.score_values(&program).await?;
             }
+            self.recommendations_due(&program).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Analytics {
+    /// Builds the programme's recommendations when the last build is older
+    /// than the interval (and the order lines changed since).
+    async fn recommendations_due(&self, program: &str) -> Result<(), AnalyticsError> {
+        let last: Option<chrono::DateTime<chrono::Utc>> = {
+            let mut conn = self.db.acquire().await?;
+            sqlx::query_scalar(
+                "SELECT max(built_at) FROM recommendation_models WHERE program_id = $1",
+            )
+            .bind(program)
+            .fetch_one(&mut *conn)
+            .await?
+        };
+        let interval = chrono::Duration::from_std(self.config.recommend_interval)
+            .unwrap_or(chrono::Duration::MAX);
+        if last.is_some_and(|at| self.now() - at < interval) {
+            return Ok(());
+        }
+        for level in [crate::recommend::Level::Sku, crate::recommend::Level::Category] {
+            self.build_recommendations(program, level).await?;
         }
         Ok(())
     }

@@ -79,6 +79,7 @@ pub async fn spawn_with(options: Options) -> Stack {
     let member = MemberServiceClient::new(member_running.channel.clone());
     running.push(member_running);
 
+    let mut points_addr = None;
     let points = if options.points {
         let mut runtime = support::runtime_config("points");
         runtime.redis_prefix = prefix.clone();
@@ -93,6 +94,7 @@ pub async fn spawn_with(options: Options) -> Stack {
             .await
             .expect("points builds");
         let r = support::start(app).await;
+        points_addr = Some(format!("http://{}", r.addr));
         let client = PointsServiceClient::new(r.channel.clone());
         running.push(r);
         Some(client)
@@ -125,6 +127,9 @@ pub async fn spawn_with(options: Options) -> Stack {
     let config = laurel_analytics::Config {
         runtime,
         job_interval: options.job_interval.unwrap_or(Duration::from_millis(100)),
+        recommend_interval: Duration::ZERO,
+        points_addr,
+        points_api_key: None,
     };
     let app = laurel_analytics::build(config, Some(shared_clock()))
         .await
