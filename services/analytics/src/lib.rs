@@ -48,6 +48,9 @@ pub struct Config {
     /// Least time between two recommendation builds
     /// (`LAUREL_ANALYTICS_RECOMMEND_INTERVAL_S`, default 3600).
     pub recommend_interval: Duration,
+    /// How long a replica serves a recommendation build and a member's
+    /// answer again (`LAUREL_ANALYTICS_RECOMMEND_CACHE_MS`, default 30000).
+    pub recommend_cache: Duration,
     /// The points service, for the rewards of the next best offer
     /// (`LAUREL_POINTS_ADDR`; `off` or unset: no offer).
     pub points_addr: Option<String>,
@@ -67,6 +70,10 @@ impl Config {
             recommend_interval: Duration::from_secs(env_or(
                 "LAUREL_ANALYTICS_RECOMMEND_INTERVAL_S",
                 3600u64,
+            )?),
+            recommend_cache: Duration::from_millis(env_or(
+                "LAUREL_ANALYTICS_RECOMMEND_CACHE_MS",
+                30_000u64,
             )?),
             points_addr: env_opt("LAUREL_POINTS_ADDR").filter(|a| a != "off"),
             points_api_key: env_opt("LAUREL_POINTS_API_KEY"),
@@ -126,10 +133,11 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         clock: app.clock(),
         config: config.clone(),
         local_settings: settings::Local::default(),
-        recommendations: recommend::Models::default(),
+        recommendations: recommend::Models::new(config.recommend_cache),
         rewards: recommend::Rewards::new(
             config.points_addr.as_deref(),
             config.points_api_key.clone(),
+            config.recommend_cache,
         )?,
     };
     let app = app

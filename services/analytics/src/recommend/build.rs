@@ -88,9 +88,7 @@ impl Analytics {
             "SELECT member_id, day, {column}, category FROM purchase_lines
              WHERE program_id = $1 AND member_id IS NOT NULL AND {column} <> ''"
         );
-        let mut rows = sqlx::query(&sql)
-        .bind(program)
-        .fetch(&mut *conn);
+        let mut rows = sqlx::query(&sql).bind(program).fetch(&mut *conn);
         let mut index: HashMap<String, u32> = HashMap::new();
         let mut items: Vec<String> = Vec::new();
         let mut categories: Vec<String> = Vec::new();
@@ -104,7 +102,11 @@ impl Analytics {
                 None => {
                     let i = items.len() as u32;
                     let category: String = row.try_get(3)?;
-                    categories.push(if level == Level::Sku { category } else { String::new() });
+                    categories.push(if level == Level::Sku {
+                        category
+                    } else {
+                        String::new()
+                    });
                     items.push(name.clone());
                     index.insert(name, i);
                     i
@@ -127,7 +129,10 @@ impl Analytics {
             let sample: Vec<OrderLine> = if share == 1 {
                 lines
             } else {
-                lines.into_iter().filter(|l| l.member_id % share == 0).collect()
+                lines
+                    .into_iter()
+                    .filter(|l| l.member_id % share == 0)
+                    .collect()
             };
             let serve = ServeConfig {
                 top_n: TOP_N,

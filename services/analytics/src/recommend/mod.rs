@@ -8,8 +8,9 @@
 //!   build is older than `LAUREL_ANALYTICS_RECOMMEND_INTERVAL_S` (default
 //!   3600).
 //! - A replica keeps the newest build of each programme and level in
-//!   memory (checked again every 30 s) and a member's answer for 30 s, so
-//!   a purchase shows in that member's recommendations within 30 s.
+//!   memory and a member's answer for `LAUREL_ANALYTICS_RECOMMEND_CACHE_MS`
+//!   (default 30000), so a purchase shows in that member's
+//!   recommendations within that time.
 //! - The next best offer: the rewards of the points service the member
 //!   can afford with the balance of their latest points movement, the most
 //!   valuable first (rewards carry no product, so no affinity applies).

@@ -1,13 +1,14 @@
-//! The points service's rewards catalogue, asked over gRPC and kept for a
-//! minute per programme; without a points address there is no offer.
+//! The points service's rewards catalogue, asked over gRPC and kept per
+//! programme for the recommendation cache time; without a points address
+//! there is no offer.
 
 use std::{sync::Arc, time::Duration};
 
-use laurel_proto::points::v1::{ListRewardsRequest, Reward, points_service_client::PointsServiceClient};
+use laurel_proto::points::v1::{
+    ListRewardsRequest, Reward, points_service_client::PointsServiceClient,
+};
 use tonic::transport::Channel;
 
-/// How long a catalogue is served again.
-const TTL: Duration = Duration::from_secs(60);
 /// Most pages read (of 500).
 const MAX_PAGES: usize = 20;
 
@@ -16,12 +17,12 @@ const MAX_PAGES: usize = 20;
 pub struct Rewards {
     client: Option<PointsServiceClient<Channel>>,
     api_key: Option<String>,
-    cache: moka::sync::Cache<String, Arc<Vec<Reward>>>,
+    cache: Option<moka::sync::Cache<String, Arc<Vec<Reward>>>>,
 }
 
 impl Rewards {
     /// A catalogue source at `addr` (connected lazily), or none.
-    pub fn new(addr: Option<&str>, api_key: Option<String>) -> anyhow::Result<Self> {
+    pub fn new(addr: Option<&str>, api_key: Option<String>, ttl: Duration) -> anyhow::Result<Self> {
         let client = match addr {
             Some(addr) => Some(PointsServiceClient::new(
                 Channel::from_shared(addr.to_owned())?
@@ -34,23 +35,27 @@ impl Rewards {
         Ok(Self {
             client,
             api_key,
-            cache: moka::sync::Cache::builder()
-                .max_capacity(1_000)
-                .time_to_live(TTL)
-                .build(),
+            cache: (!ttl.is_zero()).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(1_000)
+                    .time_to_live(ttl)
+                    .build()
+            }),
         })
     }
 
     /// The rewards redeemable now in `program`; `None` when unknown.
     pub async fn catalogue(&self, program: &str) -> Option<Arc<Vec<Reward>>> {
         let client = self.client.clone()?;
-        if let Some(c) = self.cache.get(program) {
+        if let Some(c) = self.cache.as_ref().and_then(|c| c.get(program)) {
             return Some(c);
         }
         match self.fetch(client, program).await {
             Ok(rewards) => {
                 let rewards = Arc::new(rewards);
-                self.cache.insert(program.to_owned(), rewards.clone());
+                if let Some(c) = &self.cache {
+                    c.insert(program.to_owned(), rewards.clone());
+                }
                 Some(rewards)
             }
             Err(error) => {

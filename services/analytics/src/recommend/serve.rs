@@ -13,12 +13,13 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::build::Level;
-use crate::{Analytics, error::AnalyticsError, metrics::{member_id, ts}, rfm::epoch_day};
+use crate::{
+    Analytics,
+    error::AnalyticsError,
+    metrics::{member_id, ts},
+    rfm::epoch_day,
+};
 
-/// How long a replica serves a build before checking for a newer one.
-const MODEL_TTL: Duration = Duration::from_secs(30);
-/// How long a member's answer is served again.
-const ANSWER_TTL: Duration = Duration::from_secs(30);
 /// A member's most recent lines read for serving.
 const HISTORY_LINES: i64 = 500;
 
@@ -31,24 +32,42 @@ pub struct Loaded {
     quality: pb::GetRecommendationQualityResponse,
 }
 
-/// This replica's builds and answers.
+/// Builds by programme and level.
+type ModelCache = moka::sync::Cache<(String, Level), Arc<Option<Loaded>>>;
+/// Answers by programme, member, level and limit.
+type AnswerCache =
+    moka::sync::Cache<(String, Uuid, Level, i32), Arc<pb::GetRecommendationsResponse>>;
+
+/// This replica's builds and answers, each kept for the configured time
+/// (none when it is zero).
 #[derive(Clone)]
 pub struct Models {
-    models: moka::sync::Cache<(String, Level), Arc<Option<Loaded>>>,
-    answers: moka::sync::Cache<(String, Uuid, Level, i32), Arc<pb::GetRecommendationsResponse>>,
+    models: Option<ModelCache>,
+    answers: Option<AnswerCache>,
 }
 
-impl Default for Models {
-    fn default() -> Self {
+impl Models {
+    /// Caches keeping builds and answers for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        if ttl.is_zero() {
+            return Self {
+                models: None,
+                answers: None,
+            };
+        }
         Self {
-            models: moka::sync::Cache::builder()
-                .max_capacity(1_000)
-                .time_to_live(MODEL_TTL)
-                .build(),
-            answers: moka::sync::Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(ANSWER_TTL)
-                .build(),
+            models: Some(
+                moka::sync::Cache::builder()
+                    .max_capacity(1_000)
+                    .time_to_live(ttl)
+                    .build(),
+            ),
+            answers: Some(
+                moka::sync::Cache::builder()
+                    .max_capacity(200_000)
+                    .time_to_live(ttl)
+                    .build(),
+            ),
         }
     }
 }
@@ -149,14 +168,21 @@ fn level_of(raw: i32, v: &mut Violations) -> Level {
 }
 
 impl Analytics {
-    async fn model(&self, program: &str, level: Level) -> Result<Arc<Option<Loaded>>, AnalyticsError> {
+    async fn model(
+        &self,
+        program: &str,
+        level: Level,
+    ) -> Result<Arc<Option<Loaded>>, AnalyticsError> {
         let key = (program.to_owned(), level);
-        if let Some(m) = self.recommendations.models.get(&key) {
+        let cache = self.recommendations.models.as_ref();
+        if let Some(m) = cache.and_then(|c| c.get(&key)) {
             return Ok(m);
         }
         let mut conn = self.db.acquire().await?;
         let loaded = Arc::new(load(&mut conn, program, level).await?);
-        self.recommendations.models.insert(key, loaded.clone());
+        if let Some(c) = cache {
+            c.insert(key, loaded.clone());
+        }
         Ok(loaded)
     }
 
@@ -180,7 +206,8 @@ impl Analytics {
         v.finish()?;
         let program = ctx.program.as_str();
         let key = (program.to_owned(), member, level, limit);
-        if let Some(answer) = self.recommendations.answers.get(&key) {
+        let answers = self.recommendations.answers.as_ref();
+        if let Some(answer) = answers.and_then(|c| c.get(&key)) {
             return Ok((*answer).clone());
         }
         let loaded = self.model(program, level).await?;
@@ -241,15 +268,19 @@ impl Analytics {
             items: recommended
                 .iter()
                 .map(|r: &Recommendation| pb::Recommendation {
-                    item: loaded.items.get(r.item as usize).cloned().unwrap_or_default(),
+                    item: loaded
+                        .items
+                        .get(r.item as usize)
+                        .cloned()
+                        .unwrap_or_default(),
                     score: r.score,
                 })
                 .collect(),
             next_best_offer: offer,
         };
-        self.recommendations
-            .answers
-            .insert(key, Arc::new(answer.clone()));
+        if let Some(c) = answers {
+            c.insert(key, Arc::new(answer.clone()));
+        }
         Ok(answer)
     }
 
@@ -273,10 +304,17 @@ impl Analytics {
             })
             .collect();
         let bought: Vec<u32> = purchases.iter().map(|p| p.item).collect();
-        let best = next_best_offers(balance, &rewards, recommended, &bought, &loaded.categories, 1)
-            .ok()?
-            .into_iter()
-            .next()?;
+        let best = next_best_offers(
+            balance,
+            &rewards,
+            recommended,
+            &bought,
+            &loaded.categories,
+            1,
+        )
+        .ok()?
+        .into_iter()
+        .next()?;
         let reward = catalogue.get(best.reward_id as usize)?;
         Some(pb::Offer {
             reward_id: reward.reward_id.clone(),
@@ -301,6 +339,6 @@ impl Analytics {
         let loaded = (*loaded).as_ref().ok_or_else(|| {
             AnalyticsError::not_computed("NO_RECOMMENDATIONS", "no order lines to learn from yet")
         })?;
-        Ok(loaded.quality.clone())
+        Ok(loaded.quality)
     }
 }

@@ -87,7 +87,9 @@ impl Analytics {
             let scored_at = scored;
             if !rfm_today {
                 // Nothing to score (no active member) is not a failure.
-                self.run_rfm(&program, "schedule").await?;
+                if let Err(error) = self.run_rfm(&program, "schedule").await {
+                    tracing::warn!(%error, program, "scheduled RFM run failed");
+                }
             }
             let due = match scored_at {
                 None => true,
@@ -97,10 +99,12 @@ impl Analytics {
                         || model_at.is_some_and(|m| m > at)
                 }
             };
-            if due {
-                self.score_values(&program).await?;
+            if due && let Err(error) = self.score_values(&program).await {
+                tracing::warn!(%error, program, "value scoring failed");
             }
-            self.recommendations_due(&program).await?;
+            if let Err(error) = self.recommendations_due(&program).await {
+                tracing::warn!(%error, program, "recommendation build failed");
+            }
         }
         Ok(())
     }
@@ -124,7 +128,10 @@ impl Analytics {
         if last.is_some_and(|at| self.now() - at < interval) {
             return Ok(());
         }
-        for level in [crate::recommend::Level::Sku, crate::recommend::Level::Category] {
+        for level in [
+            crate::recommend::Level::Sku,
+            crate::recommend::Level::Category,
+        ] {
             self.build_recommendations(program, level).await?;
         }
         Ok(())

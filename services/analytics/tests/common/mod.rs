@@ -128,6 +128,7 @@ pub async fn spawn_with(options: Options) -> Stack {
         runtime,
         job_interval: options.job_interval.unwrap_or(Duration::from_millis(100)),
         recommend_interval: Duration::ZERO,
+        recommend_cache: Duration::ZERO,
         points_addr,
         points_api_key: None,
     };

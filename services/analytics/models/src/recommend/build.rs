@@ -239,10 +239,11 @@ impl CoPurchaseModel {
         buyers: Vec<u32>,
     ) -> Result<Self, RecommendError> {
         config.validate()?;
-        let item_count = u32::try_from(buyers.len()).map_err(|_| RecommendError::ItemOutOfRange {
-            item: u32::MAX,
-            item_count: u32::MAX,
-        })?;
+        let item_count =
+            u32::try_from(buyers.len()).map_err(|_| RecommendError::ItemOutOfRange {
+                item: u32::MAX,
+                item_count: u32::MAX,
+            })?;
         if neighbours.len() != buyers.len() {
             return Err(RecommendError::ItemOutOfRange {
                 item: neighbours.len() as u32,
