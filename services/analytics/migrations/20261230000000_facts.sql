@@ -154,3 +154,13 @@ CREATE TABLE subscription_events (
     PRIMARY KEY (program_id, event_id)
 );
 CREATE INDEX subscription_events_day ON subscription_events (program_id, kind, day);
+
+-- How far a bootstrap from an owner's export got, per programme and
+-- source, so a rerun goes on where the last one stopped.
+CREATE TABLE bootstrap_cursors (
+    program_id text NOT NULL,
+    source     text NOT NULL, -- members | activities
+    cursor     text NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (program_id, source)
+);

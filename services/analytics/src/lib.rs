@@ -6,6 +6,7 @@
 //! The models are plain functions in `laurel-analytics-models`; this crate
 //! loads the facts, calls them and stores what they return.
 
+pub mod bootstrap;
 pub mod clv;
 pub mod error;
 pub mod facts;

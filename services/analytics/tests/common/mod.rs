@@ -29,6 +29,7 @@ pub const WAIT: Duration = Duration::from_secs(15);
 /// The services, running.
 pub struct Stack {
     pub member: MemberServiceClient<Channel>,
+    pub member_addr: std::net::SocketAddr,
     pub analytics: AnalyticsServiceClient<Channel>,
     pub points: Option<PointsServiceClient<Channel>>,
     pub tier: Option<TierServiceClient<Channel>>,
@@ -51,6 +52,8 @@ pub struct Options {
     pub start: Option<DateTime<Utc>>,
     /// Analytics job interval (default 100 ms).
     pub job_interval: Option<Duration>,
+    /// Analytics on its own key prefix: it hears none of the others' events.
+    pub deaf: bool,
 }
 
 pub async fn spawn() -> Stack {
@@ -122,7 +125,9 @@ pub async fn spawn_with(options: Options) -> Stack {
     };
 
     let mut runtime = support::runtime_config("analytics");
-    runtime.redis_prefix = prefix.clone();
+    if !options.deaf {
+        runtime.redis_prefix = prefix.clone();
+    }
     let schema = runtime.db_schema.clone();
     let config = laurel_analytics::Config {
         runtime,
@@ -141,6 +146,7 @@ pub async fn spawn_with(options: Options) -> Stack {
     let db = laurel_runtime::db::pool(&support::database_url(), &schema, 4).unwrap();
     Stack {
         member,
+        member_addr,
         analytics,
         points,
         tier,
