@@ -47,6 +47,18 @@ impl Settings {
         at.with_timezone(&self.tz).date_naive()
     }
 
+    /// Local midnight of `day` in the settings' zone, as UTC.
+    pub fn tz_midnight(&self, day: NaiveDate) -> DateTime<Utc> {
+        use chrono::TimeZone;
+        self.tz
+            .from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
+            .earliest()
+            .map_or_else(
+                || day.and_time(chrono::NaiveTime::MIN).and_utc(),
+                |t| t.with_timezone(&Utc),
+            )
+    }
+
     /// As sent over gRPC.
     pub fn to_pb(&self) -> pb::Settings {
         pb::Settings {
