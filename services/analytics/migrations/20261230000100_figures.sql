@@ -10,9 +10,12 @@ CREATE TABLE rfm_runs (
     currency_code text NOT NULL,
     trigger       text NOT NULL, -- schedule | request
     duration_ms   bigint NOT NULL,
+    grid          bigint[] NOT NULL, -- 25 counts, (R - 1) * 5 + (FM - 1), five-point scale
+    segments      bigint[] NOT NULL, -- 11 counts, in RfmSegment order
     created_at    timestamptz NOT NULL,
     PRIMARY KEY (program_id, run_id)
 );
+CREATE INDEX rfm_runs_latest ON rfm_runs (program_id, created_at DESC);
 
 -- The latest run's scores only (a run replaces the previous one's rows).
 CREATE TABLE rfm_scores (
@@ -68,3 +71,36 @@ CREATE TABLE member_values (
 );
 CREATE INDEX member_values_at_risk ON member_values (program_id, value_at_risk_minor DESC)
     WHERE churn_score >= 50;
+
+-- Each scoring of every member's value, newest last.
+CREATE TABLE value_runs (
+    program_id  text NOT NULL,
+    run_id      uuid NOT NULL,
+    as_of       date NOT NULL,
+    members     bigint NOT NULL,
+    changed     bigint NOT NULL, -- lifecycle stage changes (LifecycleChanged events)
+    model_id    uuid,
+    duration_ms bigint NOT NULL,
+    scored_at   timestamptz NOT NULL,
+    PRIMARY KEY (program_id, run_id)
+);
+CREATE INDEX value_runs_latest ON value_runs (program_id, scored_at DESC);
+
+-- Co-purchase neighbours, built from every member's order lines, per
+-- level (sku or category); the newest build serves.
+CREATE TABLE recommendation_models (
+    program_id        text NOT NULL,
+    level             text NOT NULL, -- sku | category
+    model_id          uuid NOT NULL,
+    built_at          timestamptz NOT NULL,
+    lines             bigint NOT NULL,
+    items             text[] NOT NULL, -- item i's name
+    categories        text[] NOT NULL, -- item i's category (sku level), else ''
+    buyers            int[] NOT NULL,  -- item i's distinct buyers
+    neighbours        bytea NOT NULL,  -- per item: u32 count, then (u32 item, f64 similarity, u32 support) each, little endian
+    members_evaluated bigint NOT NULL,
+    hit_rate          double precision NOT NULL,
+    popular_hit_rate  double precision NOT NULL,
+    top_n             int NOT NULL,
+    PRIMARY KEY (program_id, level, model_id)
+);

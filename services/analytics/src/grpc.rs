@@ -29,30 +29,16 @@ macro_rules! unary {
     };
 }
 
-/// A method not built yet.
-macro_rules! later {
-    ($method:ident, $req:ty, $resp:ty) => {
-        fn $method<'a, 'b>(&'a self, request: Request<$req>) -> Answer<'b, $resp>
-        where
-            'a: 'b,
-            Self: 'b,
-        {
-            Box::pin(async move {
-                request_context(&request)?;
-                Err(Status::unimplemented(concat!(
-                    stringify!($method),
-                    " is not built yet"
-                )))
-            })
-        }
-    };
-}
-
 type CsvStream = Pin<Box<dyn Stream<Item = Result<pb::ExportReportChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AnalyticsService for Analytics {
-    unary!(put_settings, pb::PutSettingsRequest, pb::PutSettingsResponse, put_settings);
+    unary!(
+        put_settings,
+        pb::PutSettingsRequest,
+        pb::PutSettingsResponse,
+        put_settings
+    );
 
     async fn get_settings(
         &self,
@@ -68,31 +54,65 @@ impl AnalyticsService for Analytics {
         pb::GetMemberMetricsResponse,
         get_member_metrics
     );
-    later!(recompute_rfm, pb::RecomputeRfmRequest, pb::RecomputeRfmResponse);
-    later!(get_rfm_summary, pb::GetRfmSummaryRequest, pb::GetRfmSummaryResponse);
-    later!(get_member_rfm, pb::GetMemberRfmRequest, pb::GetMemberRfmResponse);
-    later!(fit_clv_model, pb::FitClvModelRequest, pb::FitClvModelResponse);
-    later!(get_clv_model, pb::GetClvModelRequest, pb::GetClvModelResponse);
-    later!(get_member_value, pb::GetMemberValueRequest, pb::GetMemberValueResponse);
-    later!(
+    unary!(
+        recompute_rfm,
+        pb::RecomputeRfmRequest,
+        pb::RecomputeRfmResponse,
+        recompute_rfm
+    );
+    unary!(
+        get_rfm_summary,
+        pb::GetRfmSummaryRequest,
+        pb::GetRfmSummaryResponse,
+        get_rfm_summary
+    );
+    unary!(
+        get_member_rfm,
+        pb::GetMemberRfmRequest,
+        pb::GetMemberRfmResponse,
+        get_member_rfm
+    );
+    unary!(
+        fit_clv_model,
+        pb::FitClvModelRequest,
+        pb::FitClvModelResponse,
+        fit_clv_model
+    );
+    unary!(
+        get_clv_model,
+        pb::GetClvModelRequest,
+        pb::GetClvModelResponse,
+        get_clv_model
+    );
+    unary!(
+        get_member_value,
+        pb::GetMemberValueRequest,
+        pb::GetMemberValueResponse,
+        get_member_value
+    );
+    unary!(
         list_segment_values,
         pb::ListSegmentValuesRequest,
-        pb::ListSegmentValuesResponse
+        pb::ListSegmentValuesResponse,
+        list_segment_values
     );
-    later!(
+    unary!(
         list_members_at_risk,
         pb::ListMembersAtRiskRequest,
-        pb::ListMembersAtRiskResponse
+        pb::ListMembersAtRiskResponse,
+        list_members_at_risk
     );
-    later!(
+    unary!(
         get_recommendations,
         pb::GetRecommendationsRequest,
-        pb::GetRecommendationsResponse
+        pb::GetRecommendationsResponse,
+        get_recommendations
     );
-    later!(
+    unary!(
         get_recommendation_quality,
         pb::GetRecommendationQualityRequest,
-        pb::GetRecommendationQualityResponse
+        pb::GetRecommendationQualityResponse,
+        get_recommendation_quality
     );
     unary!(get_kpi, pb::GetKpiRequest, pb::GetKpiResponse, get_kpi);
     unary!(
@@ -113,7 +133,22 @@ impl AnalyticsService for Analytics {
         Ok(Response::new(Box::pin(chunks)))
     }
 
-    unary!(put_alert_rule, pb::PutAlertRuleRequest, pb::PutAlertRuleResponse, put_alert_rule);
-    unary!(list_alert_rules, pb::ListAlertRulesRequest, pb::ListAlertRulesResponse, list_alert_rules);
-    unary!(list_alerts, pb::ListAlertsRequest, pb::ListAlertsResponse, list_alerts);
+    unary!(
+        put_alert_rule,
+        pb::PutAlertRuleRequest,
+        pb::PutAlertRuleResponse,
+        put_alert_rule
+    );
+    unary!(
+        list_alert_rules,
+        pb::ListAlertRulesRequest,
+        pb::ListAlertRulesResponse,
+        list_alert_rules
+    );
+    unary!(
+        list_alerts,
+        pb::ListAlertsRequest,
+        pb::ListAlertsResponse,
+        list_alerts
+    );
 }

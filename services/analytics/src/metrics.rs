@@ -40,7 +40,16 @@ type MemberRow = (
     i64,
 );
 
-type SpendRow = (String, DateTime<Utc>, DateTime<Utc>, i64, i64, i64, i64, i64);
+type SpendRow = (
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
 
 impl Analytics {
     /// `GetMemberMetrics`.

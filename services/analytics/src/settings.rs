@@ -47,6 +47,18 @@ impl Settings {
         at.with_timezone(&self.tz).date_naive()
     }
 
+    /// Local midnight of `day` in the settings' zone, as UTC.
+    pub fn tz_midnight(&self, day: NaiveDate) -> DateTime<Utc> {
+        use chrono::TimeZone;
+        self.tz
+            .from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
+            .earliest()
+            .map_or_else(
+                || day.and_time(chrono::NaiveTime::MIN).and_utc(),
+                |t| t.with_timezone(&Utc),
+            )
+    }
+
     /// As sent over gRPC.
     pub fn to_pb(&self) -> pb::Settings {
         pb::Settings {
@@ -70,12 +82,22 @@ pub fn day_of(settings: Option<&Settings>, at: DateTime<Utc>) -> NaiveDate {
 pub fn validate(s: &pb::Settings, v: &mut Violations) -> Option<Settings> {
     let currency = s.currency_code.trim().to_ascii_uppercase();
     if iso_currency::Currency::from_code(&currency).is_none() {
-        v.add("settings.currency_code", "required: an ISO 4217 code, for example EUR");
+        v.add(
+            "settings.currency_code",
+            "required: an ISO 4217 code, for example EUR",
+        );
     }
-    let zone = if s.time_zone.trim().is_empty() { "UTC" } else { s.time_zone.trim() };
+    let zone = if s.time_zone.trim().is_empty() {
+        "UTC"
+    } else {
+        s.time_zone.trim()
+    };
     let tz = zone.parse::<Tz>().ok();
     if tz.is_none() {
-        v.add("settings.time_zone", "an IANA time zone, for example Europe/Paris");
+        v.add(
+            "settings.time_zone",
+            "an IANA time zone, for example Europe/Paris",
+        );
     }
     let or = |x: i32, default: i32| if x == 0 { default } else { x };
     let bins = or(s.rfm_bins, 5);
@@ -86,15 +108,26 @@ pub fn validate(s: &pb::Settings, v: &mut Violations) -> Option<Settings> {
     if !(1..=3650).contains(&active_days) {
         v.add("settings.active_days", "from 1 to 3650");
     }
-    let lifespan = if s.expected_lifespan_years == 0.0 { 3.0 } else { s.expected_lifespan_years };
+    let lifespan = if s.expected_lifespan_years == 0.0 {
+        3.0
+    } else {
+        s.expected_lifespan_years
+    };
     if !(lifespan > 0.0 && lifespan <= 50.0) {
-        v.add("settings.expected_lifespan_years", "more than 0, at most 50");
+        v.add(
+            "settings.expected_lifespan_years",
+            "more than 0, at most 50",
+        );
     }
     let rhythm = or(s.default_rhythm_days, 90);
     if !(1..=3650).contains(&rhythm) {
         v.add("settings.default_rhythm_days", "from 1 to 3650");
     }
-    let discount = if s.annual_discount_bp == 0 { 1000 } else { s.annual_discount_bp };
+    let discount = if s.annual_discount_bp == 0 {
+        1000
+    } else {
+        s.annual_discount_bp
+    };
     if !(0..=10_000).contains(&discount) {
         v.add("settings.annual_discount_bp", "from 0 to 10000");
     }
@@ -164,7 +197,9 @@ impl Analytics {
             return Ok(s);
         }
         let s = read(conn, program).await?;
-        self.local_settings.cache.insert(program.to_owned(), s.clone());
+        self.local_settings
+            .cache
+            .insert(program.to_owned(), s.clone());
         Ok(s)
     }
 
@@ -197,7 +232,11 @@ impl Analytics {
         v.finish()?;
         let settings = settings.ok_or_else(|| AnalyticsError::field("settings", "invalid"))?;
         let key = RequestKey::new(ctx, "PutSettings", &request.request_id);
-        match self.idempotency.begin(&self.db, key, request, Plain).await? {
+        match self
+            .idempotency
+            .begin(&self.db, key, request, Plain)
+            .await?
+        {
             Begun::Replay(r) => Ok(r),
             Begun::Fresh(mut fresh) => {
                 let program = ctx.program.as_str();

@@ -42,6 +42,10 @@ async fn spawn(url: &str, now: DateTime<Utc>) -> Analytics {
     let config = laurel_analytics::Config {
         runtime,
         job_interval: std::time::Duration::from_millis(100),
+        recommend_interval: std::time::Duration::ZERO,
+        recommend_cache: std::time::Duration::ZERO,
+        points_addr: None,
+        points_api_key: None,
         webhook: Some(Webhook::signed(url, SECRET).unwrap()),
     };
     let app = laurel_analytics::build(config, Some(Arc::new(clock.clone())))

@@ -16,6 +16,9 @@ use laurel_proto::{
 use prost::Message;
 use uuid::Uuid;
 
+/// A stream entry: its id and fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 fn at(y: i32, m: u32, d: u32, h: u32) -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
 }
@@ -28,7 +31,12 @@ async fn purchases_and_refunds_move_the_members_figures_in_the_programmes_curren
     // Two purchases on one Paris day (23:30 UTC on the 1st is the 2nd in
     // Paris), one on another day, one in USD.
     let o1 = stack
-        .purchase_with(m, 10_000, at(2026, 3, 1, 23), vec![line("A", "shoes", 1, 10_000)])
+        .purchase_with(
+            m,
+            10_000,
+            at(2026, 3, 1, 23),
+            vec![line("A", "shoes", 1, 10_000)],
+        )
         .await;
     stack.purchase(m, 5_000, at(2026, 3, 2, 9)).await;
     stack.purchase(m, 3_000, at(2026, 3, 10, 9)).await;
@@ -51,13 +59,22 @@ async fn purchases_and_refunds_move_the_members_figures_in_the_programmes_curren
         .metrics_until(m, "the refund is counted", |x| x.refunds == 1)
         .await;
     assert_eq!(metrics.orders, 3);
-    assert_eq!(metrics.purchase_days, 2, "the 2nd (twice, Paris time) and the 10th");
+    assert_eq!(
+        metrics.purchase_days, 2,
+        "the 2nd (twice, Paris time) and the 10th"
+    );
     assert_eq!(metrics.gross_spend_minor, 18_000);
     assert_eq!(metrics.net_spend_minor, 14_000);
     assert_eq!(metrics.refunded_minor, 4_000);
     assert_eq!(metrics.average_order_minor, 6_000);
-    assert_eq!(metrics.first_purchase_at.unwrap().seconds, at(2026, 3, 1, 23).timestamp());
-    assert_eq!(metrics.last_purchase_at.unwrap().seconds, at(2026, 3, 10, 9).timestamp());
+    assert_eq!(
+        metrics.first_purchase_at.unwrap().seconds,
+        at(2026, 3, 1, 23).timestamp()
+    );
+    assert_eq!(
+        metrics.last_purchase_at.unwrap().seconds,
+        at(2026, 3, 10, 9).timestamp()
+    );
     assert_eq!(
         metrics.other_currency_spend,
         vec![Money {
@@ -72,7 +89,10 @@ async fn purchases_and_refunds_move_the_members_figures_in_the_programmes_curren
         .await;
     assert_eq!(metrics.refunded_minor, 10_000);
     assert_eq!(metrics.net_spend_minor, 8_000);
-    assert_eq!(metrics.orders, 3, "a fully refunded order still counts as an order");
+    assert_eq!(
+        metrics.orders, 3,
+        "a fully refunded order still counts as an order"
+    );
 }
 
 #[tokio::test]
@@ -82,14 +102,22 @@ async fn feedback_reviews_and_complaints_are_counted() {
     let m = stack.member().await;
     let now = laurel_runtime::clock::Clock::now(&stack.clock);
     use mpb::activity::Detail;
-    let feedback = |score| Detail::Feedback(mpb::Feedback {
-        nps_score: score,
-        comment: "text stays in the member service".into(),
-    });
-    stack.activity(m, now - Duration::days(3), feedback(9)).await;
-    stack.activity(m, now - Duration::days(1), feedback(4)).await;
+    let feedback = |score| {
+        Detail::Feedback(mpb::Feedback {
+            nps_score: score,
+            comment: "text stays in the member service".into(),
+        })
+    };
+    stack
+        .activity(m, now - Duration::days(3), feedback(9))
+        .await;
+    stack
+        .activity(m, now - Duration::days(1), feedback(4))
+        .await;
     // An older score arriving later does not replace the latest.
-    stack.activity(m, now - Duration::days(5), feedback(10)).await;
+    stack
+        .activity(m, now - Duration::days(5), feedback(10))
+        .await;
     stack
         .activity(
             m,
@@ -125,7 +153,10 @@ async fn feedback_reviews_and_complaints_are_counted() {
         .metrics_until(m, "the complaint is counted", |x| x.complaints == 1)
         .await;
     assert_eq!(metrics.latest_nps, 4);
-    assert_eq!(metrics.negative_feedback, 2, "the 4 and the one-star review");
+    assert_eq!(
+        metrics.negative_feedback, 2,
+        "the 4 and the one-star review"
+    );
 }
 
 #[tokio::test]
@@ -137,7 +168,9 @@ async fn a_merge_moves_purchases_to_the_survivor_and_rebuild_agrees() {
     let ob = stack.purchase(b, 2_000, at(2026, 1, 5, 12)).await;
     stack.purchase(b, 4_000, at(2026, 2, 1, 12)).await;
     stack.refund(b, &ob, 500, at(2026, 2, 2, 12)).await;
-    stack.metrics_until(b, "b's refund", |x| x.refunds == 1).await;
+    stack
+        .metrics_until(b, "b's refund", |x| x.refunds == 1)
+        .await;
     stack
         .member
         .clone()
@@ -171,7 +204,17 @@ async fn assert_rebuild_agrees(stack: &Stack) {
         .fetch_all(&stack.db)
         .await
         .unwrap();
-        type Spend = (Uuid, String, i64, i64, i64, i64, i64, chrono::NaiveDate, chrono::NaiveDate);
+        type Spend = (
+            Uuid,
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            chrono::NaiveDate,
+            chrono::NaiveDate,
+        );
         let spend: Vec<Spend> = sqlx::query_as(
             "SELECT member_id, currency_code, orders, purchase_days, gross_minor, refunded_minor,
                     refunds, first_day, last_day
@@ -189,7 +232,11 @@ async fn assert_rebuild_agrees(stack: &Stack) {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(snapshot().await, kept, "rebuilt from the facts = kept incrementally");
+    assert_eq!(
+        snapshot().await,
+        kept,
+        "rebuilt from the facts = kept incrementally"
+    );
 }
 
 #[tokio::test]
@@ -198,12 +245,14 @@ async fn a_redelivered_event_counts_once_and_guests_are_kept_apart() {
     stack.settings("UTC").await;
     let m = stack.member().await;
     stack.purchase(m, 2_500, at(2026, 4, 1, 10)).await;
-    stack.metrics_until(m, "the purchase", |x| x.orders == 1).await;
+    stack
+        .metrics_until(m, "the purchase", |x| x.orders == 1)
+        .await;
     // The same envelope again, as a redelivery after a crash would bring it.
     let client = redis::Client::open(laurel_test_support::redis_url()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let stream = format!("{}:events:member", stack.prefix);
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
         .arg(&stream)
         .arg("-")
         .arg("+")
@@ -229,7 +278,9 @@ async fn a_redelivered_event_counts_once_and_guests_are_kept_apart() {
         .unwrap();
     // Something after it, so we know the copy was read.
     stack.purchase(m, 1_000, at(2026, 4, 2, 10)).await;
-    let metrics = stack.metrics_until(m, "the second purchase", |x| x.orders >= 2).await;
+    let metrics = stack
+        .metrics_until(m, "the second purchase", |x| x.orders >= 2)
+        .await;
     assert_eq!(metrics.orders, 2, "the copy counted once");
     assert_eq!(metrics.gross_spend_minor, 3_500);
     assert_eq!(stack.applied().await, before + 1);
@@ -278,12 +329,17 @@ async fn settings_are_validated_field_by_field_and_a_new_time_zone_moves_days() 
         .unwrap_err();
     assert_eq!(none.code(), tonic::Code::FailedPrecondition);
     let s = stack.settings("UTC").await;
-    assert_eq!((s.rfm_bins, s.active_days, s.annual_discount_bp), (5, 365, 1000));
+    assert_eq!(
+        (s.rfm_bins, s.active_days, s.annual_discount_bp),
+        (5, 365, 1000)
+    );
     let m = stack.member().await;
     // 23:00 UTC on the 1st is the 2nd in Tokyo.
     stack.purchase(m, 1_000, at(2026, 5, 1, 23)).await;
     stack.purchase(m, 1_000, at(2026, 5, 2, 1)).await;
-    let utc = stack.metrics_until(m, "two purchases", |x| x.orders == 2).await;
+    let utc = stack
+        .metrics_until(m, "two purchases", |x| x.orders == 2)
+        .await;
     assert_eq!(utc.purchase_days, 2);
     stack.settings("Asia/Tokyo").await;
     eventually(WAIT, "Tokyo days", || async {

@@ -17,6 +17,18 @@ fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
 }
 
+/// A stack whose background jobs run once at start, then wait an hour:
+/// the scheduled RFM and value scoring would otherwise replace the figures
+/// these tests write into `rfm_scores` and `member_values`, or compete
+/// with a timed export.
+async fn quiet_stack() -> Stack {
+    spawn_with(Options {
+        job_interval: Some(std::time::Duration::from_secs(3600)),
+        ..Default::default()
+    })
+    .await
+}
+
 /// The report's chunks, or the call's error.
 async fn export(
     stack: &Stack,
@@ -184,7 +196,7 @@ async fn rfm_score(db: &PgPool, run: Uuid, who: Uuid, recency: i16, fm: i16, seg
 
 #[tokio::test]
 async fn member_and_rfm_grid_reports_join_what_was_computed() {
-    let stack = spawn().await;
+    let stack = quiet_stack().await;
     stack.settings("UTC").await;
     let db = &stack.db;
     let grid = pb::ExportReportRequest {
@@ -288,7 +300,7 @@ async fn seed_members(db: &PgPool, n: i64) {
 
 #[tokio::test]
 async fn a_large_member_report_arrives_in_many_chunks() {
-    let stack = spawn().await;
+    let stack = quiet_stack().await;
     stack.settings("UTC").await;
     seed_members(&stack.db, 20_000).await;
     let chunks = export(
@@ -410,7 +422,7 @@ fn peak_rss_kib() -> u64 {
 #[tokio::test]
 #[ignore = "seeds a million members: a measurement, not a check"]
 async fn a_million_member_report_streams_in_flat_memory() {
-    let stack = spawn().await;
+    let stack = quiet_stack().await;
     stack.settings("UTC").await;
     seed_members(&stack.db, 1_000_000).await;
     let before = peak_rss_kib();

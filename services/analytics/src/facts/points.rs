@@ -42,8 +42,10 @@ impl Analytics {
             .or(event.occurred_at)
             .unwrap_or_else(|| self.now());
         let settings = self.settings(tx, program).await?;
-        let (kind, [earned, redeemed, expired]) =
-            classify(MovementType::try_from(movement.r#type).ok(), movement.points);
+        let (kind, [earned, redeemed, expired]) = classify(
+            MovementType::try_from(movement.r#type).ok(),
+            movement.points,
+        );
         let new: Option<i32> = sqlx::query_scalar(
             "INSERT INTO points_movements (program_id, movement_id, member_id, kind, points, occurred_at, day)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -62,9 +64,13 @@ impl Analytics {
             return Ok(());
         };
         ensure_member(tx, program, member, at).await?;
+        // The balance after the movement (the member's events arrive in
+        // order), for the next best offer.
+        let available = m.balance.as_ref().map(|b| b.available);
         sqlx::query(
             "UPDATE members SET points_earned = points_earned + $3,
-               points_redeemed = points_redeemed + $4, points_expired = points_expired + $5
+               points_redeemed = points_redeemed + $4, points_expired = points_expired + $5,
+               points_available = COALESCE($6, points_available)
              WHERE program_id = $1 AND member_id = $2",
         )
         .bind(program)
@@ -72,6 +78,7 @@ impl Analytics {
         .bind(earned)
         .bind(redeemed)
         .bind(expired)
+        .bind(available)
         .execute(tx)
         .await?;
         Ok(())
@@ -84,19 +91,34 @@ mod tests {
 
     #[test]
     fn movements_move_the_right_total_with_the_right_sign() {
-        assert_eq!(classify(Some(MovementType::Earn), 100), ("earn", [100, 0, 0]));
+        assert_eq!(
+            classify(Some(MovementType::Earn), 100),
+            ("earn", [100, 0, 0])
+        );
         assert_eq!(
             classify(Some(MovementType::ReverseEarn), -40),
             ("reverse_earn", [-40, 0, 0])
         );
-        assert_eq!(classify(Some(MovementType::Redeem), -30), ("redeem", [0, 30, 0]));
-        assert_eq!(classify(Some(MovementType::Capture), -5), ("redeem", [0, 5, 0]));
+        assert_eq!(
+            classify(Some(MovementType::Redeem), -30),
+            ("redeem", [0, 30, 0])
+        );
+        assert_eq!(
+            classify(Some(MovementType::Capture), -5),
+            ("redeem", [0, 5, 0])
+        );
         assert_eq!(
             classify(Some(MovementType::ReverseRedemption), 30),
             ("reverse_redemption", [0, -30, 0])
         );
-        assert_eq!(classify(Some(MovementType::Expire), -7), ("expire", [0, 0, 7]));
-        assert_eq!(classify(Some(MovementType::Merge), 50), ("other", [0, 0, 0]));
+        assert_eq!(
+            classify(Some(MovementType::Expire), -7),
+            ("expire", [0, 0, 7])
+        );
+        assert_eq!(
+            classify(Some(MovementType::Merge), 50),
+            ("other", [0, 0, 0])
+        );
         assert_eq!(classify(None, 50), ("other", [0, 0, 0]));
     }
 }

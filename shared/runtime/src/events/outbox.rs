@@ -176,19 +176,14 @@ pub async fn enqueue_many(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    // How many events each member has in the batch, in first-seen order.
-    let mut counts: Vec<((&str, Uuid), i64)> = Vec::new();
+    // How many events each member has in the batch, sorted, so two batches
+    // lock sequence rows in the same order (a map: batches can be large).
+    let mut counts: std::collections::BTreeMap<(&str, Uuid), i64> = Default::default();
     for event in events {
         if let Some(member) = event.member_id {
-            let key = (event.program.as_str(), member);
-            match counts.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((key, 1)),
-            }
+            *counts.entry((event.program.as_str(), member)).or_default() += 1;
         }
     }
-    // Sorted, so two batches lock sequence rows in the same order.
-    counts.sort_by(|a, b| a.0.cmp(&b.0));
     let lasts: Vec<(String, Uuid, i64)> = if counts.is_empty() {
         Vec::new()
     } else {
@@ -205,21 +200,17 @@ pub async fn enqueue_many(
                 .map(|((p, _), _)| p.to_string())
                 .collect::<Vec<_>>(),
         )
-        .bind(counts.iter().map(|((_, m), _)| *m).collect::<Vec<_>>())
+        .bind(counts.keys().map(|(_, m)| *m).collect::<Vec<_>>())
         .bind(source)
-        .bind(counts.iter().map(|(_, n)| *n).collect::<Vec<_>>())
+        .bind(counts.values().copied().collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?
     };
     // The next number to hand out per member: last - count + 1.
-    let mut next: Vec<((String, Uuid), i64)> = lasts
+    let mut next: std::collections::HashMap<(String, Uuid), i64> = lasts
         .into_iter()
         .map(|(p, m, last)| {
-            let n = counts
-                .iter()
-                .find(|((cp, cm), _)| *cp == p && *cm == m)
-                .map(|(_, n)| *n)
-                .unwrap_or(1);
+            let n = counts.get(&(p.as_str(), m)).copied().unwrap_or(1);
             ((p, m), last - n + 1)
         })
         .collect();
@@ -231,11 +222,10 @@ pub async fn enqueue_many(
         let member_sequence = match event.member_id {
             Some(member) => {
                 let slot = next
-                    .iter_mut()
-                    .find(|((p, m), _)| *p == event.program && *m == member)
+                    .get_mut(&(event.program.clone(), member))
                     .expect("every member of the batch has a sequence");
-                let seq = slot.1;
-                slot.1 += 1;
+                let seq = *slot;
+                *slot += 1;
                 seq
             }
             None => 0,
