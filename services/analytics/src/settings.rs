@@ -47,16 +47,10 @@ impl Settings {
         at.with_timezone(&self.tz).date_naive()
     }
 
-    /// Local midnight of `day` in the settings' zone, as UTC.
+    /// Local midnight of `day` in the settings' zone (the first instant
+    /// of the day where daylight saving skips midnight), as UTC.
     pub fn tz_midnight(&self, day: NaiveDate) -> DateTime<Utc> {
-        use chrono::TimeZone;
-        self.tz
-            .from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
-            .earliest()
-            .map_or_else(
-                || day.and_time(chrono::NaiveTime::MIN).and_utc(),
-                |t| t.with_timezone(&Utc),
-            )
+        crate::kpi::period::day_start(self.tz, day)
     }
 
     /// As sent over gRPC.
