@@ -27,6 +27,7 @@ CREATE TABLE members (
     points_earned        bigint NOT NULL DEFAULT 0,
     points_redeemed      bigint NOT NULL DEFAULT 0,
     points_expired       bigint NOT NULL DEFAULT 0,
+    points_available     bigint NOT NULL DEFAULT 0, -- balance after the latest movement
     latest_nps           int NOT NULL DEFAULT -1,
     latest_feedback_at   timestamptz,
     negative_feedback    bigint NOT NULL DEFAULT 0,
@@ -153,3 +154,13 @@ CREATE TABLE subscription_events (
     PRIMARY KEY (program_id, event_id)
 );
 CREATE INDEX subscription_events_day ON subscription_events (program_id, kind, day);
+
+-- How far a bootstrap from an owner's export got, per programme and
+-- source, so a rerun goes on where the last one stopped.
+CREATE TABLE bootstrap_cursors (
+    program_id text NOT NULL,
+    source     text NOT NULL, -- members | activities
+    cursor     text NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (program_id, source)
+);

@@ -85,3 +85,22 @@ CREATE TABLE value_runs (
     PRIMARY KEY (program_id, run_id)
 );
 CREATE INDEX value_runs_latest ON value_runs (program_id, scored_at DESC);
+
+-- Co-purchase neighbours, built from every member's order lines, per
+-- level (sku or category); the newest build serves.
+CREATE TABLE recommendation_models (
+    program_id        text NOT NULL,
+    level             text NOT NULL, -- sku | category
+    model_id          uuid NOT NULL,
+    built_at          timestamptz NOT NULL,
+    lines             bigint NOT NULL,
+    items             text[] NOT NULL, -- item i's name
+    categories        text[] NOT NULL, -- item i's category (sku level), else ''
+    buyers            int[] NOT NULL,  -- item i's distinct buyers
+    neighbours        bytea NOT NULL,  -- per item: u32 count, then (u32 item, f64 similarity, u32 support) each, little endian
+    members_evaluated bigint NOT NULL,
+    hit_rate          double precision NOT NULL,
+    popular_hit_rate  double precision NOT NULL,
+    top_n             int NOT NULL,
+    PRIMARY KEY (program_id, level, model_id)
+);

@@ -52,8 +52,81 @@ pub fn minor_factor(currency: &str) -> f64 {
     10f64.powi(i32::from(exp))
 }
 
-/// Every customer's summary over the calibration period, with their id.
+/// Every customer's summary over the calibration period, with their id:
+/// from the kept spend figures when the period covers every purchase (one
+/// row per member), else from the purchase days.
 pub async fn summaries(
+    conn: &mut PgConnection,
+    program: &str,
+    currency: &str,
+    start: Option<NaiveDate>,
+    end: NaiveDate,
+) -> Result<Vec<(Uuid, CustomerSummary)>, AnalyticsError> {
+    let last: Option<NaiveDate> = sqlx::query_scalar(
+        "SELECT max(last_day) FROM member_spend WHERE program_id = $1 AND currency_code = $2",
+    )
+    .bind(program)
+    .bind(currency)
+    .fetch_one(&mut *conn)
+    .await?;
+    if last.is_some_and(|last| last <= end) {
+        summaries_from_spend(conn, program, currency, start, end).await
+    } else {
+        summaries_from_days(conn, program, currency, start, end).await
+    }
+}
+
+/// Summaries from `member_spend` and each member's first day: x = purchase
+/// days - 1, t_x = last - first, T = end - first, repeat spend = net spend
+/// less the first day's.
+pub async fn summaries_from_spend(
+    conn: &mut PgConnection,
+    program: &str,
+    currency: &str,
+    start: Option<NaiveDate>,
+    end: NaiveDate,
+) -> Result<Vec<(Uuid, CustomerSummary)>, AnalyticsError> {
+    let mut rows = sqlx::query(
+        "SELECT s.member_id, s.first_day, s.last_day, s.purchase_days,
+                s.gross_minor - s.refunded_minor AS net, d.spend_minor AS first_spend
+         FROM member_spend s
+         JOIN member_days d ON d.program_id = s.program_id AND d.member_id = s.member_id
+              AND d.currency_code = s.currency_code AND d.day = s.first_day
+         WHERE s.program_id = $1 AND s.currency_code = $2 AND ($3::date IS NULL OR s.first_day >= $3)",
+    )
+    .bind(program)
+    .bind(currency)
+    .bind(start)
+    .fetch(conn);
+    let end_day = epoch_day(end);
+    let mut out = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        let member: Uuid = row.try_get(0)?;
+        let first = epoch_day(row.try_get(1)?);
+        let last = epoch_day(row.try_get(2)?);
+        let days: i64 = row.try_get(3)?;
+        let net: i64 = row.try_get(4)?;
+        let first_spend: i64 = row.try_get(5)?;
+        let x = u32::try_from(days.max(1) - 1).unwrap_or(u32::MAX);
+        out.push((
+            member,
+            CustomerSummary {
+                frequency: x,
+                recency_days: u32::try_from(last - first).unwrap_or(0),
+                age_days: u32::try_from(end_day - first).unwrap_or(0),
+                repeat_spend_minor: if x == 0 {
+                    0
+                } else {
+                    net.saturating_sub(first_spend.max(0)).max(0)
+                },
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Summaries from the purchase days up to the period's end.
+pub async fn summaries_from_days(
     conn: &mut PgConnection,
     program: &str,
     currency: &str,

@@ -29,25 +29,6 @@ macro_rules! unary {
     };
 }
 
-/// A method not built yet.
-macro_rules! later {
-    ($method:ident, $req:ty, $resp:ty) => {
-        fn $method<'a, 'b>(&'a self, request: Request<$req>) -> Answer<'b, $resp>
-        where
-            'a: 'b,
-            Self: 'b,
-        {
-            Box::pin(async move {
-                request_context(&request)?;
-                Err(Status::unimplemented(concat!(
-                    stringify!($method),
-                    " is not built yet"
-                )))
-            })
-        }
-    };
-}
-
 type CsvStream = Pin<Box<dyn Stream<Item = Result<pb::ExportReportChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -121,21 +102,24 @@ impl AnalyticsService for Analytics {
         pb::ListMembersAtRiskResponse,
         list_members_at_risk
     );
-    later!(
+    unary!(
         get_recommendations,
         pb::GetRecommendationsRequest,
-        pb::GetRecommendationsResponse
+        pb::GetRecommendationsResponse,
+        get_recommendations
     );
-    later!(
+    unary!(
         get_recommendation_quality,
         pb::GetRecommendationQualityRequest,
-        pb::GetRecommendationQualityResponse
+        pb::GetRecommendationQualityResponse,
+        get_recommendation_quality
     );
-    later!(get_kpi, pb::GetKpiRequest, pb::GetKpiResponse);
-    later!(
+    unary!(get_kpi, pb::GetKpiRequest, pb::GetKpiResponse, get_kpi);
+    unary!(
         get_cohort_retention,
         pb::GetCohortRetentionRequest,
-        pb::GetCohortRetentionResponse
+        pb::GetCohortRetentionResponse,
+        get_cohort_retention
     );
 
     type ExportReportStream = CsvStream;
@@ -144,19 +128,27 @@ impl AnalyticsService for Analytics {
         &self,
         request: Request<pb::ExportReportRequest>,
     ) -> Result<Response<Self::ExportReportStream>, Status> {
-        request_context(&request)?;
-        Err(Status::unimplemented("export_report is not built yet"))
+        let ctx = request_context(&request)?;
+        let chunks = self.export_report(&ctx, request.get_ref()).await?;
+        Ok(Response::new(Box::pin(chunks)))
     }
 
-    later!(
+    unary!(
         put_alert_rule,
         pb::PutAlertRuleRequest,
-        pb::PutAlertRuleResponse
+        pb::PutAlertRuleResponse,
+        put_alert_rule
     );
-    later!(
+    unary!(
         list_alert_rules,
         pb::ListAlertRulesRequest,
-        pb::ListAlertRulesResponse
+        pb::ListAlertRulesResponse,
+        list_alert_rules
     );
-    later!(list_alerts, pb::ListAlertsRequest, pb::ListAlertsResponse);
+    unary!(
+        list_alerts,
+        pb::ListAlertsRequest,
+        pb::ListAlertsResponse,
+        list_alerts
+    );
 }

@@ -6,14 +6,18 @@
 //! The models are plain functions in `laurel-analytics-models`; this crate
 //! loads the facts, calls them and stores what they return.
 
+pub mod bootstrap;
 pub mod clv;
 pub mod error;
 pub mod facts;
 mod grpc;
 pub mod metrics;
+pub mod recommend;
 pub mod rfm;
 pub mod settings;
 pub mod value;
+pub mod kpi;
+pub mod alerts;
 
 use std::time::Duration;
 
@@ -24,7 +28,7 @@ use laurel_runtime::{
     app::App,
     auth::default_scope,
     clock::SharedClock,
-    config::{ConfigError, RuntimeConfig, env_or},
+    config::{ConfigError, RuntimeConfig, env_opt, env_or},
     db::Db,
     idempotency::Idempotency,
 };
@@ -44,17 +48,43 @@ pub struct Config {
     /// How often the background jobs look for work
     /// (`LAUREL_ANALYTICS_JOB_INTERVAL_MS`, default 1000).
     pub job_interval: Duration,
+    /// Least time between two recommendation builds
+    /// (`LAUREL_ANALYTICS_RECOMMEND_INTERVAL_S`, default 3600).
+    pub recommend_interval: Duration,
+    /// How long a replica serves a recommendation build and a member's
+    /// answer again (`LAUREL_ANALYTICS_RECOMMEND_CACHE_MS`, default 30000).
+    pub recommend_cache: Duration,
+    /// The points service, for the rewards of the next best offer
+    /// (`LAUREL_POINTS_ADDR`; `off` or unset: no offer).
+    pub points_addr: Option<String>,
+    /// API key for calls to the points service (`LAUREL_POINTS_API_KEY`).
+    pub points_api_key: Option<String>,
+    /// Where alerts are delivered (`LAUREL_ANALYTICS_WEBHOOK_URL` and
+    /// `LAUREL_ANALYTICS_WEBHOOK_SECRET`); none keeps them in `ListAlerts`.
+    pub webhook: Option<alerts::webhook::Webhook>,
 }
 
 impl Config {
     /// Reads the configuration from the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
+        let runtime = RuntimeConfig::from_env("analytics")?;
         Ok(Self {
-            runtime: RuntimeConfig::from_env("analytics")?,
             job_interval: Duration::from_millis(env_or(
                 "LAUREL_ANALYTICS_JOB_INTERVAL_MS",
                 1000u64,
             )?),
+            recommend_interval: Duration::from_secs(env_or(
+                "LAUREL_ANALYTICS_RECOMMEND_INTERVAL_S",
+                3600u64,
+            )?),
+            recommend_cache: Duration::from_millis(env_or(
+                "LAUREL_ANALYTICS_RECOMMEND_CACHE_MS",
+                30_000u64,
+            )?),
+            points_addr: env_opt("LAUREL_POINTS_ADDR").filter(|a| a != "off"),
+            points_api_key: env_opt("LAUREL_POINTS_API_KEY"),
+            webhook: alerts::webhook::Webhook::from_env(runtime.dev_mode)?,
+            runtime,
         })
     }
 }
@@ -65,9 +95,10 @@ pub struct Analytics {
     pub(crate) db: Db,
     pub(crate) idempotency: Idempotency,
     pub(crate) clock: SharedClock,
-    #[allow(dead_code)] // read by the alert delivery
     pub(crate) config: Config,
     pub(crate) local_settings: settings::Local,
+    pub(crate) recommendations: recommend::Models,
+    pub(crate) rewards: recommend::Rewards,
 }
 
 impl std::fmt::Debug for Analytics {
@@ -110,7 +141,14 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         clock: app.clock(),
         config: config.clone(),
         local_settings: settings::Local::default(),
+        recommendations: recommend::Models::new(config.recommend_cache),
+        rewards: recommend::Rewards::new(
+            config.points_addr.as_deref(),
+            config.points_api_key.clone(),
+            config.recommend_cache,
+        )?,
     };
+    let app = alerts::schedule(app, analytics.clone());
     let app = app
         .grpc(AnalyticsServiceServer::new(analytics.clone()))
         .scopes(scopes)

@@ -1,5 +1,8 @@
 //! `laurel-analytics serve` runs the service; `laurel-analytics migrate`
-//! applies migrations and exits (for a Kubernetes Job).
+//! applies migrations and exits (for a Kubernetes Job); `laurel-analytics
+//! bootstrap` reads the history older than the streams from the member
+//! service's exports (`LAUREL_MEMBER_ADDR`, `LAUREL_MEMBER_API_KEY` with
+//! the admin scope, `LAUREL_BOOTSTRAP_PROGRAM`, default `default`).
 
 use laurel_analytics::{Config, MIGRATIONS};
 
@@ -24,8 +27,27 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(%schema, "migrations applied");
             Ok(())
         }
+        "bootstrap" => {
+            let (url, schema) = laurel_runtime::config::database_from_env("analytics")
+                .unwrap_or_else(|e| refuse(e));
+            let db = laurel_runtime::db::pool(&url, &schema, 4)?;
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            let source = laurel_analytics::bootstrap::Source {
+                member_addr: env("LAUREL_MEMBER_ADDR")
+                    .unwrap_or_else(|| "http://127.0.0.1:50051".into()),
+                api_key: env("LAUREL_MEMBER_API_KEY"),
+                program: env("LAUREL_BOOTSTRAP_PROGRAM").unwrap_or_else(|| "default".into()),
+            };
+            let report = laurel_analytics::bootstrap::run(&db, &source).await?;
+            tracing::info!(?report, "bootstrap done");
+            println!(
+                "bootstrap: {} members, {} activities read",
+                report.members, report.activities
+            );
+            Ok(())
+        }
         other => {
-            eprintln!("unknown command {other:?}: use serve or migrate");
+            eprintln!("unknown command {other:?}: use serve, migrate or bootstrap");
             std::process::exit(2);
         }
     }

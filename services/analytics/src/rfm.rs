@@ -14,7 +14,7 @@
 
 use std::{fmt::Write as _, time::Instant};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use laurel_analytics_models::rfm::{self, RfmConfig, RfmInput, Segment};
 use laurel_proto::analytics::v1 as pb;
 use laurel_runtime::{
@@ -51,10 +51,11 @@ async fn population(
 ) -> Result<(Vec<RfmInput>, Vec<(i64, i64)>), sqlx::Error> {
     let since = day - chrono::Duration::days(i64::from(s.active_days));
     let rows = sqlx::query(
-        "SELECT s.member_id, s.last_day, s.purchase_days, s.gross_minor - s.refunded_minor AS net
-         FROM member_spend s JOIN members m USING (program_id, member_id)
-         WHERE s.program_id = $1 AND s.currency_code = $2 AND s.last_day > $3 AND s.last_day <= $4
-           AND m.status = 'active'",
+        // Merged-away and erased members have no spend rows (their facts
+        // moved or were anonymised), so no join with members is needed.
+        "SELECT member_id, last_day, purchase_days, gross_minor - refunded_minor AS net
+         FROM member_spend
+         WHERE program_id = $1 AND currency_code = $2 AND last_day > $3 AND last_day <= $4",
     )
     .bind(program)
     .bind(&s.currency)
@@ -328,18 +329,4 @@ async fn copy_scores(
     }
     copy.finish().await?;
     Ok(())
-}
-
-/// Local midnight of `day` in the settings' zone, as UTC.
-impl Settings {
-    pub fn tz_midnight(&self, day: NaiveDate) -> DateTime<Utc> {
-        use chrono::TimeZone;
-        self.tz
-            .from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
-            .earliest()
-            .map_or_else(
-                || day.and_time(chrono::NaiveTime::MIN).and_utc(),
-                |t| t.with_timezone(&Utc),
-            )
-    }
 }

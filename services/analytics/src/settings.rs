@@ -47,6 +47,12 @@ impl Settings {
         at.with_timezone(&self.tz).date_naive()
     }
 
+    /// Local midnight of `day` in the settings' zone (the first instant
+    /// of the day where daylight saving skips midnight), as UTC.
+    pub fn tz_midnight(&self, day: NaiveDate) -> DateTime<Utc> {
+        crate::kpi::period::day_start(self.tz, day)
+    }
+
     /// As sent over gRPC.
     pub fn to_pb(&self) -> pb::Settings {
         pb::Settings {

@@ -286,3 +286,32 @@ async fn value_requests_are_validated() {
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test]
+async fn summaries_from_the_spend_rows_equal_those_from_the_purchase_days() {
+    let stack = spawn().await;
+    stack.settings("UTC").await;
+    let today = stack.clock.now().date_naive();
+    let d = |ago: i64| today - Duration::days(ago);
+    for i in 0..50i64 {
+        let days: Vec<(NaiveDate, i64)> = (0..1 + i % 6)
+            .map(|k| (d(300 - k * (5 + i % 7)), 500 * (1 + (i + k) % 4)))
+            .collect();
+        seed(&stack, Uuid::now_v7(), d(400), &days).await;
+    }
+    let mut conn = stack.db.acquire().await.unwrap();
+    let sorted = |mut v: Vec<(Uuid, laurel_analytics_models::clv::CustomerSummary)>| {
+        v.sort_by_key(|x| x.0);
+        v
+    };
+    let from_spend =
+        laurel_analytics::clv::summaries_from_spend(&mut conn, "default", "EUR", None, today)
+            .await
+            .unwrap();
+    let from_days =
+        laurel_analytics::clv::summaries_from_days(&mut conn, "default", "EUR", None, today)
+            .await
+            .unwrap();
+    assert_eq!(from_spend.len(), 50);
+    assert_eq!(sorted(from_spend), sorted(from_days));
+}

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
+
 use laurel_proto::member::v1::{self as pb, member_service_server::MemberService};
 use laurel_runtime::{context::request_context, error::Violations};
 use tonic::{Request, Response, Status};
@@ -14,6 +16,8 @@ use crate::{
 
 #[tonic::async_trait]
 impl MemberService for Members {
+    type ExportActivitiesStream = BoxStream<'static, Result<pb::ExportActivitiesResponse, Status>>;
+
     async fn create_member(
         &self,
         request: Request<pb::CreateMemberRequest>,
@@ -138,6 +142,15 @@ impl MemberService for Members {
             activities,
             next_page_token,
         }))
+    }
+
+    async fn export_activities(
+        &self,
+        request: Request<pb::ExportActivitiesRequest>,
+    ) -> Result<Response<Self::ExportActivitiesStream>, Status> {
+        let ctx = request_context(&request)?;
+        let batches = Members::export_activities(self, &ctx.program, request.get_ref())?;
+        Ok(Response::new(batches.map_err(Status::from).boxed()))
     }
 
     async fn export_member(

@@ -15,7 +15,9 @@ pub mod requests;
 
 use laurel_proto::member::v1::member_service_server::MemberServiceServer;
 use laurel_runtime::{
+    api_key::Scope,
     app::App,
+    auth::default_scope,
     card::{CardField, CardReader},
     clock::SharedClock,
     config::{ConfigError, RuntimeConfig, env_opt, env_or},
@@ -160,6 +162,17 @@ impl Config {
     }
 }
 
+/// The scope each call needs: ExportActivities reads the whole programme's
+/// activity log, guests' included, so it is an operator's call and needs
+/// admin (as ExportMember does by its name); the rest follow the default by
+/// method name.
+fn scopes(path: &str) -> Scope {
+    match path.rsplit('/').next().unwrap_or_default() {
+        "ExportActivities" => Scope::Admin,
+        _ => default_scope(path),
+    }
+}
+
 /// Builds the member service on the shared runtime: bound to its port,
 /// ready to `run`.
 pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<App> {
@@ -197,5 +210,20 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     };
     Ok(app
         .grpc(MemberServiceServer::new(members))
+        .scopes(scopes)
         .relay(Some(CardField::Member)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_activity_export_needs_admin_and_the_rest_their_default() {
+        let path = |m: &str| format!("/laurel.member.v1.MemberService/{m}");
+        assert_eq!(scopes(&path("ExportActivities")), Scope::Admin);
+        assert_eq!(scopes(&path("ExportMember")), Scope::Admin);
+        assert_eq!(scopes(&path("ListActivities")), Scope::Read);
+        assert_eq!(scopes(&path("RecordActivity")), Scope::Write);
+    }
 }

@@ -359,7 +359,8 @@ pub async fn list_members(
 #[derive(Clone, Debug, FromRow)]
 pub struct ActivityRow {
     pub activity_id: Uuid,
-    pub member_id: Uuid,
+    /// `None` for a guest's purchase or refund.
+    pub member_id: Option<Uuid>,
     pub activity_type: i16,
     pub source: String,
     pub external_id: String,
@@ -472,6 +473,55 @@ pub async fn list_activities(
     .bind(member)
     .bind(before.map(|b| b.0))
     .bind(before.map(|b| b.1))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Which activities an export reads, and from where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActivityExport {
+    /// Only activities with a greater id; the nil UUID (below every UUIDv7)
+    /// from the start. Never NULL, so the scan is always a range of the
+    /// primary key `(program_id, activity_id)`.
+    pub after: Uuid,
+    /// Only these stored type codes; empty for every type.
+    pub types: Vec<i16>,
+    /// Only activities that occurred at or after this time.
+    pub occurred_from: Option<DateTime<Utc>>,
+    /// Only activities that occurred before this time.
+    pub occurred_to: Option<DateTime<Utc>>,
+}
+
+/// One exported activity: its id (the cursor) and its stored body.
+#[derive(Clone, Debug, FromRow)]
+pub struct ExportedActivity {
+    pub activity_id: Uuid,
+    pub body: Vec<u8>,
+}
+
+/// The next `limit` activities of a programme after `f.after` in
+/// activity_id order, members' and guests' alike: one range scan of the
+/// primary key, the filters applied to the rows it walks.
+pub async fn export_activities(
+    conn: &mut PgConnection,
+    program: &str,
+    f: &ActivityExport,
+    limit: i64,
+) -> Result<Vec<ExportedActivity>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT activity_id, body FROM activities
+         WHERE program_id = $1 AND activity_id > $2
+           AND (cardinality($3::smallint[]) = 0 OR activity_type = ANY($3))
+           AND ($4::timestamptz IS NULL OR occurred_at >= $4)
+           AND ($5::timestamptz IS NULL OR occurred_at < $5)
+         ORDER BY activity_id LIMIT $6",
+    )
+    .bind(program)
+    .bind(f.after)
+    .bind(&f.types)
+    .bind(f.occurred_from)
+    .bind(f.occurred_to)
     .bind(limit)
     .fetch_all(conn)
     .await

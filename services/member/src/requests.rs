@@ -12,8 +12,13 @@ use crate::{
     codes,
     domain::{self, Consent, IdentityKey, Profile},
     money::{MAX_AMOUNT_MINOR, MAX_LINE_QUANTITY},
-    repo::{MemberFilter, status},
+    repo::{ActivityExport, MemberFilter, status},
 };
+
+/// Activities per ExportActivities response when the request names none.
+pub const DEFAULT_EXPORT_BATCH: i64 = 500;
+/// The most activities one ExportActivities response carries.
+pub const MAX_EXPORT_BATCH: i64 = 5000;
 
 /// What checking needs besides the request.
 #[derive(Clone, Copy, Debug)]
@@ -363,6 +368,8 @@ pub fn page_position(token: &str, v: &mut Violations) -> Option<(DateTime<Utc>, 
 pub enum MemberRef {
     Id(Uuid),
     Identity(IdentityKey),
+    /// Nobody: a guest's purchase or refund, stored without a member.
+    Guest,
 }
 
 /// A checked `RecordActivity`.
@@ -459,6 +466,29 @@ fn check_lines(lines: &[pb::OrderLine], field: &str, v: &mut Violations) {
     }
 }
 
+/// The member of a guest activity: none may be named and none enrolled.
+fn guest_member(
+    member: Option<&pb::record_activity_request::Member>,
+    auto_enroll: bool,
+    v: &mut Violations,
+) -> Option<MemberRef> {
+    match member {
+        Some(pb::record_activity_request::Member::MemberId(_)) => {
+            v.add("member_id", "must be empty for a guest activity");
+        }
+        Some(pb::record_activity_request::Member::Identity(_)) => {
+            v.add("identity", "must be empty for a guest activity");
+        }
+        None => {}
+    }
+    v.check(
+        auto_enroll,
+        "auto_enroll",
+        "must be false for a guest activity: a guest is not enrolled",
+    );
+    Some(MemberRef::Guest)
+}
+
 /// Checks a `RecordActivityRequest`.
 pub fn new_activity(
     req: &pb::RecordActivityRequest,
@@ -469,27 +499,46 @@ pub fn new_activity(
         member,
         auto_enroll,
         activity,
+        guest,
     } = req;
     let mut v = Violations::new();
-    let member = match member {
-        Some(pb::record_activity_request::Member::MemberId(id)) => {
-            member_id(id, "member_id", &mut v).map(MemberRef::Id)
+    let member = if *guest {
+        guest_member(member.as_ref(), *auto_enroll, &mut v)
+    } else {
+        let member = match member {
+            Some(pb::record_activity_request::Member::MemberId(id)) => {
+                member_id(id, "member_id", &mut v).map(MemberRef::Id)
+            }
+            Some(pb::record_activity_request::Member::Identity(i)) => {
+                identity(Some(i), "identity", cx, &mut v).map(MemberRef::Identity)
+            }
+            None => {
+                v.add(
+                    "member_id",
+                    "name the member by member_id or identity, or set guest",
+                );
+                None
+            }
+        };
+        if *auto_enroll && !matches!(member, Some(MemberRef::Identity(_))) && v.is_empty() {
+            v.add("auto_enroll", "needs an identity");
         }
-        Some(pb::record_activity_request::Member::Identity(i)) => {
-            identity(Some(i), "identity", cx, &mut v).map(MemberRef::Identity)
-        }
-        None => {
-            v.add("member_id", "name the member by member_id or identity");
-            None
-        }
+        member
     };
-    if *auto_enroll && !matches!(member, Some(MemberRef::Identity(_))) && v.is_empty() {
-        v.add("auto_enroll", "needs an identity");
-    }
     let Some(activity) = activity else {
         v.add("activity", "required");
         return Err(v);
     };
+    if *guest {
+        v.check(
+            !matches!(
+                activity.detail,
+                Some(Detail::Purchase(_) | Detail::Refund(_))
+            ),
+            "activity",
+            "a guest activity is a purchase or a refund",
+        );
+    }
     let pb::Activity {
         activity_id: _,
         member_id: _,
@@ -629,10 +678,143 @@ pub fn new_activity(
     })
 }
 
+/// Checks an `ExportActivitiesRequest` into what to read and the batch
+/// size.
+pub fn activity_export(
+    req: &pb::ExportActivitiesRequest,
+) -> Result<(ActivityExport, i64), Violations> {
+    let pb::ExportActivitiesRequest {
+        after_activity_id,
+        activity_types,
+        occurred_from,
+        occurred_to,
+        batch_size,
+    } = req;
+    let mut v = Violations::new();
+    let after = if after_activity_id.is_empty() {
+        Uuid::nil()
+    } else {
+        Uuid::parse_str(after_activity_id).unwrap_or_else(|_| {
+            v.add(
+                "after_activity_id",
+                "must be the last_activity_id of an earlier response, or empty",
+            );
+            Uuid::nil()
+        })
+    };
+    let mut types = Vec::with_capacity(activity_types.len());
+    for raw in activity_types {
+        match ActivityKind::ALL
+            .into_iter()
+            .find(|k| k.proto() as i32 == *raw)
+        {
+            Some(kind) => types.push(kind.code()),
+            None => v.add("activity_types", format!("unknown activity type {raw}")),
+        }
+    }
+    let occurred_from = timestamp(occurred_from.as_ref(), "occurred_from", &mut v);
+    let occurred_to = timestamp(occurred_to.as_ref(), "occurred_to", &mut v);
+    if let (Some(from), Some(to)) = (occurred_from, occurred_to) {
+        v.check(from >= to, "occurred_to", "must be after occurred_from");
+    }
+    let batch_size = match i64::from(*batch_size) {
+        0 => DEFAULT_EXPORT_BATCH,
+        n => n,
+    };
+    v.check(
+        !(1..=MAX_EXPORT_BATCH).contains(&batch_size),
+        "batch_size",
+        format!("must be 1 to {MAX_EXPORT_BATCH} (0 for {DEFAULT_EXPORT_BATCH})"),
+    );
+    v.finish()?;
+    Ok((
+        ActivityExport {
+            after,
+            types,
+            occurred_from,
+            occurred_to,
+        },
+        batch_size,
+    ))
+}
+
 /// A protobuf timestamp.
 pub fn to_timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.timestamp(),
         nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn an_empty_export_request_reads_everything_from_the_start_in_default_batches() {
+        let (export, batch) = activity_export(&pb::ExportActivitiesRequest::default()).unwrap();
+        assert_eq!(
+            export,
+            ActivityExport {
+                after: Uuid::nil(),
+                types: vec![],
+                occurred_from: None,
+                occurred_to: None,
+            }
+        );
+        assert_eq!(batch, 500);
+    }
+
+    #[test]
+    fn export_types_become_stored_codes_and_bounds_are_kept() {
+        let after = Uuid::now_v7();
+        let (export, batch) = activity_export(&pb::ExportActivitiesRequest {
+            after_activity_id: after.to_string(),
+            activity_types: vec![
+                pb::ActivityType::Refund as i32,
+                pb::ActivityType::Custom as i32,
+            ],
+            occurred_from: ts(100),
+            occurred_to: ts(101),
+            batch_size: 5000,
+        })
+        .unwrap();
+        assert_eq!(export.after, after);
+        assert_eq!(export.types, [2, 7]);
+        assert_eq!(export.occurred_from.map(|t| t.timestamp()), Some(100));
+        assert_eq!(export.occurred_to.map(|t| t.timestamp()), Some(101));
+        assert_eq!(batch, 5000);
+    }
+
+    #[test]
+    fn a_bad_export_request_names_every_bad_field() {
+        let violations = activity_export(&pb::ExportActivitiesRequest {
+            after_activity_id: "42".into(),
+            activity_types: vec![0, 8],
+            occurred_from: ts(100),
+            occurred_to: ts(100),
+            batch_size: 5001,
+        })
+        .unwrap_err();
+        assert_eq!(
+            violations.fields(),
+            [
+                "after_activity_id",
+                "activity_types",
+                "activity_types",
+                "occurred_to",
+                "batch_size"
+            ]
+        );
+        let negative = activity_export(&pb::ExportActivitiesRequest {
+            batch_size: -1,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(negative.fields(), ["batch_size"]);
     }
 }

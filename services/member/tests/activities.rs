@@ -114,6 +114,7 @@ async fn an_unknown_identity_enrols_only_when_asked() {
             phone_identity(&number),
         )),
         auto_enroll: false,
+        guest: false,
         activity: Some(purchase(&rid(), 300)),
     };
     let status = app

@@ -365,6 +365,7 @@ async fn request_digests_are_keyed_and_forgotten_on_erasure() {
             phone_identity(&number),
         )),
         auto_enroll: true,
+        guest: false,
         activity: Some(purchase(&rid(), 700)),
     };
     let first = app

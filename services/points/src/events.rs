@@ -214,6 +214,12 @@ impl Points {
                 "ActivityRecorded without an activity"
             )));
         };
+        // A guest's purchase or refund (RecordActivity with guest set) names
+        // no member: nothing earns and no earn of a guest order exists to
+        // reverse, so it is done with, not dead-lettered.
+        if activity.member_id.is_empty() {
+            return Ok(());
+        }
         let program = event.program_id().to_owned();
         let member_id = id(&activity.member_id)?;
         let now = clock_now(&self.clock);

@@ -72,6 +72,7 @@ async fn purchase(
                 member.to_string(),
             )),
             auto_enroll: false,
+            guest: false,
             activity: Some(mpb::Activity {
                 source: "pos".into(),
                 external_id: format!("sale-{order_id}"),
@@ -98,6 +99,7 @@ async fn refund(stack: &Stack, member: Uuid, order_id: &str, amount: i64) {
                 member.to_string(),
             )),
             auto_enroll: false,
+            guest: false,
             activity: Some(mpb::Activity {
                 source: "pos".into(),
                 external_id: format!("refund-{order_id}-{amount}"),

@@ -283,6 +283,7 @@ async fn a_process_killed_under_load_loses_and_doubles_nothing() {
                             members[i % 10].to_string(),
                         )),
                         auto_enroll: false,
+                        guest: false,
                         activity: Some(mpb::Activity {
                             source: "web".into(),
                             external_id: format!("k-{i}"),

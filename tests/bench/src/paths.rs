@@ -488,6 +488,7 @@ pub fn purchase(member_id: &str) -> RecordActivityRequest {
             member_id.to_string(),
         )),
         auto_enroll: false,
+        guest: false,
         activity: Some(Activity {
             source: "bench".into(),
             external_id: external_id.clone(),

@@ -3,6 +3,7 @@
 import grpc
 import pytest
 
+from laurel.common.v1 import money_pb2
 from laurel.member.v1 import member_pb2 as pb
 from support import (
     error_info,
@@ -124,3 +125,83 @@ def test_a_bad_programme_header_is_a_field_violation(member, md_for):
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "x-laurel-program" in field_violations(err)
+
+
+def purchase(order_id: str, amount_minor: int) -> pb.Activity:
+    return pb.Activity(
+        source="py",
+        external_id=order_id,
+        purchase=pb.Purchase(
+            order_id=order_id,
+            total=money_pb2.Money(currency_code="EUR", amount_minor=amount_minor),
+        ),
+    )
+
+
+def test_export_activities_streams_the_programme_in_batches_and_resumes(member, md):
+    ada = member.CreateMember(create_request(new_phone()), metadata=md).member
+    bob = member.CreateMember(create_request(new_phone()), metadata=md).member
+    recorded = []
+    for who in (ada, bob, ada):
+        recorded.append(
+            member.RecordActivity(
+                pb.RecordActivityRequest(
+                    member_id=who.member_id, activity=purchase(new_request_id(), 1000)
+                ),
+                metadata=md,
+            ).activity
+        )
+    recorded.append(
+        member.RecordActivity(
+            pb.RecordActivityRequest(guest=True, activity=purchase(new_request_id(), 2000)),
+            metadata=md,
+        ).activity
+    )
+
+    batches = list(member.ExportActivities(pb.ExportActivitiesRequest(batch_size=3), metadata=md))
+    assert [len(b.activities) for b in batches] == [3, 1]
+    exported = [a for b in batches for a in b.activities]
+    assert [a.activity_id for a in exported] == [a.activity_id for a in recorded]
+    assert exported == recorded
+    assert exported[-1].member_id == ""
+    assert batches[0].last_activity_id == exported[2].activity_id
+
+    rest = list(
+        member.ExportActivities(
+            pb.ExportActivitiesRequest(after_activity_id=batches[0].last_activity_id),
+            metadata=md,
+        )
+    )
+    assert [a.activity_id for b in rest for a in b.activities] == [recorded[3].activity_id]
+
+    err = rpc_error(
+        lambda: list(
+            member.ExportActivities(pb.ExportActivitiesRequest(batch_size=5001), metadata=md)
+        )
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(err)) == ["batch_size"]
+
+
+def test_a_guest_purchase_is_recorded_once_without_a_member(member, md):
+    request = pb.RecordActivityRequest(guest=True, activity=purchase(new_request_id(), 4999))
+    first = member.RecordActivity(request, metadata=md)
+    assert first.created
+    assert first.activity.member_id == ""
+    assert first.activity.type == pb.ACTIVITY_TYPE_PURCHASE
+    again = member.RecordActivity(request, metadata=md)
+    assert not again.created
+    assert again.activity == first.activity
+
+    someone = member.CreateMember(create_request(new_phone()), metadata=md).member
+    named = pb.RecordActivityRequest(
+        guest=True, member_id=someone.member_id, activity=purchase(new_request_id(), 100)
+    )
+    err = rpc_error(lambda: member.RecordActivity(named, metadata=md))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(err)) == ["member_id"]
+
+    listed = member.ListActivities(
+        pb.ListActivitiesRequest(member_id=someone.member_id), metadata=md
+    ).activities
+    assert list(listed) == []

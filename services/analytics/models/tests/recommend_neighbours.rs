@@ -241,3 +241,46 @@ fn the_neighbours_do_not_depend_on_the_number_of_threads() {
     let listed: usize = (0..200).map(|item| one.neighbours(item).len()).sum();
     assert!(listed > 500, "only {listed} neighbours");
 }
+
+#[test]
+fn a_model_rebuilt_from_its_parts_serves_the_same() {
+    use laurel_analytics_models::recommend::{
+        CoPurchaseConfig, CoPurchaseModel, MemberPurchase, OrderLine, ServeConfig,
+    };
+    let line = |member: u128, day: i32, item: u32| OrderLine {
+        member_id: member,
+        day,
+        item,
+    };
+    let lines = vec![
+        line(1, 1, 0),
+        line(1, 1, 1),
+        line(2, 1, 0),
+        line(2, 2, 1),
+        line(2, 2, 2),
+        line(3, 1, 1),
+        line(3, 1, 2),
+        line(4, 1, 0),
+        line(4, 1, 2),
+        line(5, 3, 3),
+    ];
+    let config = CoPurchaseConfig {
+        min_support: 1,
+        ..CoPurchaseConfig::default()
+    };
+    let model = CoPurchaseModel::build(&lines, 5, &config).unwrap();
+    let parts: Vec<_> = (0..5).map(|i| model.neighbours(i).to_vec()).collect();
+    let buyers: Vec<u32> = (0..5).map(|i| model.buyers(i)).collect();
+    let back = CoPurchaseModel::from_parts(config, parts, buyers).unwrap();
+    assert_eq!(back.popular_items(), model.popular_items());
+    let purchases = [MemberPurchase { day: 1, item: 0 }];
+    let serve = ServeConfig {
+        exclude_recent_days: 0,
+        ..ServeConfig::default()
+    };
+    assert_eq!(
+        back.recommend(&purchases, 100, &serve).unwrap(),
+        model.recommend(&purchases, 100, &serve).unwrap()
+    );
+    assert!(CoPurchaseModel::from_parts(config, vec![vec![]], vec![1, 2]).is_err());
+}

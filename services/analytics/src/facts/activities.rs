@@ -17,7 +17,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{ensure_member, optional_id, spend, time};
-use crate::{Analytics, settings::day_of};
+use crate::{
+    Analytics,
+    settings::{Settings, day_of},
+};
 
 /// The name of a custom activity that is a complaint.
 pub const COMPLAINT: &str = "complaint";
@@ -46,41 +49,51 @@ impl Analytics {
             )));
         };
         let program = event.program_id();
-        let member = optional_id(&activity.member_id)?;
-        let activity_id = Uuid::parse_str(&activity.activity_id)
-            .map_err(|e| HandlerError::terminal(anyhow::anyhow!("bad activity id: {e}")))?;
-        let at = time(&activity.occurred_at)
-            .or(event.occurred_at)
-            .unwrap_or_else(|| self.now());
         let settings = self.settings(tx, program).await?;
-        let day = day_of(settings.as_ref(), at);
-        if let Some(member) = member {
-            ensure_member(tx, program, member, at).await?;
-        }
-        let fact = Fact {
-            program,
-            activity_id,
-            member,
-            at,
-            day,
-        };
-        match activity.detail {
-            Some(Detail::Purchase(p)) => purchase(tx, &fact, p).await?,
-            Some(Detail::Refund(r)) => refund(tx, &fact, r).await?,
-            Some(Detail::Feedback(f)) => {
-                let negative = f.nps_score <= 6;
-                feedback(tx, &fact, "nps", f.nps_score, negative).await?;
-            }
-            Some(Detail::Review(r)) => {
-                feedback(tx, &fact, "review", r.rating, r.rating <= 2).await?;
-            }
-            Some(Detail::Custom(c)) if c.name.eq_ignore_ascii_case(COMPLAINT) => {
-                feedback(tx, &fact, COMPLAINT, 0, false).await?;
-            }
-            _ => {}
-        }
-        Ok(())
+        let fallback = event.occurred_at.unwrap_or_else(|| self.now());
+        apply(tx, program, activity, settings.as_ref(), fallback).await
     }
+}
+
+/// Keeps one activity (from an event or an export), once.
+pub async fn apply(
+    tx: &mut PgConnection,
+    program: &str,
+    activity: member::Activity,
+    settings: Option<&Settings>,
+    fallback_at: DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    let member = optional_id(&activity.member_id)?;
+    let activity_id = Uuid::parse_str(&activity.activity_id)
+        .map_err(|e| HandlerError::terminal(anyhow::anyhow!("bad activity id: {e}")))?;
+    let at = time(&activity.occurred_at).unwrap_or(fallback_at);
+    let day = day_of(settings, at);
+    if let Some(member) = member {
+        ensure_member(tx, program, member, at).await?;
+    }
+    let fact = Fact {
+        program,
+        activity_id,
+        member,
+        at,
+        day,
+    };
+    match activity.detail {
+        Some(Detail::Purchase(p)) => purchase(tx, &fact, p).await?,
+        Some(Detail::Refund(r)) => refund(tx, &fact, r).await?,
+        Some(Detail::Feedback(f)) => {
+            let negative = f.nps_score <= 6;
+            feedback(tx, &fact, "nps", f.nps_score, negative).await?;
+        }
+        Some(Detail::Review(r)) => {
+            feedback(tx, &fact, "review", r.rating, r.rating <= 2).await?;
+        }
+        Some(Detail::Custom(c)) if c.name.eq_ignore_ascii_case(COMPLAINT) => {
+            feedback(tx, &fact, COMPLAINT, 0, false).await?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Where and when an activity happened.

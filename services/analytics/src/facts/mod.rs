@@ -10,7 +10,7 @@
 //! A member's spend figures ([`spend`]) move with each purchase and refund
 //! and can be rebuilt from the facts alone; the two always agree.
 
-mod activities;
+pub mod activities;
 mod members;
 mod points;
 pub mod spend;
@@ -40,7 +40,7 @@ pub(crate) fn optional_id(raw: &str) -> Result<Option<Uuid>, HandlerError> {
 }
 
 /// A protobuf time in whole microseconds (what Postgres stores).
-pub(crate) fn time(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+pub fn time(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     t.as_ref()
         .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
         .and_then(|at| DateTime::from_timestamp_micros(at.timestamp_micros()))

@@ -64,9 +64,13 @@ impl Analytics {
             return Ok(());
         };
         ensure_member(tx, program, member, at).await?;
+        // The balance after the movement (the member's events arrive in
+        // order), for the next best offer.
+        let available = m.balance.as_ref().map(|b| b.available);
         sqlx::query(
             "UPDATE members SET points_earned = points_earned + $3,
-               points_redeemed = points_redeemed + $4, points_expired = points_expired + $5
+               points_redeemed = points_redeemed + $4, points_expired = points_expired + $5,
+               points_available = COALESCE($6, points_available)
              WHERE program_id = $1 AND member_id = $2",
         )
         .bind(program)
@@ -74,6 +78,7 @@ impl Analytics {
         .bind(earned)
         .bind(redeemed)
         .bind(expired)
+        .bind(available)
         .execute(tx)
         .await?;
         Ok(())

@@ -87,7 +87,9 @@ impl Analytics {
             let scored_at = scored;
             if !rfm_today {
                 // Nothing to score (no active member) is not a failure.
-                self.run_rfm(&program, "schedule").await?;
+                if let Err(error) = self.run_rfm(&program, "schedule").await {
+                    tracing::warn!(%error, program, "scheduled RFM run failed");
+                }
             }
             let due = match scored_at {
                 None => true,
@@ -97,9 +99,40 @@ impl Analytics {
                         || model_at.is_some_and(|m| m > at)
                 }
             };
-            if due {
-                self.score_values(&program).await?;
+            if due && let Err(error) = self.score_values(&program).await {
+                tracing::warn!(%error, program, "value scoring failed");
             }
+            if let Err(error) = self.recommendations_due(&program).await {
+                tracing::warn!(%error, program, "recommendation build failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Analytics {
+    /// Builds the programme's recommendations when the last build is older
+    /// than the interval (and the order lines changed since).
+    async fn recommendations_due(&self, program: &str) -> Result<(), AnalyticsError> {
+        let last: Option<chrono::DateTime<chrono::Utc>> = {
+            let mut conn = self.db.acquire().await?;
+            sqlx::query_scalar(
+                "SELECT max(built_at) FROM recommendation_models WHERE program_id = $1",
+            )
+            .bind(program)
+            .fetch_one(&mut *conn)
+            .await?
+        };
+        let interval = chrono::Duration::from_std(self.config.recommend_interval)
+            .unwrap_or(chrono::Duration::MAX);
+        if last.is_some_and(|at| self.now() - at < interval) {
+            return Ok(());
+        }
+        for level in [
+            crate::recommend::Level::Sku,
+            crate::recommend::Level::Category,
+        ] {
+            self.build_recommendations(program, level).await?;
         }
         Ok(())
     }

@@ -29,6 +29,7 @@ pub const WAIT: Duration = Duration::from_secs(15);
 /// The services, running.
 pub struct Stack {
     pub member: MemberServiceClient<Channel>,
+    pub member_addr: std::net::SocketAddr,
     pub analytics: AnalyticsServiceClient<Channel>,
     pub points: Option<PointsServiceClient<Channel>>,
     pub tier: Option<TierServiceClient<Channel>>,
@@ -51,6 +52,8 @@ pub struct Options {
     pub start: Option<DateTime<Utc>>,
     /// Analytics job interval (default 100 ms).
     pub job_interval: Option<Duration>,
+    /// Analytics on its own key prefix: it hears none of the others' events.
+    pub deaf: bool,
 }
 
 pub async fn spawn() -> Stack {
@@ -79,6 +82,7 @@ pub async fn spawn_with(options: Options) -> Stack {
     let member = MemberServiceClient::new(member_running.channel.clone());
     running.push(member_running);
 
+    let mut points_addr = None;
     let points = if options.points {
         let mut runtime = support::runtime_config("points");
         runtime.redis_prefix = prefix.clone();
@@ -93,6 +97,7 @@ pub async fn spawn_with(options: Options) -> Stack {
             .await
             .expect("points builds");
         let r = support::start(app).await;
+        points_addr = Some(format!("http://{}", r.addr));
         let client = PointsServiceClient::new(r.channel.clone());
         running.push(r);
         Some(client)
@@ -120,11 +125,18 @@ pub async fn spawn_with(options: Options) -> Stack {
     };
 
     let mut runtime = support::runtime_config("analytics");
-    runtime.redis_prefix = prefix.clone();
+    if !options.deaf {
+        runtime.redis_prefix = prefix.clone();
+    }
     let schema = runtime.db_schema.clone();
     let config = laurel_analytics::Config {
         runtime,
         job_interval: options.job_interval.unwrap_or(Duration::from_millis(100)),
+        recommend_interval: Duration::ZERO,
+        recommend_cache: Duration::ZERO,
+        points_addr,
+        points_api_key: None,
+        webhook: None,
     };
     let app = laurel_analytics::build(config, Some(shared_clock()))
         .await
@@ -135,6 +147,7 @@ pub async fn spawn_with(options: Options) -> Stack {
     let db = laurel_runtime::db::pool(&support::database_url(), &schema, 4).unwrap();
     Stack {
         member,
+        member_addr,
         analytics,
         points,
         tier,

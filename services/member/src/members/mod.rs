@@ -13,6 +13,7 @@ pub use links::{
 mod enrol;
 mod erase;
 mod export;
+mod export_activities;
 mod get;
 pub(crate) use get::identity_cache;
 mod identities;
@@ -137,12 +138,34 @@ impl Members {
         card_version: Option<i64>,
         payload: &P,
     ) -> Result<()> {
+        self.emit_about(
+            tx,
+            program,
+            Some(member),
+            occurred_at,
+            card_version,
+            payload,
+        )
+        .await
+    }
+
+    /// Writes an event to the outbox; `member` is `None` for an event about
+    /// no member (a guest's purchase), which takes no member sequence.
+    async fn emit_about<P: Message + Name>(
+        &self,
+        tx: &mut PgConnection,
+        program: &ProgramId,
+        member: Option<Uuid>,
+        occurred_at: DateTime<Utc>,
+        card_version: Option<i64>,
+        payload: &P,
+    ) -> Result<()> {
         outbox::enqueue(
             tx,
             SOURCE,
             NewEvent {
                 program,
-                member_id: Some(member),
+                member_id: member,
                 occurred_at,
                 recorded_at: self.clock.now(),
                 card_version,

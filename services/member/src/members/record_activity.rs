@@ -90,42 +90,7 @@ impl Members {
                 .map_err(|e| MemberError::Internal(e.into()))?;
             return Ok((stored, false, false));
         }
-        let mut enrolled = false;
-        let member_id = match &cmd.member {
-            MemberRef::Id(id) => *id,
-            MemberRef::Identity(key) => {
-                let hash = self.pii.identity_hash(program.as_str(), key);
-                match repo::member_by_identity(&mut tx, program.as_str(), &hash).await? {
-                    Some(id) => id,
-                    None if cmd.auto_enroll => {
-                        let new = requests::NewMember {
-                            profile: Profile::default(),
-                            identities: vec![key.clone()],
-                            consents: Vec::new(),
-                            tags: Vec::new(),
-                            referral_code: None,
-                            enrolled_at: self.clock.now(),
-                        };
-                        enrolled = true;
-                        self.enrol(&mut tx, program, new, true).await?.0.member_id
-                    }
-                    None => return Err(MemberError::IdentityNotFound),
-                }
-            }
-        };
-        // Locking the member orders its activities and events.
-        let mut row = repo::member(&mut tx, program.as_str(), member_id, true)
-            .await?
-            .ok_or(MemberError::MemberNotFound)?;
-        if let Some(survivor) = row.merged_into {
-            row = repo::member(&mut tx, program.as_str(), survivor, true)
-                .await?
-                .ok_or(MemberError::MemberNotFound)?;
-        }
-        if row.status == status::ERASED || row.status == status::MERGED {
-            return Err(MemberError::NotActive(status_name(row.status)));
-        }
-        let member_id = row.member_id;
+        let (member_id, enrolled) = self.activity_member(&mut tx, program, cmd).await?;
         if cmd.kind == ActivityKind::Refund {
             let refund = cmd.money.as_ref().expect("refunds carry money");
             self.check_refund(&mut tx, program, member_id, refund)
@@ -135,7 +100,7 @@ impl Members {
         let mut stored = activity.clone();
         let activity_id = Uuid::now_v7();
         stored.activity_id = activity_id.to_string();
-        stored.member_id = member_id.to_string();
+        stored.member_id = member_id.map(|m| m.to_string()).unwrap_or_default();
         stored.recorded_at = Some(to_timestamp(now));
         let occurred_at = activity
             .occurred_at
@@ -161,8 +126,9 @@ impl Members {
             .map_err(MemberError::from_db)?;
         let mut published = stored.clone();
         strip_free_text(&mut published);
-        // Activities are not on the card: no invalidation.
-        self.emit(
+        // Activities are not on the card: no invalidation. A guest's has no
+        // member: its envelope names none and takes no member sequence.
+        self.emit_about(
             &mut tx,
             program,
             member_id,
@@ -177,13 +143,61 @@ impl Members {
         Ok((stored, true, enrolled))
     }
 
-    /// A refund must name this member's order, in its currency, and stay
-    /// within what is left of it.
+    /// The member an activity is recorded for, locked, and whether this
+    /// call enrolled it; `None` for a guest, whose purchase or refund
+    /// touches no member row.
+    async fn activity_member(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        program: &ProgramId,
+        cmd: &requests::NewActivity,
+    ) -> Result<(Option<Uuid>, bool)> {
+        let mut enrolled = false;
+        let member_id = match &cmd.member {
+            MemberRef::Guest => return Ok((None, false)),
+            MemberRef::Id(id) => *id,
+            MemberRef::Identity(key) => {
+                let hash = self.pii.identity_hash(program.as_str(), key);
+                match repo::member_by_identity(&mut *tx, program.as_str(), &hash).await? {
+                    Some(id) => id,
+                    None if cmd.auto_enroll => {
+                        let new = requests::NewMember {
+                            profile: Profile::default(),
+                            identities: vec![key.clone()],
+                            consents: Vec::new(),
+                            tags: Vec::new(),
+                            referral_code: None,
+                            enrolled_at: self.clock.now(),
+                        };
+                        enrolled = true;
+                        self.enrol(&mut *tx, program, new, true).await?.0.member_id
+                    }
+                    None => return Err(MemberError::IdentityNotFound),
+                }
+            }
+        };
+        // Locking the member orders its activities and events.
+        let mut row = repo::member(&mut *tx, program.as_str(), member_id, true)
+            .await?
+            .ok_or(MemberError::MemberNotFound)?;
+        if let Some(survivor) = row.merged_into {
+            row = repo::member(&mut *tx, program.as_str(), survivor, true)
+                .await?
+                .ok_or(MemberError::MemberNotFound)?;
+        }
+        if row.status == status::ERASED || row.status == status::MERGED {
+            return Err(MemberError::NotActive(status_name(row.status)));
+        }
+        Ok((Some(row.member_id), enrolled))
+    }
+
+    /// A refund must name this member's order (a guest's refund a guest's
+    /// order), in its currency, and stay within what is left of it.
     async fn check_refund(
         &self,
         tx: &mut sqlx::PgConnection,
         program: &ProgramId,
-        member_id: Uuid,
+        member_id: Option<Uuid>,
         refund: &OrderMoney,
     ) -> Result<()> {
         let order = repo::lock_purchase(tx, program.as_str(), &refund.order_id)

@@ -38,6 +38,9 @@ pub struct Options {
     pub schema: Option<String>,
     pub prefix: Option<String>,
     pub api_keys: Vec<(String, String)>,
+    /// Keys granting only the scopes named (`read|write` and so on), beside
+    /// the all-scope `api_keys`.
+    pub scoped_keys: Vec<(String, String, String)>,
     pub relay: bool,
     /// Where GetMemberCard finds the points service; a closed port when unset.
     pub points: Option<laurel_member::LinkSettings>,
@@ -67,11 +70,14 @@ pub async fn spawn_with(options: Options) -> TestApp {
     if let Some(url) = options.redis_url {
         runtime.redis_url = url;
     }
-    runtime.dev_mode = options.api_keys.is_empty();
+    runtime.dev_mode = options.api_keys.is_empty() && options.scoped_keys.is_empty();
     runtime.api_keys = options
         .api_keys
         .iter()
         .map(|(name, key)| ApiKey::new(name, key, Programmes::Any, Scopes::ALL).unwrap())
+        .chain(options.scoped_keys.iter().map(|(name, key, scopes)| {
+            ApiKey::new(name, key, Programmes::Any, Scopes::parse(scopes).unwrap()).unwrap()
+        }))
         .collect();
     runtime.run_relay = options.relay;
     let (schema, prefix, redis_url) = (
@@ -252,6 +258,7 @@ pub fn by_id(member_id: &str, activity: pb::Activity) -> pb::RecordActivityReque
             member_id.into(),
         )),
         auto_enroll: false,
+        guest: false,
         activity: Some(activity),
     }
 }

@@ -104,6 +104,12 @@ impl Tiers {
                 "ActivityRecorded without an activity"
             )));
         };
+        // A guest's purchase or refund (RecordActivity with guest set) names
+        // no member: no member's spend moves, so it is done with, not
+        // dead-lettered.
+        if activity.member_id.is_empty() {
+            return Ok(());
+        }
         let program = event.program_id();
         let member_id = id(&activity.member_id)?;
         let occurred_at = time(&activity.occurred_at).unwrap_or_else(|| self.now());

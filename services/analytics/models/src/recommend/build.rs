@@ -228,6 +228,51 @@ impl CoPurchaseModel {
     pub fn popular_items(&self) -> &[u32] {
         &self.popular_items
     }
+
+    /// Rebuilds a model from what [`neighbours`](Self::neighbours) and
+    /// [`buyers`](Self::buyers) gave for every item (a stored model read
+    /// back): `neighbours[i]` and `buyers[i]` belong to item `i`. The
+    /// popularity ranking is derived again from the buyers.
+    pub fn from_parts(
+        config: CoPurchaseConfig,
+        neighbours: Vec<Vec<Neighbour>>,
+        buyers: Vec<u32>,
+    ) -> Result<Self, RecommendError> {
+        config.validate()?;
+        let item_count =
+            u32::try_from(buyers.len()).map_err(|_| RecommendError::ItemOutOfRange {
+                item: u32::MAX,
+                item_count: u32::MAX,
+            })?;
+        if neighbours.len() != buyers.len() {
+            return Err(RecommendError::ItemOutOfRange {
+                item: neighbours.len() as u32,
+                item_count,
+            });
+        }
+        if let Some(n) = neighbours.iter().flatten().find(|n| n.item >= item_count) {
+            return Err(RecommendError::ItemOutOfRange {
+                item: n.item,
+                item_count,
+            });
+        }
+        let mut neighbour_offsets = Vec::with_capacity(neighbours.len() + 1);
+        neighbour_offsets.push(0);
+        let mut flat = Vec::with_capacity(neighbours.iter().map(Vec::len).sum());
+        for list in neighbours {
+            flat.extend(list);
+            neighbour_offsets.push(flat.len());
+        }
+        let popular_items = rank_by_buyers(&buyers);
+        Ok(Self {
+            config,
+            item_count,
+            neighbour_offsets,
+            neighbours: flat,
+            buyers,
+            popular_items,
+        })
+    }
 }
 
 /// Sorts the lines by member and latest day first, and keeps per member
