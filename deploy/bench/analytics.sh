@@ -25,10 +25,12 @@
 # a million members take longer than the default 10 s) and its scoring job
 # parked (LAUREL_ANALYTICS_JOB_INTERVAL_MS: its first pass finds no programme,
 # the next would come after the run), so that no scheduled RFM run or value
-# scoring competes with the timed calls. The virtual environment is kept in
-# target/analytics-bench-venv (LAUREL_BENCH_VENV elsewhere) and remade when
-# requirements.txt changes. The scratch schema, Redis prefix and generated
-# files are removed at exit. Needs python3 with venv, h2load (apt-get install
+# scoring competes with the timed calls; after them the bench starts a second
+# replica on the same schema with a 1 s job interval, whose scoring job builds
+# the recommendation models, and stops it once they are stored. The virtual
+# environment is kept in target/analytics-bench-venv (LAUREL_BENCH_VENV
+# elsewhere) and remade when requirements.txt changes. The scratch schema,
+# Redis prefix and generated files are removed at exit. Needs python3 with venv, h2load (apt-get install
 # nghttp2-client) and about 3 GB of free disk under TMPDIR for the full size.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -134,14 +136,20 @@ for ((i = 0; i < 1200; i++)); do
 done
 log "laurel-analytics pid $server_pid on $port (metrics $metrics), schema $schema; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
+# The bench inherits the service's settings: it starts a second replica with
+# them after the timed calls, whose scoring job builds the recommendation
+# models (--scorer-bin).
 rc=0
-"$bin/laurel-analytics-bench" \
+env LAUREL_DB_SCHEMA="$schema" LAUREL_REDIS_PREFIX="$prefix" LAUREL_DEV_MODE=1 \
+  LAUREL_REQUEST_TIMEOUT_MS=1800000 \
+  "$bin/laurel-analytics-bench" \
   --addr "http://127.0.0.1:$port" \
   --database-url "$DATABASE_URL" --schema "$schema" \
   --server-pid "$server_pid" --metrics-url "http://127.0.0.1:$metrics/metrics" \
   --members "$members" --purchases "$purchases" \
   --python "$venv/bin/python" --scripts "$repo/deploy/bench/analytics" \
   --cdnow "$repo/services/analytics/models/data/cdnow/CDNOW_sample.txt" \
+  --scorer-bin "$bin/laurel-analytics" \
   --work "$work" "${bench_args[@]}" || rc=$?
 if [[ $rc -ne 0 ]]; then
   log "laurel-analytics log ends with:"

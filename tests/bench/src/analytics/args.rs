@@ -33,7 +33,12 @@ FLAGS:
   --work DIR           where the CSV files and DuckDB's database go [default: a temp dir]
   --no-python          skip DuckDB and lifetimes (ours only)
   --no-recommendations skip the recommendation run
-  --reco-wait SECS     how long to wait for the recommendation model [default: 900]
+  --reco-wait SECS     how long to wait for the recommendation models [default: 900]
+  --scorer-bin PATH    laurel-analytics: started as a second replica (this process's
+                       environment, a 1 s job interval) after the timed calls so
+                       that its scoring job builds the recommendation models,
+                       stopped once they are stored [default: wait for the
+                       service's own job]
 
   Recommendations beside echo (h2load; see deploy/bench/README.md):
   --h2load-n N         calls per h2load run           [default: 100000]
@@ -65,6 +70,7 @@ pub struct Args {
     pub run_python: bool,
     pub run_recommendations: bool,
     pub reco_wait: Duration,
+    pub scorer_bin: Option<PathBuf>,
     pub shape: h2load::Shape,
 }
 
@@ -89,6 +95,7 @@ impl Default for Args {
             run_python: true,
             run_recommendations: true,
             reco_wait: Duration::from_secs(900),
+            scorer_bin: None,
             shape: h2load::Shape::default(),
         }
     }
@@ -146,6 +153,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
             "--no-python" => args.run_python = false,
             "--no-recommendations" => args.run_recommendations = false,
             "--reco-wait" => args.reco_wait = Duration::from_secs(number(&flag, &value()?)?),
+            "--scorer-bin" => args.scorer_bin = Some(value()?.into()),
             "--h2load-n" => args.shape.calls = positive(&flag, &value()?)?,
             "--h2load-c" => args.shape.connections = positive(&flag, &value()?)?,
             "--h2load-m" => args.shape.streams = positive(&flag, &value()?)?,

@@ -66,34 +66,48 @@ const TABLES: [(&str, &str); 5] = [
 /// A table's COPY under way: the rows it stored when it ends.
 type Copying = (&'static str, JoinHandle<Result<u64>>);
 
+/// What the generator sends a COPY.
+enum Feed {
+    Rows(Vec<u8>),
+    /// Every row was sent: commit. A feed dropped without it aborts.
+    End,
+}
+
 /// One table's COPY, fed chunk by chunk from a blocking thread.
 struct CopySink {
     table: &'static str,
     buf: Vec<u8>,
-    tx: mpsc::Sender<Vec<u8>>,
-    task: JoinHandle<Result<u64>>,
+    tx: mpsc::Sender<Feed>,
 }
 
 impl CopySink {
-    async fn open(pool: &PgPool, table: &'static str, target: &str) -> Result<Self> {
+    async fn open(pool: &PgPool, table: &'static str, target: &str) -> Result<(Self, Copying)> {
         let statement = format!("COPY {target} FROM STDIN");
         let mut copy = pool
             .copy_in_raw(&statement)
             .await
             .with_context(|| format!("COPY into {table}"))?;
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+        let (tx, mut rx) = mpsc::channel::<Feed>(4);
         let task = tokio::spawn(async move {
-            while let Some(chunk) = rx.recv().await {
-                copy.send(chunk).await?;
+            loop {
+                match rx.recv().await {
+                    Some(Feed::Rows(chunk)) => {
+                        copy.send(chunk).await?;
+                    }
+                    Some(Feed::End) => return Ok(copy.finish().await?),
+                    None => {
+                        copy.abort("the generator stopped").await?;
+                        bail!("the generator stopped");
+                    }
+                }
             }
-            Ok(copy.finish().await?)
         });
-        Ok(Self {
+        let sink = Self {
             table,
             buf: Vec::with_capacity(CHUNK + 4096),
             tx,
-            task,
-        })
+        };
+        Ok((sink, (table, task)))
     }
 
     /// Sends the buffer when it is full (from a blocking thread only).
@@ -106,17 +120,21 @@ impl CopySink {
 
     fn flush(&mut self) -> Result<()> {
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK + 4096));
+        self.send(Feed::Rows(chunk))
+    }
+
+    fn send(&self, feed: Feed) -> Result<()> {
         self.tx
-            .blocking_send(chunk)
+            .blocking_send(feed)
             .map_err(|_| anyhow!("the COPY into {} stopped", self.table))
     }
 
-    /// Sends the rest and closes the stream; the task ends the COPY.
-    fn close(mut self) -> Result<Copying> {
+    /// Sends the rest and commits.
+    fn close(mut self) -> Result<()> {
         if !self.buf.is_empty() {
             self.flush()?;
         }
-        Ok((self.table, self.task))
+        self.send(Feed::End)
     }
 }
 
@@ -130,39 +148,67 @@ struct Sinks {
 }
 
 impl Sinks {
-    async fn open(pool: &PgPool) -> Result<Self> {
+    async fn open(pool: &PgPool) -> Result<(Self, Vec<Copying>)> {
         let [m, p, l, d, s] = TABLES;
-        Ok(Self {
-            members: CopySink::open(pool, m.0, m.1).await?,
-            purchases: CopySink::open(pool, p.0, p.1).await?,
-            lines: CopySink::open(pool, l.0, l.1).await?,
-            days: CopySink::open(pool, d.0, d.1).await?,
-            spend: CopySink::open(pool, s.0, s.1).await?,
-        })
+        let mut copying = Vec::new();
+        let mut open = async |(table, target): (&'static str, &str)| -> Result<CopySink> {
+            let (sink, task) = CopySink::open(pool, table, target).await?;
+            copying.push(task);
+            Ok(sink)
+        };
+        let sinks = Self {
+            members: open(m).await?,
+            purchases: open(p).await?,
+            lines: open(l).await?,
+            days: open(d).await?,
+            spend: open(s).await?,
+        };
+        Ok((sinks, copying))
     }
 
-    fn close(self) -> Result<Vec<Copying>> {
-        Ok(vec![
-            self.members.close()?,
-            self.purchases.close()?,
-            self.lines.close()?,
-            self.days.close()?,
-            self.spend.close()?,
-        ])
+    fn close(self) -> Result<()> {
+        self.members.close()?;
+        self.purchases.close()?;
+        self.lines.close()?;
+        self.days.close()?;
+        self.spend.close()
     }
 }
 
-/// Waits for every COPY and returns the rows each stored.
+/// Waits for every COPY: the rows each stored, or the first failure.
 async fn finish(tasks: Vec<Copying>) -> Result<Vec<(&'static str, u64)>> {
     let mut out = Vec::new();
+    let mut failed = None;
     for (table, task) in tasks {
         let rows = task
             .await
-            .with_context(|| format!("COPY into {table}"))?
-            .with_context(|| format!("COPY into {table}"))?;
-        out.push((table, rows));
+            .with_context(|| format!("COPY into {table}"))
+            .and_then(|r| r.with_context(|| format!("COPY into {table}")));
+        match rows {
+            Ok(rows) => out.push((table, rows)),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
     }
-    Ok(out)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The generator's outcome and the COPYs', the COPY's failure first (a
+/// generator that stopped because its COPY did has nothing more to say).
+async fn settle<T>(
+    generated: Result<T>,
+    copying: Vec<Copying>,
+) -> Result<(T, Vec<(&'static str, u64)>)> {
+    let stored = finish(copying).await;
+    match (generated, stored) {
+        (Ok(g), Ok(s)) => Ok((g, s)),
+        (Ok(_), Err(e)) | (Err(_), Err(e)) => Err(e),
+        (Err(e), Ok(_)) => Err(e),
+    }
 }
 
 /// Dates of a span of days as Postgres and CSV text, by offset.
@@ -369,17 +415,14 @@ pub struct Plan {
 /// analysed by autovacuum long before a run.
 pub async fn programme(pool: &PgPool, plan: &Plan, files: Option<&Files>) -> Result<Loaded> {
     let started = Instant::now();
-    let sinks = Sinks::open(pool).await?;
+    let (sinks, copying) = Sinks::open(pool).await?;
     let csv = files.map(CsvOut::create).transpose()?;
     let plan2 = plan.clone();
     let generated = tokio::task::spawn_blocking(move || generate(plan2, sinks, csv))
         .await
-        .context("the generator thread")?;
-    let (sinks, counts) = match generated {
-        Ok(done) => done,
-        Err(e) => return Err(e),
-    };
-    let stored = finish(sinks.close()?).await?;
+        .context("the generator thread")
+        .and_then(|g| g);
+    let (counts, stored) = settle(generated, copying).await?;
     let load_seconds = started.elapsed().as_secs_f64();
     let rows = |table: &str| stored.iter().find(|s| s.0 == table).map_or(0, |s| s.1);
     if rows("purchases") != counts.orders || rows("members") != plan.members {
@@ -406,7 +449,9 @@ struct Counts {
     sample_member: Option<Uuid>,
 }
 
-fn generate(plan: Plan, mut sinks: Sinks, mut csv: Option<CsvOut>) -> Result<(Sinks, Counts)> {
+/// Writes every member (on a blocking thread: the sinks block when their
+/// COPY falls behind) and commits the COPYs.
+fn generate(plan: Plan, mut sinks: Sinks, mut csv: Option<CsvOut>) -> Result<Counts> {
     let mut generator = Generator::new(plan.seed, plan.shapes, plan.line_share)?;
     let names = DayNames::new(population::FIRST_DAY, population::PERIOD_DAYS);
     let mut writer = Writer {
@@ -443,7 +488,8 @@ fn generate(plan: Plan, mut sinks: Sinks, mut csv: Option<CsvOut>) -> Result<(Si
     if let Some(csv) = csv {
         csv.finish()?;
     }
-    Ok((sinks, counts))
+    sinks.close()?;
+    Ok(counts)
 }
 
 async fn vacuum(pool: &PgPool) -> Result<()> {
@@ -542,9 +588,9 @@ pub async fn cdnow(pool: &PgPool, program: &str, path: &Path) -> Result<usize> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let members = parse_cdnow(&text)?;
     let count = members.len();
-    let sinks = Sinks::open(pool).await?;
+    let (sinks, copying) = Sinks::open(pool).await?;
     let program = program.to_owned();
-    let sinks = tokio::task::spawn_blocking(move || -> Result<Sinks> {
+    let written = tokio::task::spawn_blocking(move || -> Result<()> {
         let names = DayNames::new(CDNOW_FIRST_DAY, CDNOW_DAYS);
         let mut sinks = sinks;
         let mut writer = Writer {
@@ -557,11 +603,12 @@ pub async fn cdnow(pool: &PgPool, program: &str, path: &Path) -> Result<usize> {
         for m in &members {
             writer.member(m, &mut sinks, None)?;
         }
-        Ok(sinks)
+        sinks.close()
     })
     .await
-    .context("the CDNOW thread")??;
-    finish(sinks.close()?).await?;
+    .context("the CDNOW thread")
+    .and_then(|w| w);
+    settle(written, copying).await?;
     Ok(count)
 }
 

@@ -1,6 +1,7 @@
 //! laurel-analytics-bench's parts: flags, the generated programme, its
 //! load, the service's calls, peak memory, the Python side,
-//! recommendations under h2load, and the report.
+//! recommendations under h2load (with the replica that builds their
+//! models), and the report.
 
 pub mod args;
 pub mod load;
@@ -9,4 +10,5 @@ pub mod population;
 pub mod python;
 pub mod recommend;
 pub mod report;
+pub mod scorer;
 pub mod service;

@@ -40,6 +40,7 @@ use analytics::population::{self, Shapes};
 use analytics::python::{self, Python};
 use analytics::recommend::{self, Recommendations};
 use analytics::report::{self, Row};
+use analytics::scorer::{self, Scorer};
 use analytics::service::Service;
 
 /// The second programme, CDNOW's customers.
@@ -277,26 +278,7 @@ async fn run(
     };
 
     let recommendations = if args.run_recommendations {
-        match loaded.sample_member {
-            Some(member) => {
-                eprintln!("GetRecommendations beside echo (member {member}) ...");
-                Some(
-                    recommend::run(
-                        service,
-                        &args.addr,
-                        &args.program,
-                        member,
-                        &args.shape,
-                        args.reco_wait,
-                        args.metrics_url.as_deref(),
-                    )
-                    .await?,
-                )
-            }
-            None => Some(Recommendations::Pending(
-                "no member with three orders with lines (raise --line-share)".into(),
-            )),
-        }
+        Some(recommendations(args, service, pid, pool, work, loaded.sample_member).await?)
     } else {
         None
     };
@@ -316,6 +298,70 @@ async fn run(
         theirs: theirs.as_ref(),
         recommendations: recommendations.as_ref(),
     }))
+}
+
+/// The recommendation phase: the models' build and the h2load runs.
+struct RecoPhase {
+    built: Option<std::result::Result<scorer::Built, String>>,
+    outcome: Recommendations,
+    memory: Option<StepMemory>,
+}
+
+async fn recommendations(
+    args: &Args,
+    service: &Service,
+    pid: Option<u32>,
+    pool: &sqlx::PgPool,
+    work: &std::path::Path,
+    member: Option<uuid::Uuid>,
+) -> Result<RecoPhase> {
+    let Some(member) = member else {
+        return Ok(RecoPhase {
+            built: None,
+            outcome: Recommendations::Pending(
+                "no member with three orders with lines (raise --line-share)".into(),
+            ),
+            memory: None,
+        });
+    };
+    let built = match &args.scorer_bin {
+        Some(bin) => {
+            eprintln!("building the recommendation models with a scoring replica ...");
+            let scorer = Scorer::start(bin, &work.join("scorer.log"))?;
+            let built = scorer
+                .built(pool, &args.program, args.reco_wait)
+                .await
+                .map_err(|e| format!("{e:#}"));
+            if let Err(e) = &built {
+                return Ok(RecoPhase {
+                    built: None,
+                    outcome: Recommendations::Pending(e.clone()),
+                    memory: None,
+                });
+            }
+            Some(built)
+        }
+        None => None,
+    };
+    eprintln!("GetRecommendations beside echo (member {member}) ...");
+    let (outcome, _, memory) = peak::measure(
+        pid,
+        recommend::run(
+            service,
+            &args.addr,
+            &args.program,
+            member,
+            &args.shape,
+            args.reco_wait,
+            args.metrics_url.as_deref(),
+        ),
+    )
+    .await;
+    Ok(RecoPhase {
+        built,
+        outcome: outcome?,
+        memory,
+    })
 }
 
 /// DuckDB's and lifetimes' figures.
@@ -378,7 +424,7 @@ struct Rendered<'a> {
     cdnow_walls: &'a [Duration],
     cdnow_load: &'a str,
     theirs: Option<&'a Theirs>,
-    recommendations: Option<&'a Recommendations>,
+    recommendations: Option<&'a RecoPhase>,
 }
 
 fn bg_line(m: &laurel_proto::analytics::v1::ClvModel) -> String {
@@ -453,7 +499,7 @@ fn render(r: &Rendered<'_>) -> String {
         ratio: ltc_s.map(|t| t / ours_cdnow),
         target: Some(10.0),
     });
-    match r.recommendations {
+    match r.recommendations.map(|p| &p.outcome) {
         Some(Recommendations::Measured(m)) => rows.push(Row {
             figure: "GetRecommendations / echo, h2load calls/s (median)".into(),
             ours: format!("{:.0}/s", m.recommend.rps),
@@ -606,13 +652,40 @@ fn render(r: &Rendered<'_>) -> String {
         ));
         let lc = &t.lifetimes_cdnow;
         out.push_str(&format!(
-            "  lifetimes CDNOW: every round {:?} s; load {}\n    {}\n",
-            lc.get("rounds").cloned().unwrap_or_default(),
+            "  lifetimes CDNOW: every round {:?} ms; load {}\n    {}\n",
+            lc.get("rounds")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_f64)
+                        .map(|x| (x * 1e4).round() / 10.0)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
             t.load[2],
             lifetimes_line(lc)
         ));
     }
-    if let Some(Recommendations::Measured(m)) = r.recommendations {
+    if let Some(phase) = r.recommendations {
+        if let Some(Ok(built)) = &phase.built {
+            out.push_str(&format!(
+                "\nRecommendation models stored {:.1} s after the scoring replica started \
+                 (it scored every member's value first):\n",
+                built.seconds
+            ));
+            for line in &built.lines {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        out.push_str(&format!(
+            "  {}\n",
+            memory_line(
+                "analytics service, serving recommendations under h2load",
+                phase.memory
+            )
+        ));
+    }
+    if let Some(Recommendations::Measured(m)) = r.recommendations.map(|p| &p.outcome) {
         out.push_str(&format!(
             "\nRecommendations: {} items{} for the member after {:.0} s of waiting for the model; \
              h2load -n {} -c {} -m {}: echo rounds {:?}/s, GetRecommendations rounds {:?}/s; \
