@@ -33,6 +33,8 @@ FLAGS:
   --work DIR           where the CSV files and DuckDB's database go [default: a temp dir]
   --no-python          skip DuckDB and lifetimes (ours only)
   --no-recommendations skip the recommendation run
+  --no-breakdown       skip timing the parts of ours (the service's reads from
+                       here, the models alone, the scores' write)
   --reco-wait SECS     how long to wait for the recommendation models [default: 900]
   --scorer-bin PATH    laurel-analytics: started as a second replica (this process's
                        environment, a 1 s job interval) after the timed calls so
@@ -69,6 +71,7 @@ pub struct Args {
     pub work: Option<PathBuf>,
     pub run_python: bool,
     pub run_recommendations: bool,
+    pub breakdown: bool,
     pub reco_wait: Duration,
     pub scorer_bin: Option<PathBuf>,
     pub shape: h2load::Shape,
@@ -94,6 +97,7 @@ impl Default for Args {
             work: None,
             run_python: true,
             run_recommendations: true,
+            breakdown: true,
             reco_wait: Duration::from_secs(900),
             scorer_bin: None,
             shape: h2load::Shape::default(),
@@ -152,6 +156,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
             "--work" => args.work = Some(value()?.into()),
             "--no-python" => args.run_python = false,
             "--no-recommendations" => args.run_recommendations = false,
+            "--no-breakdown" => args.breakdown = false,
             "--reco-wait" => args.reco_wait = Duration::from_secs(number(&flag, &value()?)?),
             "--scorer-bin" => args.scorer_bin = Some(value()?.into()),
             "--h2load-n" => args.shape.calls = positive(&flag, &value()?)?,

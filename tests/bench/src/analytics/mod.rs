@@ -4,6 +4,7 @@
 //! models), and the report.
 
 pub mod args;
+pub mod breakdown;
 pub mod load;
 pub mod peak;
 pub mod population;

@@ -34,6 +34,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use analytics::args::{self, Args, Parsed};
+use analytics::breakdown::{self, Parts};
 use analytics::load::{self, Files, Plan};
 use analytics::peak::{self, StepMemory};
 use analytics::population::{self, Shapes};
@@ -272,6 +273,16 @@ async fn run(
     let cdnow_model = cdnow_model.context("no CDNOW fit")?;
     let cdnow_wall = median(cdnow_walls.clone());
 
+    let parts = if args.breakdown {
+        eprintln!("timing the parts of ours ...");
+        Some((
+            breakdown::rfm(pool, &args.program, "EUR", as_of, ACTIVE_DAYS).await?,
+            breakdown::clv(pool, &args.program, "EUR", loaded.last_day).await?,
+        ))
+    } else {
+        None
+    };
+
     let theirs = match (&files, args.run_python) {
         (Some(files), true) => Some(run_python(args, files, work, as_of, loaded.last_day).await?),
         _ => None,
@@ -295,6 +306,7 @@ async fn run(
         cdnow_wall,
         cdnow_walls: &cdnow_walls,
         cdnow_load: &cdnow_load,
+        parts: parts.as_ref(),
         theirs: theirs.as_ref(),
         recommendations: recommendations.as_ref(),
     }))
@@ -423,6 +435,7 @@ struct Rendered<'a> {
     cdnow_wall: Duration,
     cdnow_walls: &'a [Duration],
     cdnow_load: &'a str,
+    parts: Option<&'a (Parts, Parts)>,
     theirs: Option<&'a Theirs>,
     recommendations: Option<&'a RecoPhase>,
 }
@@ -577,6 +590,25 @@ fn render(r: &Rendered<'_>) -> String {
         r.cdnow_load,
         bg_line(r.cdnow_model)
     ));
+    if let Some((rfm_parts, clv_parts)) = r.parts {
+        out.push_str(
+            "\nWhere ours spends its time (the service's reads run from the bench, the models \
+             alone; approximate):\n",
+        );
+        for (name, parts) in [("RecomputeRfm", rfm_parts), ("FitClvModel", clv_parts)] {
+            let sum: f64 = parts.parts.iter().map(|p| p.1).sum();
+            out.push_str(&format!(
+                "  {name}: the parts add up to {}\n",
+                report::seconds(sum)
+            ));
+            for (what, s) in &parts.parts {
+                out.push_str(&format!("    {:<52} {}\n", what, report::seconds(*s)));
+            }
+            for n in &parts.notes {
+                out.push_str(&format!("    ({n})\n"));
+            }
+        }
+    }
     out.push_str("\nPeak memory:\n");
     out.push_str(&format!(
         "  {}\n",
