@@ -36,6 +36,9 @@ FLAGS:
   --no-breakdown       skip timing the parts of ours (the service's reads from
                        here, the models alone, the scores' write)
   --reco-wait SECS     how long to wait for the recommendation models [default: 900]
+  --client-seconds N   the tonic-client runs of recommendations for random members
+                       and of echo, each                [default: 10]
+  --client-concurrency N  their workers (over 4 connections) [default: 64]
   --scorer-bin PATH    laurel-analytics: started as a second replica (this process's
                        environment, a 1 s job interval) after the timed calls so
                        that its scoring job builds the recommendation models,
@@ -74,6 +77,8 @@ pub struct Args {
     pub breakdown: bool,
     pub reco_wait: Duration,
     pub scorer_bin: Option<PathBuf>,
+    pub client_seconds: u64,
+    pub client_concurrency: usize,
     pub shape: h2load::Shape,
 }
 
@@ -100,6 +105,8 @@ impl Default for Args {
             breakdown: true,
             reco_wait: Duration::from_secs(900),
             scorer_bin: None,
+            client_seconds: 10,
+            client_concurrency: 64,
             shape: h2load::Shape::default(),
         }
     }
@@ -158,6 +165,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
             "--no-recommendations" => args.run_recommendations = false,
             "--no-breakdown" => args.breakdown = false,
             "--reco-wait" => args.reco_wait = Duration::from_secs(number(&flag, &value()?)?),
+            "--client-seconds" => args.client_seconds = positive(&flag, &value()?)?,
+            "--client-concurrency" => args.client_concurrency = positive(&flag, &value()?)?,
             "--scorer-bin" => args.scorer_bin = Some(value()?.into()),
             "--h2load-n" => args.shape.calls = positive(&flag, &value()?)?,
             "--h2load-c" => args.shape.connections = positive(&flag, &value()?)?,

@@ -396,6 +396,8 @@ pub struct Loaded {
     pub last_day: NaiveDate,
     /// A member with at least three orders with lines (recommendations).
     pub sample_member: Option<Uuid>,
+    /// Members with lines, the first [`SAMPLED_MEMBERS`] generated.
+    pub sample_members: Vec<Uuid>,
     pub load_seconds: f64,
     pub vacuum_seconds: f64,
 }
@@ -426,7 +428,11 @@ pub async fn programme(pool: &PgPool, plan: &Plan, files: Option<&Files>) -> Res
     let load_seconds = started.elapsed().as_secs_f64();
     let rows = |table: &str| stored.iter().find(|s| s.0 == table).map_or(0, |s| s.1);
     if rows("purchases") != counts.orders || rows("members") != plan.members {
-        bail!("COPY stored {stored:?}, generated {counts:?}");
+        bail!(
+            "COPY stored {stored:?}, generated {} purchases of {} members",
+            counts.orders,
+            plan.members
+        );
     }
     let started = Instant::now();
     vacuum(pool).await?;
@@ -437,16 +443,21 @@ pub async fn programme(pool: &PgPool, plan: &Plan, files: Option<&Files>) -> Res
         member_days: rows("member_days"),
         last_day: population::FIRST_DAY + chrono::Duration::days(i64::from(counts.last_day)),
         sample_member: counts.sample_member,
+        sample_members: counts.sample_members,
         load_seconds,
         vacuum_seconds: started.elapsed().as_secs_f64(),
     })
 }
+
+/// Members kept for the recommendations of many members.
+pub const SAMPLED_MEMBERS: usize = 200_000;
 
 #[derive(Debug)]
 struct Counts {
     orders: u64,
     last_day: i32,
     sample_member: Option<Uuid>,
+    sample_members: Vec<Uuid>,
 }
 
 /// Writes every member (on a blocking thread: the sinks block when their
@@ -465,6 +476,7 @@ fn generate(plan: Plan, mut sinks: Sinks, mut csv: Option<CsvOut>) -> Result<Cou
         orders: 0,
         last_day: 0,
         sample_member: None,
+        sample_members: Vec::new(),
     };
     for _ in 0..plan.members {
         let m = generator.member();
@@ -472,6 +484,9 @@ fn generate(plan: Plan, mut sinks: Sinks, mut csv: Option<CsvOut>) -> Result<Cou
         counts.orders += m.orders.len() as u64;
         if let Some(last) = m.orders.last() {
             counts.last_day = counts.last_day.max(last.day);
+        }
+        if !m.lines.is_empty() && counts.sample_members.len() < SAMPLED_MEMBERS {
+            counts.sample_members.push(m.id);
         }
         if counts.sample_member.is_none()
             && m.orders.len() >= 3

@@ -6,6 +6,7 @@
 pub mod args;
 pub mod breakdown;
 pub mod load;
+pub mod many;
 pub mod peak;
 pub mod population;
 pub mod python;

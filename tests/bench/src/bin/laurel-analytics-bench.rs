@@ -36,6 +36,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use analytics::args::{self, Args, Parsed};
 use analytics::breakdown::{self, Parts};
 use analytics::load::{self, Files, Plan};
+use analytics::many::{self, ClientRun};
 use analytics::peak::{self, StepMemory};
 use analytics::population::{self, Shapes};
 use analytics::python::{self, Python};
@@ -289,7 +290,7 @@ async fn run(
     };
 
     let recommendations = if args.run_recommendations {
-        Some(recommendations(args, service, pid, pool, work, loaded.sample_member).await?)
+        Some(recommendations(args, service, pid, pool, work, &loaded).await?)
     } else {
         None
     };
@@ -317,6 +318,8 @@ struct RecoPhase {
     built: Option<std::result::Result<scorer::Built, String>>,
     outcome: Recommendations,
     memory: Option<StepMemory>,
+    /// Tonic-client runs over many members: echo, then recommendations.
+    client: Option<(ClientRun, ClientRun, usize)>,
 }
 
 async fn recommendations(
@@ -325,15 +328,16 @@ async fn recommendations(
     pid: Option<u32>,
     pool: &sqlx::PgPool,
     work: &std::path::Path,
-    member: Option<uuid::Uuid>,
+    loaded: &load::Loaded,
 ) -> Result<RecoPhase> {
-    let Some(member) = member else {
+    let Some(member) = loaded.sample_member else {
         return Ok(RecoPhase {
             built: None,
             outcome: Recommendations::Pending(
                 "no member with three orders with lines (raise --line-share)".into(),
             ),
             memory: None,
+            client: None,
         });
     };
     let built = match &args.scorer_bin {
@@ -349,6 +353,7 @@ async fn recommendations(
                     built: None,
                     outcome: Recommendations::Pending(e.clone()),
                     memory: None,
+                    client: None,
                 });
             }
             Some(built)
@@ -369,10 +374,47 @@ async fn recommendations(
         ),
     )
     .await;
+    let outcome = outcome?;
+    let client = match &outcome {
+        Recommendations::Measured(_) => {
+            let mut services = Vec::new();
+            for _ in 0..4 {
+                services.push(Service::connect(&args.addr).await?);
+            }
+            let load = many::Load {
+                concurrency: args.client_concurrency,
+                duration: Duration::from_secs(args.client_seconds),
+            };
+            let members = &loaded.sample_members;
+            eprintln!(
+                "tonic client: echo, then GetRecommendations for random members of {} ({} s each) ...",
+                members.len(),
+                args.client_seconds
+            );
+            let echo =
+                many::drive(&services, &args.program, members, many::Path::Echo, load).await?;
+            let recommend = many::drive(
+                &services,
+                &args.program,
+                members,
+                many::Path::Recommendations,
+                load,
+            )
+            .await?;
+            eprintln!(
+                "  echo {:.0}/s, recommendations {:.0}/s",
+                echo.rate(),
+                recommend.rate()
+            );
+            Some((echo, recommend, members.len()))
+        }
+        Recommendations::Pending(_) => None,
+    };
     Ok(RecoPhase {
         built,
-        outcome: outcome?,
+        outcome,
         memory,
+        client,
     })
 }
 
@@ -521,6 +563,7 @@ fn render(r: &Rendered<'_>) -> String {
             target: Some(0.5),
         }),
         Some(Recommendations::Pending(why)) => {
+            let why = why.clone();
             rows.push(Row {
                 figure: "GetRecommendations / echo, h2load calls/s".into(),
                 ours: "pending".into(),
@@ -531,6 +574,17 @@ fn render(r: &Rendered<'_>) -> String {
             notes.push(format!("recommendations pending: {why}"));
         }
         None => {}
+    }
+    if let Some((echo, recommend, members)) = r.recommendations.and_then(|p| p.client.as_ref()) {
+        rows.push(Row {
+            figure: format!(
+                "  the same, tonic client, random members of {members} (mostly computed, not cached)"
+            ),
+            ours: format!("{:.0}/s", recommend.rate()),
+            theirs: format!("{:.0}/s", echo.rate()),
+            ratio: Some(recommend.rate() / echo.rate()),
+            target: Some(0.5),
+        });
     }
 
     let mut out = String::new();
@@ -744,6 +798,25 @@ fn render(r: &Rendered<'_>) -> String {
             m.codes.as_ref().map_or(String::new(), |c| format!(
                 "; gRPC codes counted by the server: {c:?}"
             )),
+        ));
+    }
+    if let Some((echo, recommend, members)) = r.recommendations.and_then(|p| p.client.as_ref()) {
+        out.push_str(&format!(
+            "Tonic client, {} workers over 4 connections, {} s each: GetRecommendations for random \
+             members of {members}: {} OK ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, errors {:?}; \
+             echo: {} OK ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, errors {:?}\n",
+            r.args.client_concurrency,
+            r.args.client_seconds,
+            recommend.ok,
+            recommend.rate(),
+            recommend.p50_us as f64 / 1000.0,
+            recommend.p99_us as f64 / 1000.0,
+            recommend.errors,
+            echo.ok,
+            echo.rate(),
+            echo.p50_us as f64 / 1000.0,
+            echo.p99_us as f64 / 1000.0,
+            echo.errors,
         ));
     }
     for n in notes {
