@@ -12,11 +12,12 @@ into a temporary directory put first on `sys.path`, so tests import them as
 
 Each service has a session-wide channel fixture (`member_channel`,
 `points_channel`, `tier_channel`, `analytics_channel`) and a stub fixture
-(`member`, `points`, `tier`, `analytics`). To add a service (say campaign): add a `campaign_channel` fixture
-with `_channel("campaign")` and a `campaign` stub fixture beside the others
-below, start it in scripts/test-python.sh, then write `test_campaign.py`
-with its calls. Metadata (`md`, `md_for`) and the
-fresh programme per test (`program`) work for every service.
+(`member`, `points`, `tier`, `analytics`). To add a service (say campaign):
+add a `campaign_channel` fixture with `_channel("campaign")` and a
+`campaign` stub fixture beside the others below, start it in
+scripts/test-python.sh, then write `test_campaign.py` with its calls.
+Metadata (`md`, `md_for`) and the fresh programme per test (`program`) work
+for every service.
 """
 
 from __future__ import annotations

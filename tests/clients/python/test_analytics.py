@@ -233,19 +233,32 @@ def test_purchases_and_a_refund_reach_the_member_metrics(member, analytics, md):
     assert list(field_violations(err)) == ["member_id"]
 
 
-# The 5x5 (R, FM) grid's segments, R = 5 first, FM = 1 to 5 left to right
-# (laurel_analytics_models::rfm::Segment).
+# The 5x5 (R, FM) grid's segments, R = 5 first, FM = 1 to 5 left to right,
+# as laurel_analytics_models::rfm::Segment documents them.
 S = pb.RfmSegment
+NEW, PROMISING, CHAMPIONS, LOYAL = (
+    S.RFM_SEGMENT_NEW,
+    S.RFM_SEGMENT_PROMISING,
+    S.RFM_SEGMENT_CHAMPIONS,
+    S.RFM_SEGMENT_LOYAL,
+)
+POTENTIAL, ATTENTION, SLEEP = (
+    S.RFM_SEGMENT_POTENTIAL_LOYALIST,
+    S.RFM_SEGMENT_NEED_ATTENTION,
+    S.RFM_SEGMENT_ABOUT_TO_SLEEP,
+)
+AT_RISK, CANT_LOSE, HIBERNATING, LOST = (
+    S.RFM_SEGMENT_AT_RISK,
+    S.RFM_SEGMENT_CANT_LOSE_THEM,
+    S.RFM_SEGMENT_HIBERNATING,
+    S.RFM_SEGMENT_LOST,
+)
 SEGMENT_GRID = {
-    5: [S.RFM_SEGMENT_NEW] + [S.RFM_SEGMENT_POTENTIAL_LOYALIST] * 2 + [S.RFM_SEGMENT_CHAMPIONS] * 2,
-    4: [S.RFM_SEGMENT_PROMISING] + [S.RFM_SEGMENT_POTENTIAL_LOYALIST] * 2 + [S.RFM_SEGMENT_LOYAL] * 2,
-    3: [S.RFM_SEGMENT_ABOUT_TO_SLEEP] * 2
-    + [S.RFM_SEGMENT_NEED_ATTENTION]
-    + [S.RFM_SEGMENT_LOYAL] * 2,
-    2: [S.RFM_SEGMENT_HIBERNATING] * 2
-    + [S.RFM_SEGMENT_AT_RISK] * 2
-    + [S.RFM_SEGMENT_CANT_LOSE_THEM],
-    1: [S.RFM_SEGMENT_LOST] * 2 + [S.RFM_SEGMENT_AT_RISK] * 2 + [S.RFM_SEGMENT_CANT_LOSE_THEM],
+    5: [NEW, POTENTIAL, POTENTIAL, CHAMPIONS, CHAMPIONS],
+    4: [PROMISING, POTENTIAL, POTENTIAL, LOYAL, LOYAL],
+    3: [SLEEP, SLEEP, ATTENTION, LOYAL, LOYAL],
+    2: [HIBERNATING, HIBERNATING, AT_RISK, AT_RISK, CANT_LOSE],
+    1: [LOST, LOST, AT_RISK, AT_RISK, CANT_LOSE],
 }
 
 
@@ -263,11 +276,11 @@ def test_rfm_scores_the_active_members_into_the_grid(member, analytics, md):
         "at_risk": (200, 4, 40_000),  # R1 F4 M4: FM 4
     }
     want = {
-        "new": (5, 1, 1, S.RFM_SEGMENT_NEW),
-        "loyal": (4, 5, 5, S.RFM_SEGMENT_LOYAL),
-        "attention": (3, 3, 3, S.RFM_SEGMENT_NEED_ATTENTION),
-        "hibernating": (2, 2, 2, S.RFM_SEGMENT_HIBERNATING),
-        "at_risk": (1, 4, 4, S.RFM_SEGMENT_AT_RISK),
+        "new": (5, 1, 1, NEW),
+        "loyal": (4, 5, 5, LOYAL),
+        "attention": (3, 3, 3, ATTENTION),
+        "hibernating": (2, 2, 2, HIBERNATING),
+        "at_risk": (1, 4, 4, AT_RISK),
     }
     ids = {name: new_member(member, md) for name in plan}
     last_day = {}
@@ -354,7 +367,9 @@ def population_plan(i: int) -> tuple[list[int], list[int]]:
     every = 7 + 2 * (i % 20)
     first = 330 - 3 * (i % 10)
     count = 1 + i % 6
-    return [first - k * every for k in range(count)], [1_000 + 50 * i + 100 * k for k in range(count)]
+    days_ago = [first - k * every for k in range(count)]
+    amounts = [1_000 + 50 * i + 100 * k for k in range(count)]
+    return days_ago, amounts
 
 
 def test_clv_fit_on_a_population_then_member_values(member, analytics, md):
