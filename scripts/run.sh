@@ -3,7 +3,9 @@
 # Redis that scripts/stack.sh ensures (throwaway ones unless DATABASE_URL /
 # REDIS_URL are set). Ctrl-C stops the services and the throwaway servers.
 #
-#   scripts/run.sh              all services
+#   scripts/run.sh              all services: member 50051, points 50052,
+#                               tier 50053, analytics 50055 (gRPC on
+#                               127.0.0.1; metrics 9464 to 9466 and 9468)
 #   scripts/run.sh member       only the named ones
 #
 # The services are built once (release), then each is started with
@@ -11,14 +13,16 @@
 # LAUREL_GRPC_ADDR and LAUREL_METRICS_ADDR, and with LAUREL_<OTHER>_ADDR
 # (http://host:port) pointing at every other service of the list (member
 # asks points for balances and tier for tiers, points and tier ask member
-# about members they never saw),
-# unless the environment sets that address already. All share the
-# environment's LAUREL_REDIS_PREFIX (default laurel), so they read one
-# another's events and card fields; each keeps its own Postgres schema (its
+# about members they never saw, analytics asks points for the rewards of the
+# next best offer), unless the environment sets that address already. All
+# share the environment's LAUREL_REDIS_PREFIX (default laurel), so they read
+# one another's events and card fields (analytics keeps its facts from the
+# member, points and tier events); each keeps its own Postgres schema (its
 # name). If one exits, all stop and the script exits with that service's
 # status. Other settings the services read (LAUREL_PII_KEYS, LAUREL_API_KEYS,
-# LAUREL_POINTS_API_KEY, LAUREL_TIER_API_KEY, LAUREL_MEMBER_API_KEY, RUST_LOG, ...) pass through
-# from the environment. LAUREL_DEV_MODE defaults to 1 here (see below).
+# LAUREL_POINTS_API_KEY, LAUREL_TIER_API_KEY, LAUREL_MEMBER_API_KEY,
+# LAUREL_ANALYTICS_*, RUST_LOG, ...) pass through from the environment.
+# LAUREL_DEV_MODE defaults to 1 here (see below), for every service.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/stack.sh
@@ -26,12 +30,14 @@ source scripts/stack.sh
 
 HOST=${LAUREL_RUN_HOST:-127.0.0.1}
 
-# One line per service: name, gRPC port, metrics port. The cargo package is
-# laurel-<name>.
+# One line per service: name, gRPC port, metrics port (each binary's own
+# defaults; 50054 and 9467 are kept for the campaign service). The cargo
+# package is laurel-<name>.
 SERVICES=(
   "member 50051 9464"
   "points 50052 9465"
   "tier 50053 9466"
+  "analytics 50055 9468"
 )
 
 selected=()
@@ -119,7 +125,12 @@ for pid in "${!PIDS[@]}"; do
   done
 done
 
-echo "run: all started; Ctrl-C stops everything" >&2
+summary=""
+for line in "${selected[@]}"; do
+  read -r name grpc_port _ <<<"$line"
+  summary+="${summary:+, }$name $HOST:$grpc_port"
+done
+echo "run: all started ($summary); Ctrl-C stops everything" >&2
 rc=0
 exited=""
 wait -n -p exited "${!PIDS[@]}" || rc=$?

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Run the Python client suite (tests/clients/python) against real member and
-# points services, started here from debug builds on free ports and pointed
-# at each other.
+# Run the Python client suite (tests/clients/python) against real member,
+# points, tier and analytics services, started here from debug builds on
+# free ports and pointed at each other.
 #
 #   scripts/test-python.sh [pytest args...]
 #   scripts/stack.sh scripts/test-python.sh -k reflection
 #
 # Postgres and Redis come from scripts/stack.sh: DATABASE_URL and REDIS_URL
 # when set, throwaway servers otherwise. Each service gets a fresh schema,
-# both one fresh Redis prefix (dropped afterwards when psql and redis-cli
-# are at hand); LAUREL_DEV_MODE=1, no metrics listener, and for member a
-# generated LAUREL_PII_KEY. pytest sees LAUREL_MEMBER_ADDR and
-# LAUREL_POINTS_ADDR.
+# all one fresh Redis prefix (dropped afterwards when psql and redis-cli
+# are at hand); LAUREL_DEV_MODE=1, no metrics listener, for member a
+# generated LAUREL_PII_KEY, and for analytics a fast scoring job (200 ms)
+# with recommendations rebuilt whenever order lines changed and no cache, so
+# a purchase shows in its answers within a tick. pytest sees
+# LAUREL_<SERVICE>_ADDR for each (LAUREL_MEMBER_ADDR, ...).
 #
 # The virtualenv lives in tests/clients/python/.venv (gitignored) and is
 # (re)installed from tests/clients/python/requirements.txt when that file
@@ -58,8 +60,9 @@ laurel_stack_up
 
 # name: the cargo package is laurel-<name>. Member asks points for balances
 # and tier for tiers (GetMemberCard); points and tier ask member about
-# members they never saw.
-services=(member points tier)
+# members they never saw; analytics asks points for rewards (next best
+# offer) and keeps its facts from the others' events.
+services=(member points tier analytics)
 packages=()
 for name in "${services[@]}"; do packages+=(-p "laurel-$name"); done
 cargo build -q "${packages[@]}"
@@ -117,6 +120,10 @@ for name in "${services[@]}"; do
       LAUREL_PII_KEY=$(head -c 32 /dev/urandom | base64)
       export LAUREL_PII_KEY
     fi
+    if [[ $name == analytics ]]; then
+      export LAUREL_ANALYTICS_JOB_INTERVAL_MS=200 LAUREL_ANALYTICS_RECOMMEND_INTERVAL_S=0 \
+        LAUREL_ANALYTICS_RECOMMEND_CACHE_MS=0
+    fi
     exec "$bin_dir/laurel-$name" serve
   ) </dev/null >"$work/$name.log" 2>&1 &
   pid[$name]=$!
@@ -133,7 +140,7 @@ done
 
 rc=0
 LAUREL_MEMBER_ADDR=127.0.0.1:${port[member]} LAUREL_POINTS_ADDR=127.0.0.1:${port[points]} \
-  LAUREL_TIER_ADDR=127.0.0.1:${port[tier]} \
+  LAUREL_TIER_ADDR=127.0.0.1:${port[tier]} LAUREL_ANALYTICS_ADDR=127.0.0.1:${port[analytics]} \
   "$py" -m pytest -c "$suite/pytest.ini" \
   --rootdir "$suite" -p no:cacheprovider "$suite" "$@" || rc=$?
 if [[ $rc -eq 5 ]]; then

@@ -159,7 +159,7 @@ CREATE INDEX subscription_events_day ON subscription_events (program_id, kind, d
 -- source, so a rerun goes on where the last one stopped.
 CREATE TABLE bootstrap_cursors (
     program_id text NOT NULL,
-    source     text NOT NULL, -- members | activities
+    source     text NOT NULL, -- members | activities | movements
     cursor     text NOT NULL,
     updated_at timestamptz NOT NULL,
     PRIMARY KEY (program_id, source)

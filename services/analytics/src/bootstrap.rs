@@ -1,27 +1,41 @@
 //! Bootstrap: history older than the streams' retention, read from the
-//! member service's programme-wide exports (`ListMembers` for enrolment
-//! dates, the time-ordered `ExportActivities` stream for every activity)
-//! and kept through the same functions as live events, so an activity
-//! seen both ways counts once (purchases by order id, the rest by
-//! activity id).
+//! owners' programme-wide exports and kept through the same functions as
+//! live events, so a fact seen both ways counts once:
+//!
+//! - the member service's `ListMembers` for enrolment dates;
+//! - its time-ordered `ExportActivities` stream for every activity
+//!   (purchases kept once by order id, the rest by activity id);
+//! - the points service's time-ordered `ExportMovements` stream for every
+//!   movement (kept once by movement id), when its address is given.
 //!
 //! Run it as `laurel-analytics bootstrap` (a Kubernetes Job) after the
 //! service has started consuming, so nothing falls between the export and
-//! the stream. Each batch commits with its cursor; a rerun goes on from
-//! there. Points movements and tier history are not exported by their
-//! owners yet: they come from the streams only.
+//! the stream. Each batch commits with its cursor (`bootstrap_cursors`:
+//! `members`, `activities`, `movements`); a rerun goes on from there. Tier
+//! history is not exported by its owner yet: it comes from the stream only.
+//!
+//! A member's `points_available` is left to the live events: the export
+//! carries only each movement's account total after it, not the available
+//! part, and a historical movement kept after a newer live one would
+//! otherwise overwrite the newer figure.
 
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use laurel_proto::member::v1::{
-    ExportActivitiesRequest, ListMembersRequest, member_service_client::MemberServiceClient,
+use laurel_proto::{
+    member::v1::{
+        ExportActivitiesRequest, ListMembersRequest, member_service_client::MemberServiceClient,
+    },
+    points::v1::{ExportMovementsRequest, points_service_client::PointsServiceClient},
 };
 use sqlx::{PgConnection, PgPool};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::{facts, settings};
+use crate::{Analytics, facts, settings};
+
+/// Items per export batch asked of the owners.
+const EXPORT_BATCH: i32 = 1000;
 
 /// What a bootstrap read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +44,9 @@ pub struct Report {
     pub members: u64,
     /// Activities read (kept once whatever was seen before).
     pub activities: u64,
+    /// Points movements read (kept once whatever was seen before); 0 when
+    /// no points service was given.
+    pub movements: u64,
 }
 
 /// Where to read from.
@@ -39,18 +56,30 @@ pub struct Source {
     pub member_addr: String,
     /// Its API key (export needs the admin scope).
     pub api_key: Option<String>,
+    /// The points service; `None` skips the movements.
+    pub points_addr: Option<String>,
+    /// Its API key (export needs the admin scope).
+    pub points_api_key: Option<String>,
     /// The programme.
     pub program: String,
 }
 
-fn request<T>(source: &Source, message: T) -> anyhow::Result<tonic::Request<T>> {
+/// `message` for `program`, under `key` when there is one.
+fn request<T>(program: &str, key: Option<&str>, message: T) -> anyhow::Result<tonic::Request<T>> {
     let mut r = tonic::Request::new(message);
     r.metadata_mut()
-        .insert("x-laurel-program", source.program.parse()?);
-    if let Some(key) = &source.api_key {
+        .insert("x-laurel-program", program.parse()?);
+    if let Some(key) = key {
         r.metadata_mut().insert("x-api-key", key.parse()?);
     }
     Ok(r)
+}
+
+async fn connect(addr: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(addr.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?)
 }
 
 async fn cursor(conn: &mut PgConnection, program: &str, of: &str) -> sqlx::Result<String> {
@@ -78,24 +107,37 @@ async fn save(conn: &mut PgConnection, program: &str, of: &str, at: &str) -> sql
     Ok(())
 }
 
-/// Reads the programme's members and activities into `db` (the analytics
-/// schema), from where the last run stopped.
+/// Reads the programme's members, activities and (with a points service)
+/// points movements into `db` (the analytics schema), each from where the
+/// last run stopped.
 pub async fn run(db: &PgPool, source: &Source) -> anyhow::Result<Report> {
-    let channel = Channel::from_shared(source.member_addr.clone())?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
-    let mut client = MemberServiceClient::new(channel);
-    let program = source.program.as_str();
-    let mut report = Report::default();
+    let mut client = MemberServiceClient::new(connect(&source.member_addr).await?);
+    let mut report = Report {
+        members: members(db, source, &mut client).await?,
+        activities: activities(db, source, &mut client).await?,
+        ..Report::default()
+    };
+    if let Some(addr) = &source.points_addr {
+        let mut points = PointsServiceClient::new(connect(addr).await?);
+        report.movements = movements(db, source, &mut points).await?;
+    }
+    Ok(report)
+}
 
-    // Enrolment dates, page by page.
-    let mut conn = db.acquire().await?;
-    let mut token = cursor(&mut conn, program, "members").await?;
+/// Enrolment dates, page by page; returns the members read.
+async fn members(
+    db: &PgPool,
+    source: &Source,
+    client: &mut MemberServiceClient<Channel>,
+) -> anyhow::Result<u64> {
+    let program = source.program.as_str();
+    let mut read = 0;
+    let mut token = cursor(&mut *db.acquire().await?, program, "members").await?;
     loop {
         let page = client
             .list_members(request(
-                source,
+                program,
+                source.api_key.as_deref(),
                 ListMembersRequest {
                     page_size: 500,
                     page_token: token.clone(),
@@ -119,32 +161,46 @@ pub async fn run(db: &PgPool, source: &Source) -> anyhow::Result<Report> {
             .bind(at)
             .execute(&mut *tx)
             .await?;
-            report.members += 1;
+            read += 1;
         }
         if page.next_page_token.is_empty() {
             tx.commit().await?;
-            break;
+            return Ok(read);
         }
         token = page.next_page_token;
         save(&mut tx, program, "members", &token).await?;
         tx.commit().await?;
     }
+}
 
-    // Every activity, in recorded order, batch by batch.
-    let settings = settings::read(&mut conn, program).await?;
-    let after = cursor(&mut conn, program, "activities").await?;
-    drop(conn);
+/// Every activity, in recorded order, batch by batch; returns the
+/// activities read.
+async fn activities(
+    db: &PgPool,
+    source: &Source,
+    client: &mut MemberServiceClient<Channel>,
+) -> anyhow::Result<u64> {
+    let program = source.program.as_str();
+    let (settings, after) = {
+        let mut conn = db.acquire().await?;
+        (
+            settings::read(&mut conn, program).await?,
+            cursor(&mut conn, program, "activities").await?,
+        )
+    };
     let mut stream = client
         .export_activities(request(
-            source,
+            program,
+            source.api_key.as_deref(),
             ExportActivitiesRequest {
                 after_activity_id: after,
-                batch_size: 1000,
+                batch_size: EXPORT_BATCH,
                 ..Default::default()
             },
         )?)
         .await?
         .into_inner();
+    let mut read = 0;
     while let Some(batch) = stream.try_next().await? {
         let mut tx = db.begin().await?;
         for activity in batch.activities {
@@ -152,10 +208,61 @@ pub async fn run(db: &PgPool, source: &Source) -> anyhow::Result<Report> {
             facts::activities::apply(&mut tx, program, activity, settings.as_ref(), fallback)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            report.activities += 1;
+            read += 1;
         }
         save(&mut tx, program, "activities", &batch.last_activity_id).await?;
         tx.commit().await?;
     }
-    Ok(report)
+    Ok(read)
+}
+
+/// Every points movement, in recorded order, batch by batch, kept as a
+/// PointsMoved event keeps it; returns the movements read.
+async fn movements(
+    db: &PgPool,
+    source: &Source,
+    client: &mut PointsServiceClient<Channel>,
+) -> anyhow::Result<u64> {
+    let program = source.program.as_str();
+    let (settings, after) = {
+        let mut conn = db.acquire().await?;
+        (
+            settings::read(&mut conn, program).await?,
+            cursor(&mut conn, program, "movements").await?,
+        )
+    };
+    let mut stream = client
+        .export_movements(request(
+            program,
+            source.points_api_key.as_deref(),
+            ExportMovementsRequest {
+                after_movement_id: after,
+                batch_size: EXPORT_BATCH,
+                ..Default::default()
+            },
+        )?)
+        .await?
+        .into_inner();
+    let mut read = 0;
+    while let Some(batch) = stream.try_next().await? {
+        let mut tx = db.begin().await?;
+        for movement in batch.movements {
+            let fallback = facts::time(&movement.recorded_at).unwrap_or_else(chrono::Utc::now);
+            // No available points: see the module's documentation.
+            Analytics::keep_movement(
+                &mut tx,
+                program,
+                movement,
+                None,
+                settings.as_ref(),
+                fallback,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            read += 1;
+        }
+        save(&mut tx, program, "movements", &batch.last_movement_id).await?;
+        tx.commit().await?;
+    }
+    Ok(read)
 }

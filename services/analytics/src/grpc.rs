@@ -29,7 +29,7 @@ macro_rules! unary {
     };
 }
 
-type CsvStream = Pin<Box<dyn Stream<Item = Result<pb::ExportReportChunk, Status>> + Send>>;
+type CsvStream = Pin<Box<dyn Stream<Item = Result<pb::ExportReportResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AnalyticsService for Analytics {

@@ -6,18 +6,18 @@
 //! The models are plain functions in `laurel-analytics-models`; this crate
 //! loads the facts, calls them and stores what they return.
 
+pub mod alerts;
 pub mod bootstrap;
 pub mod clv;
 pub mod error;
 pub mod facts;
 mod grpc;
+pub mod kpi;
 pub mod metrics;
 pub mod recommend;
 pub mod rfm;
 pub mod settings;
 pub mod value;
-pub mod kpi;
-pub mod alerts;
 
 use std::time::Duration;
 

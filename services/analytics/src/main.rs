@@ -2,7 +2,9 @@
 //! applies migrations and exits (for a Kubernetes Job); `laurel-analytics
 //! bootstrap` reads the history older than the streams from the member
 //! service's exports (`LAUREL_MEMBER_ADDR`, `LAUREL_MEMBER_API_KEY` with
-//! the admin scope, `LAUREL_BOOTSTRAP_PROGRAM`, default `default`).
+//! the admin scope, `LAUREL_BOOTSTRAP_PROGRAM`, default `default`) and the
+//! points service's (`LAUREL_POINTS_ADDR`, `LAUREL_POINTS_API_KEY` with the
+//! admin scope; unset or `off` skips the points movements).
 
 use laurel_analytics::{Config, MIGRATIONS};
 
@@ -36,13 +38,15 @@ async fn main() -> anyhow::Result<()> {
                 member_addr: env("LAUREL_MEMBER_ADDR")
                     .unwrap_or_else(|| "http://127.0.0.1:50051".into()),
                 api_key: env("LAUREL_MEMBER_API_KEY"),
+                points_addr: env("LAUREL_POINTS_ADDR").filter(|a| a != "off"),
+                points_api_key: env("LAUREL_POINTS_API_KEY"),
                 program: env("LAUREL_BOOTSTRAP_PROGRAM").unwrap_or_else(|| "default".into()),
             };
             let report = laurel_analytics::bootstrap::run(&db, &source).await?;
             tracing::info!(?report, "bootstrap done");
             println!(
-                "bootstrap: {} members, {} activities read",
-                report.members, report.activities
+                "bootstrap: {} members, {} activities, {} points movements read",
+                report.members, report.activities, report.movements
             );
             Ok(())
         }

@@ -154,7 +154,7 @@ impl Analytics {
             bins: i32::from(s.rfm_bins),
             currency_code: s.currency.clone(),
             trigger: trigger.to_owned(),
-            duration_ms: started.elapsed().as_millis() as i64,
+            duration_ms,
         }))
     }
 

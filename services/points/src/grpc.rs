@@ -1,6 +1,7 @@
 //! Thin gRPC handlers: read the request context, call the use case, wrap
 //! the answer.
 
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use laurel_proto::points::v1::{self as pb, points_service_server::PointsService};
 use laurel_runtime::{context::request_context, error::Violations};
 use tonic::{Request, Response, Status};
@@ -9,6 +10,8 @@ use crate::{Points, error::PointsError, requests};
 
 #[tonic::async_trait]
 impl PointsService for Points {
+    type ExportMovementsStream = BoxStream<'static, Result<pb::ExportMovementsResponse, Status>>;
+
     async fn earn(
         &self,
         request: Request<pb::EarnRequest>,
@@ -110,6 +113,15 @@ impl PointsService for Points {
                 next_page_token,
             }
         }))
+    }
+
+    async fn export_movements(
+        &self,
+        request: Request<pb::ExportMovementsRequest>,
+    ) -> Result<Response<Self::ExportMovementsStream>, Status> {
+        let ctx = request_context(&request)?;
+        let batches = Points::export_movements(self, &ctx.program, request.get_ref())?;
+        Ok(Response::new(batches.map_err(Status::from).boxed()))
     }
 
     async fn get_liability(

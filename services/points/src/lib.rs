@@ -8,6 +8,7 @@ mod admin;
 mod api;
 pub mod error;
 mod events;
+pub mod export;
 mod grpc;
 mod jobs;
 pub mod ledger;
@@ -24,7 +25,9 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use laurel_proto::points::v1::{self as pb, points_service_server::PointsServiceServer};
 use laurel_runtime::{
+    api_key::Scope,
     app::App,
+    auth::default_scope,
     card::{CardField, Cards},
     clock::SharedClock,
     config::{ConfigError, RuntimeConfig, env_opt, env_or},
@@ -102,6 +105,18 @@ pub fn clock_now(clock: &SharedClock) -> DateTime<Utc> {
 /// so a fixed key only keeps digests comparable.
 const REQUEST_DIGEST_KEY: &[u8] = b"laurel-points-request-digest";
 
+/// The scope each call needs: ExportMovements reads the whole programme's
+/// ledger, every member's movements, so it is an operator's call and needs
+/// admin. The default already gives `Export*` admin by its name; naming it
+/// here keeps it so whatever the default becomes. The rest follow the
+/// default by method name.
+fn scopes(path: &str) -> Scope {
+    match path.rsplit('/').next().unwrap_or_default() {
+        "ExportMovements" => Scope::Admin,
+        _ => default_scope(path),
+    }
+}
+
 /// Builds the points service on the shared runtime: bound to its port,
 /// ready to `run`.
 pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result<App> {
@@ -134,6 +149,7 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     };
     let app = app
         .grpc(PointsServiceServer::new(points.clone()))
+        .scopes(scopes)
         .relay(Some(CardField::Points))
         .consumer(
             "points",
@@ -141,4 +157,19 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
             events::router(points.clone()),
         );
     Ok(jobs::schedule(app, points, config.job_interval))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_movement_export_needs_admin_and_the_rest_their_default() {
+        let path = |m: &str| format!("/laurel.points.v1.PointsService/{m}");
+        assert_eq!(scopes(&path("ExportMovements")), Scope::Admin);
+        assert_eq!(scopes(&path("ListEntries")), Scope::Read);
+        assert_eq!(scopes(&path("GetBalance")), Scope::Read);
+        assert_eq!(scopes(&path("Earn")), Scope::Write);
+        assert_eq!(scopes(&path("Redeem")), Scope::Write);
+    }
 }

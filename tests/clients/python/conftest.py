@@ -11,12 +11,13 @@ into a temporary directory put first on `sys.path`, so tests import them as
 `from laurel.member.v1 import member_pb2`.
 
 Each service has a session-wide channel fixture (`member_channel`,
-`points_channel`, `tier_channel`) and a stub fixture (`member`, `points`,
-`tier`). To add a service (say campaign): add a `campaign_channel` fixture
-with `_channel("campaign")` and a `campaign` stub fixture beside the others
-below, start it in scripts/test-python.sh, then write `test_campaign.py`
-with its calls. Metadata (`md`, `md_for`) and the
-fresh programme per test (`program`) work for every service.
+`points_channel`, `tier_channel`, `analytics_channel`) and a stub fixture
+(`member`, `points`, `tier`, `analytics`). To add a service (say campaign):
+add a `campaign_channel` fixture with `_channel("campaign")` and a
+`campaign` stub fixture beside the others below, start it in
+scripts/test-python.sh, then write `test_campaign.py` with its calls.
+Metadata (`md`, `md_for`) and the fresh programme per test (`program`) work
+for every service.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def _install_stubs() -> None:
 _install_stubs()
 
 from grpc_health.v1 import health_pb2_grpc  # noqa: E402
+from laurel.analytics.v1 import analytics_pb2_grpc  # noqa: E402
 from laurel.common.v1 import echo_pb2_grpc  # noqa: E402
 from laurel.member.v1 import member_pb2_grpc  # noqa: E402
 from laurel.points.v1 import points_pb2_grpc  # noqa: E402
@@ -161,6 +163,19 @@ def tier_channel():
 def tier(tier_channel):
     """laurel.tier.v1.TierService."""
     return Stub(tier_pb2_grpc.TierServiceStub(tier_channel))
+
+
+@pytest.fixture(scope="session")
+def analytics_channel():
+    channel = _channel("analytics")
+    yield channel
+    channel.close()
+
+
+@pytest.fixture
+def analytics(analytics_channel):
+    """laurel.analytics.v1.AnalyticsService."""
+    return Stub(analytics_pb2_grpc.AnalyticsServiceStub(analytics_channel))
 
 
 @pytest.fixture

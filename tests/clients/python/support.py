@@ -1,9 +1,11 @@
-"""Helpers for tests of any service: fresh ids, and the error details Laurel
-attaches to a failed call (AIP-193), read with grpc_status as clients do."""
+"""Helpers for tests of any service: fresh ids, the error details Laurel
+attaches to a failed call (AIP-193), read with grpc_status as clients do,
+and polling for what events carry between services."""
 
 from __future__ import annotations
 
 import random
+import time
 import uuid
 
 import grpc
@@ -61,3 +63,30 @@ def field_violations(err: grpc.RpcError) -> dict[str, str]:
     bad = [d for d in details(err) if isinstance(d, error_details_pb2.BadRequest)]
     assert len(bad) == 1, f"expected one BadRequest, got {bad}"
     return {v.field: v.description for v in bad[0].field_violations}
+
+
+def rpc_error(call) -> grpc.RpcError:
+    """The error a call that must fail raised."""
+    try:
+        call()
+    except grpc.RpcError as err:
+        return err
+    raise AssertionError("the call succeeded; it should have failed")
+
+
+def eventually(what: str, check, wait_s: float = 15.0, every_s: float = 0.1):
+    """Polls `check` until it returns something truthy and returns that
+    (events travel between services asynchronously). A call failing in the
+    meantime counts as not yet; the last answer or error is in the failure."""
+    deadline = time.monotonic() + wait_s
+    last = None
+    while True:
+        try:
+            last = check()
+            if last:
+                return last
+        except grpc.RpcError as err:
+            last = err
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: still {last!r} after {wait_s}s")
+        time.sleep(every_s)

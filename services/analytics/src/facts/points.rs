@@ -1,14 +1,20 @@
-//! Points movements from `points.PointsMoved`: every movement is kept (for
-//! issuance, redemption, expiry, liability and breakage by day), and the
-//! member's earned, redeemed and expired totals move with it.
+//! Points movements from `points.PointsMoved` (and, for history older than
+//! the stream, from the points service's `ExportMovements`): every movement
+//! is kept once (for issuance, redemption, expiry, liability and breakage
+//! by day), and the member's earned, redeemed and expired totals move with
+//! it.
 
+use chrono::{DateTime, Utc};
 use laurel_proto::points::v1::{self as ppb, MovementType};
 use laurel_runtime::events::handler::{EventContext, HandlerError};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{ensure_member, optional_id, time};
-use crate::{Analytics, settings::day_of};
+use crate::{
+    Analytics,
+    settings::{Settings, day_of},
+};
 
 /// The kind a movement is kept as, and how it moves the member's totals
 /// (earned, redeemed, expired), from its points as the member sees them.
@@ -33,15 +39,45 @@ impl Analytics {
         let Some(movement) = m.movement else {
             return Ok(());
         };
+        let program = event.program_id();
+        let settings = self.settings(tx, program).await?;
+        let fallback = event.occurred_at.unwrap_or_else(|| self.now());
+        // The balance after the movement (the member's events arrive in
+        // order), for the next best offer.
+        let available = m.balance.as_ref().map(|b| b.available);
+        Self::keep_movement(
+            tx,
+            program,
+            movement,
+            available,
+            settings.as_ref(),
+            fallback,
+        )
+        .await
+    }
+
+    /// Keeps one movement (from a PointsMoved event or the points export),
+    /// once: `points_movements` is keyed by movement_id, and the member's
+    /// totals move only when the movement is new. `available`, the
+    /// member's available points right after it, replaces the kept one
+    /// when given; `fallback_at` stands in for a missing business time.
+    ///
+    /// An associated function rather than a free one so the bootstrap,
+    /// outside `facts`, reaches it without an `Analytics` (this module is
+    /// private to `facts`).
+    pub(crate) async fn keep_movement(
+        tx: &mut PgConnection,
+        program: &str,
+        movement: ppb::Movement,
+        available: Option<i64>,
+        settings: Option<&Settings>,
+        fallback_at: DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
         let Ok(movement_id) = Uuid::parse_str(&movement.movement_id) else {
             return Ok(());
         };
-        let program = event.program_id();
         let member = optional_id(&movement.member_id)?;
-        let at = time(&movement.occurred_at)
-            .or(event.occurred_at)
-            .unwrap_or_else(|| self.now());
-        let settings = self.settings(tx, program).await?;
+        let at = time(&movement.occurred_at).unwrap_or(fallback_at);
         let (kind, [earned, redeemed, expired]) = classify(
             MovementType::try_from(movement.r#type).ok(),
             movement.points,
@@ -57,16 +93,13 @@ impl Analytics {
         .bind(kind)
         .bind(movement.points)
         .bind(at)
-        .bind(day_of(settings.as_ref(), at))
+        .bind(day_of(settings, at))
         .fetch_optional(&mut *tx)
         .await?;
         let (Some(_), Some(member)) = (new, member) else {
             return Ok(());
         };
         ensure_member(tx, program, member, at).await?;
-        // The balance after the movement (the member's events arrive in
-        // order), for the next best offer.
-        let available = m.balance.as_ref().map(|b| b.available);
         sqlx::query(
             "UPDATE members SET points_earned = points_earned + $3,
                points_redeemed = points_redeemed + $4, points_expired = points_expired + $5,

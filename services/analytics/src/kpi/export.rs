@@ -36,7 +36,7 @@ pub const CHUNK: usize = 64 * 1024;
 const QUEUED_CHUNKS: usize = 4;
 
 /// The chunks of a report, in order.
-pub type Chunks = ReceiverStream<Result<pb::ExportReportChunk, Status>>;
+pub type Chunks = ReceiverStream<Result<pb::ExportReportResponse, Status>>;
 
 /// Header of `REPORT_KPI`.
 pub const KPI_HEADER: [&str; 4] = ["period_start", "value", "numerator", "denominator"];
@@ -63,11 +63,11 @@ pub const RFM_GRID_HEADER: [&str; 3] = ["recency", "frequency_monetary", "member
 /// Writes CSV records into a channel, a chunk at a time.
 struct Writer {
     csv: Csv,
-    tx: mpsc::Sender<Result<pb::ExportReportChunk, Status>>,
+    tx: mpsc::Sender<Result<pb::ExportReportResponse, Status>>,
 }
 
 impl Writer {
-    fn new(tx: mpsc::Sender<Result<pb::ExportReportChunk, Status>>, header: &[&str]) -> Self {
+    fn new(tx: mpsc::Sender<Result<pb::ExportReportResponse, Status>>, header: &[&str]) -> Self {
         let mut csv = Csv::with_capacity(CHUNK + 1024);
         csv.record(header);
         Self { csv, tx }
@@ -80,7 +80,7 @@ impl Writer {
     }
 
     async fn send(&mut self) -> bool {
-        let chunk = pb::ExportReportChunk {
+        let chunk = pb::ExportReportResponse {
             csv: self.csv.take(),
         };
         self.tx.send(Ok(chunk)).await.is_ok()
@@ -105,7 +105,10 @@ impl Writer {
 }
 
 /// A channel and the stream reading it.
-fn channel() -> (mpsc::Sender<Result<pb::ExportReportChunk, Status>>, Chunks) {
+fn channel() -> (
+    mpsc::Sender<Result<pb::ExportReportResponse, Status>>,
+    Chunks,
+) {
     let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
     (tx, ReceiverStream::new(rx))
 }

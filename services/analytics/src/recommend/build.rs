@@ -63,6 +63,31 @@ impl Analytics {
     ) -> Result<bool, AnalyticsError> {
         let started = Instant::now();
         let mut conn = self.db.acquire().await?;
+        // One build per programme and level at a time across replicas (a
+        // session lock: the build spans several statements).
+        let key = format!("recommend:{program}:{}", level.name());
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(&key)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !locked {
+            return Ok(false);
+        }
+        let built = self.build_locked(&mut conn, program, level, started).await;
+        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+            .bind(&key)
+            .execute(&mut *conn)
+            .await?;
+        built
+    }
+
+    async fn build_locked(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        program: &str,
+        level: Level,
+        started: Instant,
+    ) -> Result<bool, AnalyticsError> {
         let lines_now: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM purchase_lines WHERE program_id = $1 AND member_id IS NOT NULL",
         )

@@ -4,8 +4,8 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use laurel_analytics_models::recommend::{
-    CoPurchaseConfig, CoPurchaseModel, MemberPurchase, Neighbour, Recommendation, Reward,
-    ServeConfig, next_best_offers,
+    CoPurchaseConfig, CoPurchaseModel, MemberPurchase, Neighbour, Recommendation,
+    RecommendationSource, Reward, ServeConfig, next_best_offers,
 };
 use laurel_proto::analytics::v1 as pb;
 use laurel_runtime::{context::RequestContext, error::Violations};
@@ -263,8 +263,10 @@ impl Analytics {
             .next_best_offer(program, balance, &recommended, &purchases, loaded)
             .await;
         let answer = pb::GetRecommendationsResponse {
-            popular_fallback: purchases.is_empty(),
-            // Popular fill shows as its share of buyers.
+            // Nothing from the member's own co-purchases: the popular list.
+            popular_fallback: !recommended
+                .iter()
+                .any(|r| r.source == RecommendationSource::CoPurchase),
             items: recommended
                 .iter()
                 .map(|r: &Recommendation| pb::Recommendation {

@@ -32,6 +32,8 @@ pub struct Stack {
     pub member_addr: std::net::SocketAddr,
     pub analytics: AnalyticsServiceClient<Channel>,
     pub points: Option<PointsServiceClient<Channel>>,
+    /// The points service's URL, when it runs.
+    pub points_addr: Option<String>,
     pub tier: Option<TierServiceClient<Channel>>,
     /// The analytics schema.
     pub db: PgPool,
@@ -134,7 +136,7 @@ pub async fn spawn_with(options: Options) -> Stack {
         job_interval: options.job_interval.unwrap_or(Duration::from_millis(100)),
         recommend_interval: Duration::ZERO,
         recommend_cache: Duration::ZERO,
-        points_addr,
+        points_addr: points_addr.clone(),
         points_api_key: None,
         webhook: None,
     };
@@ -150,6 +152,7 @@ pub async fn spawn_with(options: Options) -> Stack {
         member_addr,
         analytics,
         points,
+        points_addr,
         tier,
         db,
         schema,

@@ -17,6 +17,7 @@ use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+#[allow(unused_imports)]
 pub use support::eventually;
 
 /// Member and points, running.
@@ -45,6 +46,9 @@ pub struct Options {
     /// Run points without its relay (no events published, no invalidation
     /// from the outbox).
     pub no_points_relay: bool,
+    /// API keys of the points service as (name, key, scopes such as
+    /// `read|write`); none for development mode, where every call passes.
+    pub points_keys: Vec<(String, String, String)>,
 }
 
 pub async fn spawn() -> Stack {
@@ -84,6 +88,17 @@ pub async fn spawn_with(options: Options) -> Stack {
         runtime.db_schema = schema;
     }
     runtime.run_relay = !options.no_points_relay;
+    if !options.points_keys.is_empty() {
+        use laurel_runtime::api_key::{ApiKey, Programmes, Scopes};
+        runtime.dev_mode = false;
+        runtime.api_keys = options
+            .points_keys
+            .iter()
+            .map(|(name, key, scopes)| {
+                ApiKey::new(name, key, Programmes::Any, Scopes::parse(scopes).unwrap()).unwrap()
+            })
+            .collect();
+    }
     let points_schema = runtime.db_schema.clone();
     let config = laurel_points::Config {
         runtime,

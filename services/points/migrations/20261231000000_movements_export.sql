@@ -1,0 +1,13 @@
+-- ExportMovements walks a programme's movements in movement_id order from
+-- a cursor. The primary key is movement_id alone, which would walk every
+-- programme's movements to find one's; this index makes each batch a
+-- range scan of the programme's own.
+--
+-- Not CONCURRENTLY: migrations run under the runtime's advisory lock, and a
+-- concurrent build waits for every older transaction, a replica waiting
+-- for that lock included, so the two deadlock. Building it blocks writes to
+-- movements for as long as it takes; on a ledger that already holds a
+-- large history, create it by hand first with
+--   CREATE INDEX CONCURRENTLY movements_export_idx ON movements (program_id, movement_id);
+-- and this migration finds it there.
+CREATE INDEX IF NOT EXISTS movements_export_idx ON movements (program_id, movement_id);
