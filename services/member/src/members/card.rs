@@ -112,7 +112,7 @@ impl Members {
         id: Uuid,
         deadline: Option<Instant>,
     ) -> Result<pb::MemberCard> {
-        let member = self.get(program, id).await?;
+        let member = self.get_shared(program, id).await?;
         // The survivor's id when `id` was merged: its lots moved there too.
         let holder = Uuid::parse_str(&member.member_id).map_err(|e| {
             MemberError::Internal(anyhow::anyhow!("member card with a bad id: {e}"))

@@ -40,6 +40,21 @@ impl Members {
         if let Some(member) = self.cards.local(program, &id) {
             return Ok((*member).clone());
         }
+        self.get_uncached(program, id).await
+    }
+
+    /// As [`Members::get`], shared: this replica's copy is handed out as it
+    /// is, without copying the member (the card reads only a few fields).
+    pub async fn get_shared(&self, program: &ProgramId, id: Uuid) -> Result<Arc<pb::Member>> {
+        if let Some(member) = self.cards.local(program, &id) {
+            return Ok(member);
+        }
+        self.get_uncached(program, id).await.map(Arc::new)
+    }
+
+    /// The member from the shared card or Postgres (this replica's copy
+    /// missed).
+    async fn get_uncached(&self, program: &ProgramId, id: Uuid) -> Result<pb::Member> {
         if let Some(stored) = self.cards.shared(program, &id).await
             && let Some(member) = self.open_card(&self.cards.key(program, &id), &stored.value)
         {
