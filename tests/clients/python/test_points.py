@@ -205,3 +205,27 @@ def test_the_points_service_is_healthy_and_reflects_its_api(points_health, point
 
     db = ProtoReflectionDescriptorDatabase(points_channel)
     assert POINTS_SERVICE in set(db.get_services())
+
+
+def test_export_movements_streams_the_programme_in_batches_and_resumes(points, md, member_id):
+    made = [
+        points.Earn(goodwill(member_id, n), metadata=md).movement for n in (100, 50, 25)
+    ]
+    batches = list(points.ExportMovements(pb.ExportMovementsRequest(batch_size=2), metadata=md))
+    assert [len(b.movements) for b in batches] == [2, 1]
+    exported = [m for b in batches for m in b.movements]
+    assert [m.movement_id for m in exported] == [m.movement_id for m in made]
+    assert [m.points for m in exported] == [100, 50, 25]
+    assert batches[0].last_movement_id == exported[1].movement_id
+    rest = list(
+        points.ExportMovements(
+            pb.ExportMovementsRequest(after_movement_id=batches[0].last_movement_id),
+            metadata=md,
+        )
+    )
+    assert [m.movement_id for b in rest for m in b.movements] == [made[2].movement_id]
+    err = rpc_error(
+        lambda: list(points.ExportMovements(pb.ExportMovementsRequest(batch_size=5001), metadata=md))
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(err)) == ["batch_size"]
