@@ -596,3 +596,92 @@ def test_calls_before_any_settings_are_no_settings(analytics, md):
         err = rpc_error(call)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, name
         assert (error_info(err).reason, error_info(err).domain) == ("NO_SETTINGS", DOMAIN), name
+
+
+def day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0), UTC)
+
+
+def test_kpis_cohorts_csv_export_and_an_alert(member, analytics, md):
+    put_settings(analytics, md)
+    # Just now (not noon: it may be ahead), so every purchase is today's
+    # and counts in the current period the alert watches.
+    at = dt.datetime.now(UTC) - dt.timedelta(seconds=30)
+    day = at.date()
+    ada, bob = new_member(member, md), new_member(member, md)
+    purchase(member, md, ada, 2_000, at)
+    purchase(member, md, ada, 1_000, at)
+    purchase(member, md, bob, 3_000, at)
+    purchase(member, md, None, 4_000, at)
+    wait_for_purchase_days(analytics, md, {ada: 1, bob: 1})
+
+    window = dict(
+        period=pb.PERIOD_DAY,
+        **{"from": timestamp(day_start(day))},
+        to=timestamp(day_start(day + dt.timedelta(days=1))),
+    )
+    spend = analytics.GetKpi(pb.GetKpiRequest(kpi=pb.KPI_MEMBER_SPEND, **window), metadata=md)
+    assert [(p.value, p.numerator) for p in spend.points] == [(6_000, 6_000)]
+    per_head = analytics.GetKpi(
+        pb.GetKpiRequest(kpi=pb.KPI_MEMBER_SPEND_PER_HEAD, **window), metadata=md
+    ).points[0]
+    assert (per_head.numerator, per_head.denominator, per_head.value) == (6_000, 2, 3_000)
+    guest = analytics.GetKpi(
+        pb.GetKpiRequest(kpi=pb.KPI_GUEST_SPEND_PER_HEAD, **window), metadata=md
+    ).points[0]
+    assert guest.value == 4_000
+    err = rpc_error(
+        lambda: analytics.GetKpi(
+            pb.GetKpiRequest(kpi=pb.KPI_NPS, filter=pb.KpiFilter(store_id="s-1"), **window),
+            metadata=md,
+        )
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "filter.store_id" in field_violations(err)
+
+    cohorts = analytics.GetCohortRetention(
+        pb.GetCohortRetentionRequest(
+            period=pb.PERIOD_DAY,
+            **{"from": timestamp(day_start(day))},
+            to=timestamp(day_start(day + dt.timedelta(days=1))),
+        ),
+        metadata=md,
+    ).cohorts
+    assert [(c.members, list(c.active)) for c in cohorts] == [(2, [2])]
+
+    csv = b"".join(
+        chunk.csv
+        for chunk in analytics.ExportReport(
+            pb.ExportReportRequest(
+                report=pb.REPORT_KPI, kpi=pb.GetKpiRequest(kpi=pb.KPI_MEMBER_ORDERS, **window)
+            ),
+            metadata=md,
+        )
+    ).decode()
+    rows = csv.strip().split("\r\n")
+    assert rows[0] == "period_start,value,numerator,denominator"
+    assert len(rows) == 2 and rows[1].split(",")[1] == "3"
+
+    rule = pb.AlertRule(
+        rule_id="orders-today",
+        kpi=pb.KPI_MEMBER_ORDERS,
+        period=pb.PERIOD_DAY,
+        condition=pb.ALERT_CONDITION_ABOVE,
+        threshold=2,
+        enabled=True,
+    )
+    analytics.PutAlertRule(
+        pb.PutAlertRuleRequest(request_id=new_request_id(), rule=rule), metadata=md
+    )
+    rules = analytics.ListAlertRules(pb.ListAlertRulesRequest(), metadata=md).rules
+    assert [r.rule_id for r in rules] == ["orders-today"]
+    alerts = eventually(
+        "the alert is raised",
+        lambda: list(
+            analytics.ListAlerts(pb.ListAlertsRequest(rule_id="orders-today"), metadata=md).alerts
+        )
+        or None,
+        WAIT_S,
+    )
+    assert len(alerts) == 1
+    assert (alerts[0].value, alerts[0].expected, alerts[0].delivery) == (3, 2, "none")
