@@ -26,8 +26,15 @@
 //! faster than one event at a time while each member's events still apply
 //! one after the other. An entry without a member (or that cannot be read)
 //! is a barrier: everything before it in the read is applied first, then it
-//! alone, then what follows. Every entry still commits in its own
-//! transaction with its inbox row and is acknowledged after that commit.
+//! alone, then what follows. The lanes go in rounds (the first entry of
+//! each lane, then the second, ...), and a round's entries, all of distinct
+//! members, share one transaction per lane: each event's inbox row,
+//! sequence and effect commit together with its neighbours', and all of
+//! them are acknowledged after that commit. A burst of a hundred members'
+//! events costs a handful of commits instead of a hundred. If any of them
+//! fails, the transaction is rolled back and each event is applied on its
+//! own, with its own attempts, so a failing event never fails its
+//! neighbours; an entry delivered before is always applied on its own.
 //!
 //! Several replicas share one group and split the work. Entries of one
 //! stream reach them in stream order, but two replicas may apply events of
@@ -498,6 +505,31 @@ impl Consumer {
             let envelope = envelopes[i].clone();
             self.process(key, &entries[i], envelope, deliveries[i])
         };
+        let apply_together = |chunk: Vec<usize>| {
+            let fresh: Option<Vec<EventContext>> = (chunk.len() > 1)
+                .then(|| {
+                    chunk
+                        .iter()
+                        .map(|&i| {
+                            let envelope = envelopes[i].as_ref()?;
+                            (deliveries[i] <= 1).then_some(())?;
+                            context(&entries[i], envelope.clone())
+                        })
+                        .collect()
+                })
+                .flatten();
+            let ids: Vec<&str> = chunk.iter().map(|&i| entries[i].id.as_str()).collect();
+            async move {
+                if let Some(events) = fresh
+                    && self.process_together(key, &ids, events).await
+                {
+                    return;
+                }
+                for i in chunk {
+                    apply(i).await;
+                }
+            }
+        };
         let work = async {
             for step in steps {
                 if *self.stopping.borrow() {
@@ -507,16 +539,17 @@ impl Consumer {
                     Step::Alone(i) => apply(i).await,
                     Step::Lanes(lanes) => {
                         tracing::debug!(lanes = lanes.len(), "applying a read in lanes");
-                        futures::stream::iter(lanes)
-                            .for_each_concurrent(self.config.lanes, |lane| async move {
-                                for i in lane {
-                                    if *self.stopping.borrow() {
-                                        break;
-                                    }
-                                    apply(i).await;
-                                }
-                            })
+                        for round in rounds(&lanes) {
+                            if *self.stopping.borrow() {
+                                break;
+                            }
+                            let per_transaction = round.len().div_ceil(self.config.lanes);
+                            futures::stream::iter(
+                                round.chunks(per_transaction).map(<[usize]>::to_vec),
+                            )
+                            .for_each_concurrent(self.config.lanes, apply_together)
                             .await;
+                        }
                     }
                 }
             }
@@ -525,6 +558,57 @@ impl Consumer {
             () = work => {}
             () = beat => {}
         }
+    }
+
+    /// Applies fresh events of distinct members in one transaction and
+    /// acknowledges them together after its commit; false (with nothing
+    /// committed) when any of them failed, so that each is then applied on
+    /// its own and a failing event does not fail its neighbours.
+    async fn process_together(
+        &self,
+        key: &str,
+        ids: &[&str],
+        mut events: Vec<EventContext>,
+    ) -> bool {
+        let outcomes = match self.apply_all(&mut events).await {
+            Ok(outcomes) => outcomes,
+            Err(failure) => {
+                let reason = match failure {
+                    Failure::Retryable(r) | Failure::Terminal(r) | Failure::Unavailable(r) => r,
+                };
+                tracing::debug!(%reason, events = events.len(), "a shared transaction failed; applying its events one by one");
+                return false;
+            }
+        };
+        self.ack_all(key, ids).await;
+        for outcome in outcomes {
+            self.count(outcome);
+        }
+        true
+    }
+
+    /// `events` in order in one transaction: all committed, or none.
+    async fn apply_all(&self, events: &mut [EventContext]) -> Result<Vec<Outcome>, Failure> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events.iter_mut() {
+            let accepted = self.handler.accepts(&event.envelope.event_type);
+            let span = self.span(event);
+            let outcome = self
+                .apply_in(&mut tx, event, accepted, false)
+                .instrument(span)
+                .await?;
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        self.count_transaction(events.len());
+        Ok(outcomes)
+    }
+
+    fn span(&self, event: &EventContext) -> tracing::Span {
+        let span = tracing::info_span!("event", event_type = %event.envelope.event_type, event_id = %event.event_id, group = %self.config.group);
+        crate::trace_context::set_parent_from_map(&span, &event.envelope.trace_context);
+        span
     }
 
     async fn process(
@@ -538,6 +622,10 @@ impl Consumer {
         if let Outcome::Applied | Outcome::Skipped | Outcome::Duplicate = outcome {
             self.ack(key, &entry.id).await;
         }
+        self.count(outcome);
+    }
+
+    fn count(&self, outcome: Outcome) {
         let label = match outcome {
             Outcome::Applied => "applied",
             Outcome::Skipped => "skipped",
@@ -558,25 +646,14 @@ impl Consumer {
         let Some(envelope) = envelope else {
             return self.dead_letter(key, entry, "undecodable envelope").await;
         };
-        let Ok(event_id) = Uuid::parse_str(&envelope.event_id) else {
+        let Some(event) = context(entry, envelope) else {
             return self.dead_letter(key, entry, "invalid event id").await;
         };
         if deliveries > self.config.max_deliveries {
             let reason = format!("delivered {deliveries} times without being acknowledged");
             return self.dead_letter(key, entry, &reason).await;
         }
-        let span = tracing::info_span!("event", event_type = %envelope.event_type, %event_id, group = %self.config.group);
-        crate::trace_context::set_parent_from_map(&span, &envelope.trace_context);
-        let event = EventContext {
-            event_id,
-            member_id: Uuid::parse_str(&envelope.member_id).ok(),
-            occurred_at: envelope.occurred_at.as_ref().and_then(timestamp),
-            sequence: envelope.member_sequence,
-            sequence_check: SequenceCheck::Unsequenced,
-            stream_id: entry.id.clone(),
-            attempt: 1,
-            envelope,
-        };
+        let span = self.span(&event);
         self.apply_with_retries(key, entry, event, deliveries > 1)
             .instrument(span)
             .await
@@ -678,56 +755,59 @@ impl Consumer {
         accepted: bool,
         failed_before: bool,
     ) -> Result<Outcome, Failure> {
-        let tracked = match event.member_id {
-            Some(member) if event.sequence > 0 => Some(member),
-            _ => None,
-        };
-        if !accepted && tracked.is_none() {
+        if !accepted && tracked(event).is_none() {
             // Nothing to apply and no sequence to advance.
             return Ok(Outcome::Skipped);
         }
         let mut tx = self.pool.begin().await?;
-        if accepted {
-            let fresh = sqlx::query(
-                "INSERT INTO inbox (consumer, event_id, program_id, stream_id)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(&self.config.group)
-            .bind(event.event_id)
-            .bind(&event.envelope.program_id)
-            .bind(&event.stream_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !fresh {
-                tx.commit().await?;
-                return Ok(Outcome::Duplicate);
+        let outcome = self
+            .apply_in(&mut tx, event, accepted, failed_before)
+            .await?;
+        tx.commit().await?;
+        self.count_transaction(1);
+        Ok(outcome)
+    }
+
+    fn count_transaction(&self, events: usize) {
+        metrics::counter!("laurel_event_transactions_total", "group" => self.config.group.clone())
+            .increment(1);
+        tracing::trace!(events, "events committed together");
+    }
+
+    /// The event's inbox row (unless the handler skips the type), its
+    /// member's sequence and its effect, in `tx`; commits nothing.
+    async fn apply_in(
+        &self,
+        tx: &mut PgConnection,
+        event: &mut EventContext,
+        accepted: bool,
+        failed_before: bool,
+    ) -> Result<Outcome, Failure> {
+        let tracked = tracked(event);
+        match (accepted, tracked) {
+            (true, Some(member)) => {
+                let (fresh, last) = self.receive_in_sequence(tx, event, member).await?;
+                if !fresh {
+                    return Ok(Outcome::Duplicate);
+                }
+                event.sequence_check = SequenceCheck::of(last, event.sequence);
             }
-        }
-        if let Some(member) = tracked {
-            let last = self.lock_sequence(&mut tx, event, member).await?;
-            event.sequence_check = SequenceCheck::of(last, event.sequence);
+            (true, None) => {
+                if !self.receive(tx, event).await? {
+                    return Ok(Outcome::Duplicate);
+                }
+            }
+            (false, Some(member)) => {
+                let last = self.advance_sequence(&mut *tx, event, member).await?;
+                event.sequence_check = SequenceCheck::of(last, event.sequence);
+            }
+            (false, None) => {}
         }
         let handled = if accepted {
-            self.handler.handle(&mut tx, event).await?
+            self.handler.handle(&mut *tx, event).await?
         } else {
             Handled::Skipped
         };
-        if let Some(member) = tracked {
-            sqlx::query(
-                "UPDATE consumer_sequences
-                 SET last_sequence = GREATEST(last_sequence, $5), updated_at = now()
-                 WHERE consumer = $1 AND program_id = $2 AND member_id = $3 AND source = $4",
-            )
-            .bind(&self.config.group)
-            .bind(&event.envelope.program_id)
-            .bind(member)
-            .bind(&event.envelope.source)
-            .bind(event.sequence)
-            .execute(&mut *tx)
-            .await?;
-        }
         if failed_before {
             sqlx::query("DELETE FROM event_attempts WHERE consumer = $1 AND event_id = $2")
                 .bind(&self.config.group)
@@ -735,17 +815,71 @@ impl Consumer {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
         Ok(match handled {
             Handled::Applied => Outcome::Applied,
             Handled::Skipped => Outcome::Skipped,
         })
     }
 
-    /// The highest sequence of the member the group applied, with its row
-    /// locked until the transaction ends: the member's events apply one at
-    /// a time across replicas.
-    async fn lock_sequence(
+    /// The event's inbox row; false when it was there already (the event
+    /// was applied before).
+    async fn receive(
+        &self,
+        tx: &mut PgConnection,
+        event: &EventContext,
+    ) -> Result<bool, sqlx::Error> {
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, program_id, stream_id)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.config.group)
+        .bind(event.event_id)
+        .bind(&event.envelope.program_id)
+        .bind(&event.stream_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// [`Self::receive`] and [`Self::advance_sequence`] in one statement.
+    async fn receive_in_sequence(
+        &self,
+        tx: &mut PgConnection,
+        event: &EventContext,
+        member: Uuid,
+    ) -> Result<(bool, i64), sqlx::Error> {
+        sqlx::query_as(
+            "WITH fresh AS (
+               INSERT INTO inbox (consumer, event_id, program_id, stream_id)
+               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1
+             ), sequence AS (
+               INSERT INTO consumer_sequences (consumer, program_id, member_id, source, last_sequence)
+               VALUES ($1, $3, $5, $6, $7)
+               ON CONFLICT (consumer, program_id, member_id, source)
+               DO UPDATE SET previous_sequence = consumer_sequences.last_sequence,
+                 last_sequence = GREATEST(consumer_sequences.last_sequence, EXCLUDED.last_sequence),
+                 updated_at = now()
+               RETURNING previous_sequence
+             )
+             SELECT EXISTS (SELECT 1 FROM fresh), (SELECT previous_sequence FROM sequence)",
+        )
+        .bind(&self.config.group)
+        .bind(event.event_id)
+        .bind(&event.envelope.program_id)
+        .bind(&event.stream_id)
+        .bind(member)
+        .bind(&event.envelope.source)
+        .bind(event.sequence)
+        .fetch_one(&mut *tx)
+        .await
+    }
+
+    /// Advances the member's sequence to this event's (never back) and
+    /// returns the highest one applied before it, with the row locked until
+    /// the transaction ends: the member's events apply one at a time across
+    /// replicas, and a rollback takes the advance back with the effect.
+    async fn advance_sequence(
         &self,
         tx: &mut PgConnection,
         event: &EventContext,
@@ -753,15 +887,18 @@ impl Consumer {
     ) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(
             "INSERT INTO consumer_sequences (consumer, program_id, member_id, source, last_sequence)
-             VALUES ($1, $2, $3, $4, 0)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (consumer, program_id, member_id, source)
-             DO UPDATE SET last_sequence = consumer_sequences.last_sequence
-             RETURNING last_sequence",
+             DO UPDATE SET previous_sequence = consumer_sequences.last_sequence,
+               last_sequence = GREATEST(consumer_sequences.last_sequence, EXCLUDED.last_sequence),
+               updated_at = now()
+             RETURNING previous_sequence",
         )
         .bind(&self.config.group)
         .bind(&event.envelope.program_id)
         .bind(member)
         .bind(&event.envelope.source)
+        .bind(event.sequence)
         .fetch_one(&mut *tx)
         .await
     }
@@ -795,8 +932,12 @@ impl Consumer {
     }
 
     async fn ack(&self, key: &str, id: &str) {
+        self.ack_all(key, &[id]).await;
+    }
+
+    async fn ack_all(&self, key: &str, ids: &[&str]) {
         let mut redis = self.redis.clone();
-        let acked: redis::RedisResult<i64> = redis.xack(key, &self.config.group, &[id]).await;
+        let acked: redis::RedisResult<i64> = redis.xack(key, &self.config.group, ids).await;
         if let Err(error) = acked {
             // The entry stays pending and is reclaimed later; the inbox
             // keeps that harmless.
@@ -875,6 +1016,42 @@ fn plan<K: Eq + std::hash::Hash>(keys: &[Option<K>]) -> Vec<Step> {
     steps
 }
 
+/// The lanes' entries taken a round at a time: the first entry of every
+/// lane, then the second of every lane that has one, and so on. A round
+/// holds each member at most once, so its entries can share a transaction
+/// without a handler's reads beside it missing an earlier event's effect.
+fn rounds(lanes: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let deepest = lanes.iter().map(Vec::len).max().unwrap_or(0);
+    (0..deepest)
+        .map(|r| {
+            lanes
+                .iter()
+                .filter_map(|lane| lane.get(r).copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// The member whose sequence an event advances, if it has one.
+fn tracked(event: &EventContext) -> Option<Uuid> {
+    event.member_id.filter(|_| event.sequence > 0)
+}
+
+/// What the handler is told of an entry on its first attempt; `None` for
+/// an invalid event id.
+fn context(entry: &StreamId, envelope: EventEnvelope) -> Option<EventContext> {
+    Some(EventContext {
+        event_id: Uuid::parse_str(&envelope.event_id).ok()?,
+        member_id: Uuid::parse_str(&envelope.member_id).ok(),
+        occurred_at: envelope.occurred_at.as_ref().and_then(timestamp),
+        sequence: envelope.member_sequence,
+        sequence_check: SequenceCheck::Unsequenced,
+        stream_id: entry.id.clone(),
+        attempt: 1,
+        envelope,
+    })
+}
+
 /// Keeps `ids` that `consumer` still holds fresh every `every`, until
 /// dropped.
 async fn keep_fresh(
@@ -907,7 +1084,7 @@ async fn keep_fresh(
 mod tests {
     use std::time::Duration;
 
-    use super::{DEFAULT_LANES, Step, consumer_name, lanes_from, plan, retry_delay};
+    use super::{DEFAULT_LANES, Step, consumer_name, lanes_from, plan, retry_delay, rounds};
 
     #[test]
     fn the_consumer_name_prefers_the_explicit_name_then_the_host() {
@@ -963,6 +1140,13 @@ mod tests {
             ]
         );
         assert!(plan::<char>(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_round_takes_each_lane_once_in_order() {
+        let lanes = vec![vec![0, 2, 5], vec![1, 4], vec![3]];
+        assert_eq!(rounds(&lanes), vec![vec![0, 1, 3], vec![2, 4], vec![5]]);
+        assert!(rounds(&[]).is_empty());
     }
 
     #[test]

@@ -256,7 +256,10 @@ impl Relay {
                     .arg(version)
                     .arg(crate::card::CARD_TTL_SECS)
                     // Replicas drop their in-process copies too.
-                    .arg(crate::card::invalidation_channel(&self.config.prefix))
+                    .arg(crate::card::invalidation_channel(
+                        &self.config.prefix,
+                        field,
+                    ))
                     .ignore();
             }
         }

@@ -568,3 +568,74 @@ async fn lanes_alone_keep_each_members_events_in_order_and_a_memberless_event_ap
     assert_eq!(handler.not_alone.load(Ordering::SeqCst), 0);
     assert!(handler.most.load(Ordering::SeqCst) >= 2);
 }
+
+#[tokio::test]
+async fn a_read_of_many_members_shares_transactions_and_a_failing_event_spares_its_neighbours() {
+    const GROUP: &str = "together";
+    const MEMBERS: usize = 30;
+    let env = env().await;
+    sqlx::query("CREATE TABLE applied_in (event_id uuid PRIMARY KEY, txid bigint NOT NULL)")
+        .execute(&env.db)
+        .await
+        .unwrap();
+    // Published before the consumer starts: one read holds them all.
+    let members = publish(&env, MEMBERS).await;
+    let poisoned = members[7];
+    let tried = Arc::new(AtomicUsize::new(0));
+    let t = tried.clone();
+    let router = Router::new().on(move |tx, event, _: pb::MemberCreated| {
+        t.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            if event.member_id == Some(poisoned) {
+                return Err(HandlerError::terminal(anyhow::anyhow!("poisoned")));
+            }
+            record(tx, event, "together").await?;
+            sqlx::query("INSERT INTO applied_in (event_id, txid) VALUES ($1, txid_current())")
+                .bind(event.event_id)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+    });
+    let mut config = env.consumer_config(GROUP, "together-1");
+    config.lanes = 3;
+    // Two connections per lane: all three lanes are allowed.
+    let consumer = Consumer::new(env.pool(6), &env.redis_url, config, Arc::new(router))
+        .await
+        .expect("joins the group");
+    let consumer = Running::spawn(|rx| consumer.run(rx));
+    eventually(WAIT, "the consumer drains the stream", || async {
+        env.drained(GROUP).await.then_some(())
+    })
+    .await;
+    consumer.stop().await;
+
+    // Each event applied once, the poisoned one dead-lettered alone.
+    assert_eq!(env.dead_letters(GROUP).await, 1);
+    assert_eq!(
+        env.scalar("SELECT count(DISTINCT event_id) FROM effects")
+            .await,
+        MEMBERS as i64 - 1
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM effects").await,
+        MEMBERS as i64 - 1
+    );
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM inbox").await,
+        MEMBERS as i64 - 1
+    );
+    // Three transactions of ten; the one holding the poisoned event was
+    // rolled back, and its nine neighbours were applied one by one.
+    let mut sizes: Vec<i64> = sqlx::query_scalar("SELECT count(*) FROM applied_in GROUP BY txid")
+        .fetch_all(&env.db)
+        .await
+        .unwrap();
+    sizes.sort_unstable();
+    let mut expected = vec![1; 9];
+    expected.extend([10, 10]);
+    assert_eq!(sizes, expected);
+    // Two chunks ran once; the poisoned chunk stopped at its eighth event
+    // (seven neighbours tried before it), then all ten went alone.
+    assert_eq!(tried.load(Ordering::SeqCst), 20 + 8 + 10);
+}
