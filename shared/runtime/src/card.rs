@@ -14,7 +14,9 @@
 //! fail-over.
 //!
 //! The invalidation script also publishes `<field> <version> <key>` on
-//! `<prefix>:card-invalidations`. Every replica listens; while it is not
+//! `<prefix>:card-invalidations:<field>` when the version moved (a repeat
+//! at a version already reached publishes nothing). Every replica keeping
+//! copies of a field listens on its channel; while it is not
 //! subscribed (Redis away, reconnecting) it serves nothing from its
 //! in-process copy, and it drops the whole copy when it subscribes again, so
 //! a missed message never leaves an old card behind.
@@ -70,9 +72,10 @@ pub fn card_key(prefix: &str, program: &str, member: &Uuid) -> String {
     format!("{prefix}:card:{program}:{member}")
 }
 
-/// The pub/sub channel carrying card invalidations.
-pub fn invalidation_channel(prefix: &str) -> String {
-    format!("{prefix}:card-invalidations")
+/// The pub/sub channel carrying invalidations of one card field (its
+/// `name`): a replica hears only the fields it keeps copies of.
+pub fn invalidation_channel(prefix: &str, field: &str) -> String {
+    format!("{prefix}:card-invalidations:{field}")
 }
 
 /// Lua: fill field ARGV[1] with ARGV[3] read at version ARGV[2], unless a
@@ -88,16 +91,20 @@ return 0
 ";
 
 /// Lua: bump field ARGV[1]'s version to ARGV[2] (never lower it), drop its
-/// value, refresh the TTL (ARGV[3]) and, when ARGV[4] names a channel,
-/// publish the invalidation there. KEYS[1] is the card.
+/// value, refresh the TTL (ARGV[3]) and, when ARGV[4] names a channel and
+/// the version moved, publish the invalidation there. KEYS[1] is the card.
+/// A repeat at a version already reached (the relay repeating the writer's
+/// invalidation) publishes nothing: every replica subscribed then heard
+/// the first one, and one that was not subscribed keeps no copies.
 pub const INVALIDATE: &str = r"
 local v = redis.call('HGET', KEYS[1], ARGV[1] .. ':v')
-if (not v) or tonumber(v) < tonumber(ARGV[2]) then
+local raised = (not v) or tonumber(v) < tonumber(ARGV[2])
+if raised then
   redis.call('HSET', KEYS[1], ARGV[1] .. ':v', ARGV[2])
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-if ARGV[4] then
+if ARGV[4] and raised then
   redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. KEYS[1])
 end
 return 1
@@ -198,7 +205,7 @@ impl<T: Send + Sync + 'static> Cards<T> {
     /// The card field `field` over `redis`, with an in-process copy.
     pub fn new(redis: Redis, field: CardField, limits: LocalLimits) -> Self {
         Self {
-            channel: invalidation_channel(redis.prefix()).into(),
+            channel: invalidation_channel(redis.prefix(), field.name()).into(),
             redis,
             field,
             local: Cache::builder()

@@ -135,3 +135,40 @@ async fn the_subscription_survives_its_heartbeats() {
     assert!(a.cards.is_listening());
     assert!(a.cards.local(&program(), &member).is_some());
 }
+
+#[tokio::test]
+async fn an_invalidation_is_published_on_its_fields_channel_once_per_version() {
+    use futures::StreamExt;
+    let prefix = support::fresh_prefix();
+    let a = replica(&support::redis_url(), &prefix);
+    let client = redis::Client::open(support::redis_url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    let channel = laurel_runtime::card::invalidation_channel(&prefix, "member");
+    let other = laurel_runtime::card::invalidation_channel(&prefix, "points");
+    pubsub.subscribe(&channel).await.unwrap();
+    pubsub.subscribe(&other).await.unwrap();
+    let member = Uuid::now_v7();
+    assert!(a.cards.invalidate(&program(), &member, 5).await);
+    // The relay repeating the writer's invalidation, and an older one.
+    assert!(a.cards.invalidate(&program(), &member, 5).await);
+    assert!(a.cards.invalidate(&program(), &member, 4).await);
+    assert!(a.cards.invalidate(&program(), &member, 6).await);
+    let mut messages = pubsub.on_message();
+    let mut heard = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(300), messages.next()).await
+    {
+        heard.push((
+            message.get_channel_name().to_owned(),
+            message.get_payload::<String>().unwrap(),
+        ));
+    }
+    let key = laurel_runtime::card::card_key(&prefix, "default", &member);
+    assert_eq!(
+        heard,
+        vec![
+            (channel.clone(), format!("member 5 {key}")),
+            (channel, format!("member 6 {key}")),
+        ]
+    );
+}

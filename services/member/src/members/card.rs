@@ -51,7 +51,7 @@ impl PointsLink {
             })
             .await;
         match found {
-            Found::Card(b) => (Some(b), pb::PointsStatus::FromCard),
+            Found::Card(b) => (Some(Balance::clone(&b)), pb::PointsStatus::FromCard),
             Found::Owner(b) => (Some(b), pb::PointsStatus::FromPointsService),
             Found::Unavailable => (None, pb::PointsStatus::Unavailable),
         }
@@ -65,7 +65,7 @@ impl TierLink {
         program: &ProgramId,
         member: Uuid,
         deadline: Option<Instant>,
-    ) -> (Option<MemberTier>, pb::TierStatus) {
+    ) -> (Option<Shown>, pb::TierStatus) {
         let found = self
             .get(program, member, deadline, |channel, metadata| async move {
                 let request = metadata.request(GetMemberTierRequest {
@@ -80,9 +80,28 @@ impl TierLink {
             })
             .await;
         match found {
-            Found::Card(t) => (Some(t), pb::TierStatus::FromCard),
-            Found::Owner(t) => (Some(t), pb::TierStatus::FromTierService),
+            Found::Card(t) => (Some(Shown::of(&t)), pb::TierStatus::FromCard),
+            Found::Owner(t) => (Some(Shown::of(&t)), pb::TierStatus::FromTierService),
             Found::Unavailable => (None, pb::TierStatus::Unavailable),
+        }
+    }
+}
+
+/// The part of a member's tier the card shows, copied out of the cached
+/// answer rather than copying all of it (measures, what is missing...).
+#[derive(Default)]
+struct Shown {
+    code: String,
+    name: String,
+    secured_until: Option<prost_types::Timestamp>,
+}
+
+impl Shown {
+    fn of(tier: &MemberTier) -> Self {
+        Self {
+            code: tier.tier_code.clone(),
+            name: tier.tier_name.clone(),
+            secured_until: tier.secured_until,
         }
     }
 }
@@ -130,9 +149,9 @@ impl Members {
             member: Some(summary(&member)),
             points,
             points_status: points_status.into(),
-            tier_code: tier.tier_code,
+            tier_code: tier.code,
             tier_status: tier_status.into(),
-            tier_name: tier.tier_name,
+            tier_name: tier.name,
             tier_secured_until: tier.secured_until,
         })
     }

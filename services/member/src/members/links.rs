@@ -178,8 +178,8 @@ impl<T> std::fmt::Debug for Link<T> {
 
 /// Where a card field came from.
 pub(crate) enum Found<T> {
-    /// From the shared card.
-    Card(T),
+    /// From the shared card (this replica's copy, not cloned).
+    Card(Arc<T>),
     /// From the owner service.
     Owner(T),
     /// Neither answered in time.
@@ -229,14 +229,15 @@ impl<T: Message + Default + Clone + Expiring + Send + Sync + 'static> Link<T> {
         if let Some(value) = self.cards.local(program, &member)
             && current(&*value, now)
         {
-            return Found::Card((*value).clone());
+            return Found::Card(value);
         }
         if let Some(stored) = self.cards.shared(program, &member).await {
             match T::decode(stored.value.as_slice()) {
                 Ok(value) if !current(&value, now) => {}
                 Ok(value) => {
+                    let value = Arc::new(value);
                     self.cards
-                        .keep(program, &member, stored.version, Arc::new(value.clone()));
+                        .keep(program, &member, stored.version, value.clone());
                     return Found::Card(value);
                 }
                 Err(error) => {
