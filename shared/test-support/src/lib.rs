@@ -3,7 +3,10 @@
 //! Redis key prefix per test, a harness that runs any service built on
 //! [`laurel_runtime::app::App`] and drops its schema afterwards, a private
 //! Redis server that a test may stop, and an `eventually` helper for
-//! asynchronous effects.
+//! asynchronous effects; [`grpc`] has what tests say to a service and read
+//! from its answers.
+
+pub mod grpc;
 
 use std::{
     future::Future,

@@ -10,7 +10,6 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use laurel_proto::{
     analytics::v1::{self as pb, analytics_service_client::AnalyticsServiceClient},
-    common::v1::Money,
     member::v1::{self as mpb, member_service_client::MemberServiceClient},
     points::v1::points_service_client::PointsServiceClient,
     tier::v1::tier_service_client::TierServiceClient,
@@ -20,6 +19,10 @@ use laurel_test_support as support;
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
+
+// Not every test file uses every helper.
+#[allow(unused_imports)]
+pub use laurel_test_support::grpc::{eur, fields, req, rid, timestamp};
 
 pub use support::eventually;
 
@@ -160,41 +163,6 @@ pub async fn spawn_with(options: Options) -> Stack {
         clock,
         running,
     }
-}
-
-pub fn eur(amount_minor: i64) -> Money {
-    Money {
-        currency_code: "EUR".into(),
-        amount_minor,
-    }
-}
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
-
-pub fn req<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-laurel-program", "default".parse().unwrap());
-    request
-}
-
-pub fn rid() -> String {
-    Uuid::now_v7().to_string()
-}
-
-/// The google.rpc BadRequest field names of an error.
-pub fn fields(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 /// An order line.

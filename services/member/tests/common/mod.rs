@@ -14,6 +14,9 @@ use laurel_runtime::{
 use laurel_test_support as support;
 use sqlx::PgPool;
 use tonic::transport::Channel;
+// Not every test file uses every helper.
+#[allow(unused_imports)]
+pub use laurel_test_support::grpc::{fields as violated_fields, in_program, reason, req, rid};
 
 #[allow(unused_imports)]
 pub use support::eventually;
@@ -123,23 +126,6 @@ impl TestApp {
     }
 }
 
-/// A request in `program`.
-pub fn req<T>(message: T) -> tonic::Request<T> {
-    in_program("default", message)
-}
-
-pub fn in_program<T>(program: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-laurel-program", program.parse().unwrap());
-    request
-}
-
-pub fn rid() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
 static PHONE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A valid German mobile number no other test uses.
@@ -191,26 +177,6 @@ pub async fn create(app: &mut TestApp) -> pb::Member {
         .into_inner()
         .member
         .unwrap()
-}
-
-/// The BadRequest field names of an error.
-pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
-
-/// The ErrorInfo reason of an error.
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
 }
 
 pub fn purchase(order_id: &str, amount: i64) -> pb::Activity {

@@ -16,6 +16,9 @@ use laurel_test_support as support;
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
+// Not every test file uses every helper.
+#[allow(unused_imports)]
+pub use laurel_test_support::grpc::{fields, reason, req, rid};
 
 #[allow(unused_imports)]
 pub use support::eventually;
@@ -217,36 +220,6 @@ impl Stack {
         let _ = self.points_running.stop().await;
         let _ = self.member_running.stop().await;
     }
-}
-
-pub fn req<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-laurel-program", "default".parse().unwrap());
-    request
-}
-
-pub fn rid() -> String {
-    Uuid::now_v7().to_string()
-}
-
-/// The google.rpc BadRequest field names of an error.
-pub fn fields(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-/// The ErrorInfo reason of an error.
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
 }
 
 impl Stack {

@@ -9,7 +9,6 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use laurel_proto::{
-    common::v1::Money,
     member::v1::{self as mpb, member_service_client::MemberServiceClient},
     points::v1::points_service_client::PointsServiceClient,
     tier::v1::{self as pb, tier_service_client::TierServiceClient},
@@ -19,6 +18,9 @@ use laurel_test_support as support;
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
+// Not every test file uses every helper.
+#[allow(unused_imports)]
+pub use laurel_test_support::grpc::{eur, fields, reason, req, rid, timestamp};
 
 pub use support::eventually;
 
@@ -342,48 +344,4 @@ pub fn simple_ladder() -> pb::Ladder {
         warning_days: 0,
         ..Default::default()
     }
-}
-
-pub fn eur(amount_minor: i64) -> Money {
-    Money {
-        currency_code: "EUR".into(),
-        amount_minor,
-    }
-}
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
-
-pub fn req<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-laurel-program", "default".parse().unwrap());
-    request
-}
-
-pub fn rid() -> String {
-    Uuid::now_v7().to_string()
-}
-
-/// The google.rpc BadRequest field names of an error.
-pub fn fields(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-/// The ErrorInfo reason of an error.
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
 }
