@@ -248,17 +248,19 @@ impl Tiers {
         let day = ladder
             .as_ref()
             .map_or(occurred_at.date_naive(), |l| l.rules.day(occurred_at));
-        store::insert(tx, program, member_id, occurred_at).await?;
         if !ladder.is_some_and(|l| l.rules.counts_points()) {
             // No tier asks for points: the movement changes no tier, only the
             // measures `GetMemberTier` shows (and a later ladder may count
-            // them). One upsert and a version bump instead of a recomputation
-            // keep the tier service from contending with every earn.
-            add_day(tx, program, member_id, day, "", 0, 0, movement.points).await?;
-            let version = store::bump(tx, program, member_id).await?;
+            // them). One statement (the day's points, the member's row and
+            // its version) instead of a recomputation keeps the tier service
+            // from contending with every earn.
+            let version =
+                store::count_points(tx, program, member_id, occurred_at, day, movement.points)
+                    .await?;
             self.invalidate(program, member_id, Some(version)).await;
             return Ok(());
         }
+        store::insert(tx, program, member_id, occurred_at).await?;
         store::lock(tx, program, member_id).await?;
         add_day(tx, program, member_id, day, "", 0, 0, movement.points).await?;
         self.settle(

@@ -169,6 +169,39 @@ pub async fn insert(
     Ok(())
 }
 
+/// Adds `points` to the member's qualifying `day` and raises the member's
+/// version (adding the member, enrolled at `enrolled_at`, if unknown: its
+/// version is then 2, as if added and raised), in one statement; returns
+/// the new version.
+pub async fn count_points(
+    tx: &mut PgConnection,
+    program: &str,
+    member: Uuid,
+    enrolled_at: DateTime<Utc>,
+    day: chrono::NaiveDate,
+    points: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH day AS (
+           INSERT INTO qualifying_days (program_id, member_id, day, currency_code, points)
+           VALUES ($1, $2, $4, '', $5)
+           ON CONFLICT (program_id, member_id, day, currency_code)
+           DO UPDATE SET points = qualifying_days.points + EXCLUDED.points
+         )
+         INSERT INTO members (program_id, member_id, enrolled_at, version) VALUES ($1, $2, $3, 2)
+         ON CONFLICT (program_id, member_id)
+         DO UPDATE SET version = members.version + 1, updated_at = now()
+         RETURNING version",
+    )
+    .bind(program)
+    .bind(member)
+    .bind(enrolled_at)
+    .bind(day)
+    .bind(points)
+    .fetch_one(tx)
+    .await
+}
+
 /// Totals over each member's ranges, in one statement: spend and orders in
 /// `currency`, points whatever the currency.
 pub async fn sums(
