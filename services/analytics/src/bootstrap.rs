@@ -82,6 +82,19 @@ async fn connect(addr: &str) -> anyhow::Result<Channel> {
         .await?)
 }
 
+/// The programme's settings and where the export `of` stopped, to resume it.
+async fn resume(
+    db: &PgPool,
+    program: &str,
+    of: &str,
+) -> anyhow::Result<(Option<settings::Settings>, String)> {
+    let mut conn = db.acquire().await?;
+    Ok((
+        settings::read(&mut conn, program).await?,
+        cursor(&mut conn, program, of).await?,
+    ))
+}
+
 async fn cursor(conn: &mut PgConnection, program: &str, of: &str) -> sqlx::Result<String> {
     Ok(sqlx::query_scalar(
         "SELECT cursor FROM bootstrap_cursors WHERE program_id = $1 AND source = $2",
@@ -181,13 +194,7 @@ async fn activities(
     client: &mut MemberServiceClient<Channel>,
 ) -> anyhow::Result<u64> {
     let program = source.program.as_str();
-    let (settings, after) = {
-        let mut conn = db.acquire().await?;
-        (
-            settings::read(&mut conn, program).await?,
-            cursor(&mut conn, program, "activities").await?,
-        )
-    };
+    let (settings, after) = resume(db, program, "activities").await?;
     let mut stream = client
         .export_activities(request(
             program,
@@ -224,13 +231,7 @@ async fn movements(
     client: &mut PointsServiceClient<Channel>,
 ) -> anyhow::Result<u64> {
     let program = source.program.as_str();
-    let (settings, after) = {
-        let mut conn = db.acquire().await?;
-        (
-            settings::read(&mut conn, program).await?,
-            cursor(&mut conn, program, "movements").await?,
-        )
-    };
+    let (settings, after) = resume(db, program, "movements").await?;
     let mut stream = client
         .export_movements(request(
             program,

@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod bootstrap;
 pub mod clv;
+mod copy_rows;
 pub mod error;
 pub mod facts;
 mod grpc;
@@ -99,6 +100,7 @@ pub struct Analytics {
     pub(crate) local_settings: settings::Local,
     pub(crate) recommendations: recommend::Models,
     pub(crate) rewards: recommend::Rewards,
+    pub(crate) rfm_runs: rfm::stored::Runs,
 }
 
 impl std::fmt::Debug for Analytics {
@@ -147,6 +149,7 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
             config.points_api_key.clone(),
             config.recommend_cache,
         )?,
+        rfm_runs: rfm::stored::Runs::default(),
     };
     let app = alerts::schedule(app, analytics.clone());
     let app = app

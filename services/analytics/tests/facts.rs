@@ -190,7 +190,61 @@ async fn a_merge_moves_purchases_to_the_survivor_and_rebuild_agrees() {
     assert_eq!(merged.refunds, 1);
     let gone = stack.metrics(b).await.unwrap_err();
     assert_eq!(gone.code(), tonic::Code::NotFound);
+    assert_eq!(
+        first_day_spend(&stack, a).await,
+        (chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), 2_500),
+        "a's 1,000 and b's 2,000 less its 500 refunded"
+    );
+
+    // The first purchase day's spend, kept as purchases and refunds arrive
+    // (c is never merged, so only the incremental figures hold it): a
+    // purchase on the 10th, then two on the 1st arriving late, a refund of
+    // one of those and one of the 10th's.
+    let c = stack.member().await;
+    let later = stack.purchase(c, 3_000, at(2026, 2, 10, 12)).await;
+    stack
+        .metrics_until(c, "c's first purchase", |x| x.orders == 1)
+        .await;
+    assert_eq!(
+        first_day_spend(&stack, c).await,
+        (chrono::NaiveDate::from_ymd_opt(2026, 2, 10).unwrap(), 3_000)
+    );
+    let earlier = stack.purchase(c, 2_000, at(2026, 2, 1, 9)).await;
+    stack
+        .metrics_until(c, "c's late earlier purchase", |x| x.orders == 2)
+        .await;
+    assert_eq!(
+        first_day_spend(&stack, c).await,
+        (chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(), 2_000),
+        "an earlier day replaces the first day"
+    );
+    stack.purchase(c, 1_500, at(2026, 2, 1, 18)).await;
+    stack
+        .metrics_until(c, "c's second purchase of the 1st", |x| x.orders == 3)
+        .await;
+    stack.refund(c, &earlier, 500, at(2026, 2, 11, 9)).await;
+    stack.refund(c, &later, 1_000, at(2026, 2, 11, 10)).await;
+    stack
+        .metrics_until(c, "c's refunds", |x| x.refunds == 2)
+        .await;
+    assert_eq!(
+        first_day_spend(&stack, c).await,
+        (chrono::NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(), 3_000),
+        "2,000 + 1,500 on the 1st, less the 500 refunded; the 10th's refund does not count"
+    );
     assert_rebuild_agrees(&stack).await;
+}
+
+/// A member's first purchase day and its spend, as `member_spend` keeps them.
+async fn first_day_spend(stack: &Stack, member: Uuid) -> (chrono::NaiveDate, i64) {
+    sqlx::query_as(
+        "SELECT first_day, first_day_spend_minor FROM member_spend
+         WHERE member_id = $1 AND currency_code = 'EUR'",
+    )
+    .bind(member)
+    .fetch_one(&stack.db)
+    .await
+    .unwrap()
 }
 
 /// Every member's figures as kept equal the figures rebuilt from the
@@ -214,10 +268,11 @@ async fn assert_rebuild_agrees(stack: &Stack) {
             i64,
             chrono::NaiveDate,
             chrono::NaiveDate,
+            i64,
         );
         let spend: Vec<Spend> = sqlx::query_as(
             "SELECT member_id, currency_code, orders, purchase_days, gross_minor, refunded_minor,
-                    refunds, first_day, last_day
+                    refunds, first_day, last_day, first_day_spend_minor
              FROM member_spend ORDER BY 1, 2",
         )
         .fetch_all(&stack.db)
@@ -227,6 +282,15 @@ async fn assert_rebuild_agrees(stack: &Stack) {
     };
     let kept = snapshot().await;
     assert!(!kept.1.is_empty());
+    // The first day's spend is that day's in member_days.
+    for s in &kept.1 {
+        let first_day = kept
+            .0
+            .iter()
+            .find(|d| (d.0, &d.1, d.2) == (s.0, &s.1, s.7))
+            .expect("the first day is a purchase day");
+        assert_eq!(s.9, first_day.4, "first-day spend of {} {}", s.0, s.1);
+    }
     let mut tx = stack.db.begin().await.unwrap();
     laurel_analytics::facts::spend::rebuild_program(&mut tx, "default")
         .await

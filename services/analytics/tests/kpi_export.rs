@@ -7,6 +7,7 @@ mod common;
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::{Options, Stack, fields, req, spawn, spawn_with};
+use laurel_analytics::rfm::packed;
 use laurel_proto::analytics::v1 as pb;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -19,7 +20,7 @@ fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
 
 /// A stack whose background jobs run once at start, then wait an hour:
 /// the scheduled RFM and value scoring would otherwise replace the figures
-/// these tests write into `rfm_scores` and `member_values`, or compete
+/// these tests write into `rfm_score_chunks` and `member_values`, or compete
 /// with a timed export.
 async fn quiet_stack() -> Stack {
     spawn_with(Options {
@@ -178,20 +179,37 @@ async fn rfm_run(db: &PgPool, bins: i32) -> Uuid {
     run
 }
 
-async fn rfm_score(db: &PgPool, run: Uuid, who: Uuid, recency: i16, fm: i16, segment: i16) {
-    sqlx::query(
-        "INSERT INTO rfm_scores (program_id, member_id, run_id, recency, frequency, monetary, fm,
-            segment, recency_days, purchase_days, net_spend_minor)
-         VALUES ('default', $1, $2, $3, $4, $4, $4, $5, 10, 2, 8500)",
-    )
-    .bind(who)
-    .bind(run)
-    .bind(recency)
-    .bind(fm)
-    .bind(segment)
-    .execute(db)
-    .await
-    .unwrap();
+/// Stores a run's scores, (member, recency, FM, segment) each, packed as
+/// the service stores them.
+async fn rfm_scores(db: &PgPool, run: Uuid, scores: &[(Uuid, u8, u8, pb::RfmSegment)]) {
+    let mut scores: Vec<packed::Score> = scores
+        .iter()
+        .map(|&(who, recency, fm, segment)| packed::Score {
+            member: who.as_u128(),
+            recency,
+            frequency: fm,
+            monetary: fm,
+            fm,
+            segment: segment as u8,
+            recency_days: 10,
+            purchase_days: 2,
+            net_spend_minor: 8500,
+        })
+        .collect();
+    for c in packed::encode(&mut scores, packed::CHUNK_MEMBERS).unwrap() {
+        sqlx::query(
+            "INSERT INTO rfm_score_chunks (program_id, run_id, chunk, first_member, members, data)
+             VALUES ('default', $1, $2, $3, $4, $5)",
+        )
+        .bind(run)
+        .bind(c.index)
+        .bind(c.first_member)
+        .bind(c.members)
+        .bind(c.data)
+        .execute(db)
+        .await
+        .unwrap();
+    }
 }
 
 #[tokio::test]
@@ -236,8 +254,15 @@ async fn member_and_rfm_grid_reports_join_what_was_computed() {
         .unwrap();
     }
     let run = rfm_run(db, 2).await;
-    rfm_score(db, run, m1, 2, 2, pb::RfmSegment::Champions as i16).await;
-    rfm_score(db, run, m2, 1, 2, pb::RfmSegment::Promising as i16).await;
+    rfm_scores(
+        db,
+        run,
+        &[
+            (m1, 2, 2, pb::RfmSegment::Champions),
+            (m2, 1, 2, pb::RfmSegment::Promising),
+        ],
+    )
+    .await;
     sqlx::query(
         "INSERT INTO member_values (program_id, member_id, stage, rhythm_days, recency_days,
             probability_alive, expected_purchases, predictive_clv_minor, historical_clv_minor,

@@ -44,11 +44,12 @@ async fn seed(stack: &Stack, member: Uuid, enrolled: NaiveDate, days: &[(NaiveDa
     let first = days.iter().map(|d| d.0).min().unwrap();
     let last = days.iter().map(|d| d.0).max().unwrap();
     let total: i64 = days.iter().map(|d| d.1).sum();
+    let first_day_spend: i64 = days.iter().filter(|d| d.0 == first).map(|d| d.1).sum();
     sqlx::query(
         "INSERT INTO member_spend (program_id, member_id, currency_code, first_purchase_at,
             last_purchase_at, first_day, last_day, orders, purchase_days, gross_minor,
-            refunded_minor, refunds)
-         VALUES ('default', $1, 'EUR', $2, $3, $4, $5, $6, $6, $7, 0, 0)",
+            refunded_minor, refunds, first_day_spend_minor)
+         VALUES ('default', $1, 'EUR', $2, $3, $4, $5, $6, $6, $7, 0, 0, $8)",
     )
     .bind(member)
     .bind(first.and_hms_opt(12, 0, 0).unwrap().and_utc())
@@ -57,6 +58,7 @@ async fn seed(stack: &Stack, member: Uuid, enrolled: NaiveDate, days: &[(NaiveDa
     .bind(last)
     .bind(days.len() as i64)
     .bind(total)
+    .bind(first_day_spend)
     .execute(&stack.db)
     .await
     .unwrap();
@@ -299,6 +301,17 @@ async fn summaries_from_the_spend_rows_equal_those_from_the_purchase_days() {
             .collect();
         seed(&stack, Uuid::now_v7(), d(400), &days).await;
     }
+    // Five who bought first later, for a calibration start.
+    for i in 0..5i64 {
+        let days = [(d(100 + i), 900), (d(40), 300 * i)];
+        seed(
+            &stack,
+            Uuid::now_v7(),
+            d(400),
+            &days[..1 + (i % 2) as usize],
+        )
+        .await;
+    }
     let mut conn = stack.db.acquire().await.unwrap();
     let sorted = |mut v: Vec<(Uuid, laurel_analytics_models::clv::CustomerSummary)>| {
         v.sort_by_key(|x| x.0);
@@ -312,6 +325,18 @@ async fn summaries_from_the_spend_rows_equal_those_from_the_purchase_days() {
         laurel_analytics::clv::summaries_from_days(&mut conn, "default", "EUR", None, today)
             .await
             .unwrap();
-    assert_eq!(from_spend.len(), 50);
+    assert_eq!(from_spend.len(), 55);
+    assert_eq!(sorted(from_spend), sorted(from_days));
+    // A calibration start leaves out those who bought first before it.
+    let start = Some(d(200));
+    let from_spend =
+        laurel_analytics::clv::summaries_from_spend(&mut conn, "default", "EUR", start, today)
+            .await
+            .unwrap();
+    let from_days =
+        laurel_analytics::clv::summaries_from_days(&mut conn, "default", "EUR", start, today)
+            .await
+            .unwrap();
+    assert_eq!(from_spend.len(), 5);
     assert_eq!(sorted(from_spend), sorted(from_days));
 }

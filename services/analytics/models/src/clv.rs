@@ -42,7 +42,9 @@
 //!   summaries. γ scales with that unit (CDNOW: γ = 15.44 in dollars is
 //!   1544 in cents); p and q do not.
 //! - Fits are deterministic: compressed rows are sorted, the optimiser
-//!   (argmin's L-BFGS) starts from fixed points, nothing is random.
+//!   (argmin's L-BFGS) starts from fixed points, nothing is random. The
+//!   likelihoods are summed over fixed chunks of rows spread over the
+//!   machine's cores, so the result does not depend on how many there are.
 //! - Errors are [`ClvError`]; no input makes these functions panic or return
 //!   NaN.
 

@@ -7,7 +7,12 @@
 //! - purchase days: distinct local days with a purchase;
 //! - gross: purchase totals; refunded: refunds applied to them (never more
 //!   than a purchase's total); a day's spend is its purchases net of their
-//!   refunds, on the day of the purchase.
+//!   refunds, on the day of the purchase;
+//! - first-day spend: the spend of the first purchase day (what
+//!   `member_days` holds for that day), so the CLV summaries read one row
+//!   per member: an earlier purchase arriving late replaces it, another
+//!   purchase of that day adds to it, a refund of one of its purchases
+//!   takes from it.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -51,9 +56,14 @@ pub async fn add_purchase(
     sqlx::query(
         "INSERT INTO member_spend (program_id, member_id, currency_code, first_purchase_at,
             last_purchase_at, first_day, last_day, orders, purchase_days, gross_minor,
-            refunded_minor, refunds)
-         VALUES ($1, $2, $3, $4, $4, $5, $5, 1, 1, $6, 0, 0)
+            refunded_minor, refunds, first_day_spend_minor)
+         VALUES ($1, $2, $3, $4, $4, $5, $5, 1, 1, $6, 0, 0, $6)
          ON CONFLICT (program_id, member_id, currency_code) DO UPDATE SET
+           first_day_spend_minor = CASE
+             WHEN EXCLUDED.first_day < member_spend.first_day THEN EXCLUDED.first_day_spend_minor
+             WHEN EXCLUDED.first_day = member_spend.first_day
+               THEN member_spend.first_day_spend_minor + EXCLUDED.first_day_spend_minor
+             ELSE member_spend.first_day_spend_minor END,
            first_purchase_at = LEAST(member_spend.first_purchase_at, EXCLUDED.first_purchase_at),
            last_purchase_at = GREATEST(member_spend.last_purchase_at, EXCLUDED.last_purchase_at),
            first_day = LEAST(member_spend.first_day, EXCLUDED.first_day),
@@ -96,13 +106,16 @@ pub async fn add_refund(
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "UPDATE member_spend SET refunded_minor = refunded_minor + $4, refunds = refunds + 1
+        "UPDATE member_spend SET refunded_minor = refunded_minor + $4, refunds = refunds + 1,
+           first_day_spend_minor = first_day_spend_minor
+             - CASE WHEN first_day = $5 THEN $4 ELSE 0 END
          WHERE program_id = $1 AND member_id = $2 AND currency_code = $3",
     )
     .bind(program)
     .bind(member)
     .bind(currency)
     .bind(amount)
+    .bind(day)
     .execute(tx)
     .await?;
     Ok(())
@@ -150,15 +163,23 @@ async fn rebuild(
     sqlx::query(&format!(
         "INSERT INTO member_spend (program_id, member_id, currency_code, first_purchase_at,
             last_purchase_at, first_day, last_day, orders, purchase_days, gross_minor,
-            refunded_minor, refunds)
-         SELECT p.program_id, p.member_id, p.currency_code, min(p.occurred_at), max(p.occurred_at),
-                min(p.day), max(p.day), count(*), count(DISTINCT p.day), sum(p.total_minor),
-                sum(p.refunded_minor), COALESCE(sum(r.n), 0)
-         FROM purchases p
-         LEFT JOIN (SELECT order_id, count(*) AS n FROM refunds
-                    WHERE program_id = $1 AND applied GROUP BY order_id) r ON r.order_id = p.order_id
-         WHERE p.program_id = $1 AND p.member_id IS NOT NULL AND {only}
-         GROUP BY p.program_id, p.member_id, p.currency_code",
+            refunded_minor, refunds, first_day_spend_minor)
+         SELECT s.program_id, s.member_id, s.currency_code, s.first_at, s.last_at, s.first_day,
+                s.last_day, s.orders, s.days, s.gross, s.refunded, s.refunds,
+                COALESCE(d.spend_minor, 0)
+         FROM (SELECT p.program_id, p.member_id, p.currency_code, min(p.occurred_at) AS first_at,
+                      max(p.occurred_at) AS last_at, min(p.day) AS first_day,
+                      max(p.day) AS last_day, count(*) AS orders, count(DISTINCT p.day) AS days,
+                      sum(p.total_minor) AS gross, sum(p.refunded_minor) AS refunded,
+                      COALESCE(sum(r.n), 0) AS refunds
+               FROM purchases p
+               LEFT JOIN (SELECT order_id, count(*) AS n FROM refunds
+                          WHERE program_id = $1 AND applied GROUP BY order_id) r
+                 ON r.order_id = p.order_id
+               WHERE p.program_id = $1 AND p.member_id IS NOT NULL AND {only}
+               GROUP BY p.program_id, p.member_id, p.currency_code) s
+         LEFT JOIN member_days d ON d.program_id = s.program_id AND d.member_id = s.member_id
+              AND d.currency_code = s.currency_code AND d.day = s.first_day",
         only = "($2::uuid IS NULL OR p.member_id = $2)"
     ))
     .bind(program)

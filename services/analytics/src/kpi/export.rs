@@ -9,6 +9,8 @@
 //! many members there are. A client that goes away ends the task and frees
 //! the connection. A failure half-way ends the stream with its status.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use futures::StreamExt;
@@ -26,7 +28,7 @@ use super::{
     request::{CohortRequest, KpiRequest},
     sql::{self, Point},
 };
-use crate::{Analytics, error::AnalyticsError, settings::Settings};
+use crate::{Analytics, error::AnalyticsError, rfm::stored::RunScores, settings::Settings};
 
 /// Bytes a chunk holds before it is sent (a record may take it a little
 /// past).
@@ -167,7 +169,8 @@ fn cohort_records(tz: Tz, cohorts: Vec<Cohort>) -> Chunks {
 }
 
 /// A member's row: id, enrolment, tier, spend figures in the programme's
-/// currency, points, and the computed figures when they exist.
+/// currency, points, and the computed figures when they exist (the RFM
+/// segment is looked up in the stored run as the row is written).
 type MemberRow = (
     Uuid,
     DateTime<Utc>,
@@ -177,7 +180,6 @@ type MemberRow = (
     i64,
     i64,
     i64,
-    Option<i16>,
     Option<i16>,
     Option<i64>,
     Option<i16>,
@@ -189,11 +191,10 @@ const MEMBERS_SQL: &str = "
            COALESCE(s.orders, 0), COALESCE(s.purchase_days, 0),
            COALESCE(s.gross_minor - s.refunded_minor, 0),
            m.points_earned, m.points_redeemed,
-           r.segment, v.stage, v.historical_clv_minor, v.churn_score
+           v.stage, v.historical_clv_minor, v.churn_score
     FROM members m
     LEFT JOIN member_spend s ON s.program_id = m.program_id AND s.member_id = m.member_id
                             AND s.currency_code = $2
-    LEFT JOIN rfm_scores r ON r.program_id = m.program_id AND r.member_id = m.member_id
     LEFT JOIN member_values v ON v.program_id = m.program_id AND v.member_id = m.member_id
     WHERE m.program_id = $1 AND m.status = 'active'
     ORDER BY m.member_id";
@@ -206,11 +207,11 @@ fn name_without(prefix: &str, name: &'static str) -> &'static str {
     }
 }
 
-fn write_member(csv: &mut Csv, row: MemberRow) {
-    let (id, enrolled_at, tier, orders, days, net, earned, redeemed, segment, stage, clv, churn) =
-        row;
-    let segment = segment
-        .and_then(|s| pb::RfmSegment::try_from(i32::from(s)).ok())
+fn write_member(csv: &mut Csv, row: MemberRow, scores: Option<&RunScores>) {
+    let (id, enrolled_at, tier, orders, days, net, earned, redeemed, stage, clv, churn) = row;
+    let segment = scores
+        .and_then(|r| r.get(id))
+        .and_then(|s| pb::RfmSegment::try_from(i32::from(s.segment)).ok())
         .map_or("", |s| name_without("RFM_SEGMENT_", s.as_str_name()));
     let stage = stage
         .and_then(|s| pb::LifecycleStage::try_from(i32::from(s)).ok())
@@ -244,15 +245,21 @@ async fn analyze_if_never(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Err
     .fetch_one(&mut *conn)
     .await?;
     if analyzed < 2 {
-        sqlx::query("ANALYZE members, member_spend, rfm_scores, member_values")
+        sqlx::query("ANALYZE members, member_spend, member_values")
             .execute(conn)
             .await?;
     }
     Ok(())
 }
 
-/// Streams every member's row from Postgres through `conn`.
-fn member_records(mut conn: Conn, program: String, currency: String) -> Chunks {
+/// Streams every member's row from Postgres through `conn`, with their
+/// segment in `scores` (the stored RFM run, held while the report runs).
+fn member_records(
+    mut conn: Conn,
+    program: String,
+    currency: String,
+    scores: Option<Arc<RunScores>>,
+) -> Chunks {
     let (tx, chunks) = channel();
     tokio::spawn(async move {
         let mut out = Writer::new(tx, &MEMBER_HEADER);
@@ -262,7 +269,7 @@ fn member_records(mut conn: Conn, program: String, currency: String) -> Chunks {
             .fetch(&mut *conn);
         while let Some(row) = rows.next().await {
             match row {
-                Ok(row) => write_member(&mut out.csv, row),
+                Ok(row) => write_member(&mut out.csv, row, scores.as_deref()),
                 Err(e) => return out.fail(e.into()).await,
             }
             if !out.flush_full().await {
@@ -275,31 +282,42 @@ fn member_records(mut conn: Conn, program: String, currency: String) -> Chunks {
     chunks
 }
 
-/// The latest RFM run's grid, every (recency, FM) cell of its levels.
-async fn rfm_grid(
-    conn: &mut sqlx::PgConnection,
-    program: &str,
+/// The latest RFM run's grid: every (recency, FM) cell of its levels, by
+/// recency then FM, with the members of the stored run in it (members
+/// merged away or erased since the run left out).
+fn rfm_grid(
+    bins: i32,
+    scores: Option<&RunScores>,
+    gone: &[Uuid],
 ) -> Result<Vec<(i32, i32, i64)>, AnalyticsError> {
-    let bins: Option<i32> = sqlx::query_scalar(
-        "SELECT bins FROM rfm_runs WHERE program_id = $1 ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(program)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let bins = bins.ok_or_else(|| {
-        AnalyticsError::not_computed("NO_RFM_RUN", "no RFM run yet: call RecomputeRfm")
-    })?;
-    Ok(sqlx::query_as(
-        "WITH levels AS (SELECT generate_series(1, $2) AS l)
-         SELECT r.l, f.l, count(s.member_id)
-         FROM levels r CROSS JOIN levels f
-         LEFT JOIN rfm_scores s ON s.program_id = $1 AND s.recency = r.l AND s.fm = f.l
-         GROUP BY 1, 2 ORDER BY 1, 2",
-    )
-    .bind(program)
-    .bind(bins)
-    .fetch_all(conn)
-    .await?)
+    let levels = usize::try_from(bins)
+        .ok()
+        .filter(|b| (1..=usize::from(u8::MAX)).contains(b))
+        .ok_or_else(|| AnalyticsError::Internal(anyhow::anyhow!("an RFM run of {bins} bins")))?;
+    let cell = |recency: u8, fm: u8| {
+        let (r, f) = (usize::from(recency), usize::from(fm));
+        (r <= levels && f <= levels).then(|| (r - 1) * levels + f - 1)
+    };
+    let mut counts = vec![0i64; levels * levels];
+    if let Some(scores) = scores {
+        for s in scores.scores() {
+            if let Some(at) = cell(s.recency, s.fm) {
+                counts[at] += 1;
+            }
+        }
+        for s in gone.iter().filter_map(|&m| scores.get(m)) {
+            if let Some(at) = cell(s.recency, s.fm) {
+                counts[at] -= 1;
+            }
+        }
+    }
+    let mut grid = Vec::with_capacity(counts.len());
+    for r in 1..=bins {
+        for f in 1..=bins {
+            grid.push((r, f, counts[grid.len()]));
+        }
+    }
+    Ok(grid)
 }
 
 impl Analytics {
@@ -347,14 +365,38 @@ impl Analytics {
             }
             (pb::Report::Members, _, _) => {
                 analyze_if_never(&mut conn).await?;
+                let scores = self.rfm_scores(&mut conn, program).await?;
                 Ok(member_records(
                     conn,
                     program.to_owned(),
                     settings.currency.clone(),
+                    scores,
                 ))
             }
             (pb::Report::RfmGrid, _, _) => {
-                let grid = rfm_grid(&mut conn, program).await?;
+                let bins: Option<i32> = sqlx::query_scalar(
+                    "SELECT bins FROM rfm_runs WHERE program_id = $1
+                     ORDER BY created_at DESC LIMIT 1",
+                )
+                .bind(program)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let bins = bins.ok_or_else(|| {
+                    AnalyticsError::not_computed("NO_RFM_RUN", "no RFM run yet: call RecomputeRfm")
+                })?;
+                let scores = self.rfm_scores(&mut conn, program).await?;
+                let gone: Vec<Uuid> = match &scores {
+                    Some(_) => {
+                        sqlx::query_scalar(
+                            "SELECT member_id FROM members WHERE program_id = $1 AND status <> 'active'",
+                        )
+                        .bind(program)
+                        .fetch_all(&mut *conn)
+                        .await?
+                    }
+                    None => Vec::new(),
+                };
+                let grid = rfm_grid(bins, scores.as_deref(), &gone)?;
                 Ok(stream_records(&RFM_GRID_HEADER, grid, |csv, (r, fm, n)| {
                     csv.plain(r).plain(fm).plain(n).end();
                 }))

@@ -1,6 +1,7 @@
 //! `GetMemberValue` (live from the facts), `ListSegmentValues` and
 //! `ListMembersAtRisk` (from the latest scoring).
 
+use futures::TryStreamExt;
 use laurel_proto::analytics::v1 as pb;
 use laurel_runtime::{context::RequestContext, error::Violations};
 use sqlx::Row;
@@ -82,30 +83,46 @@ impl Analytics {
         ctx: &RequestContext,
         _request: &pb::ListSegmentValuesRequest,
     ) -> Result<pb::ListSegmentValuesResponse, AnalyticsError> {
+        let program = ctx.program.as_str();
         let mut conn = self.db.acquire().await?;
-        let rows = sqlx::query(
-            "SELECT r.segment, count(*) AS members, sum(v.historical_clv_minor)::bigint AS total
-             FROM rfm_scores r JOIN member_values v USING (program_id, member_id)
-             WHERE r.program_id = $1 GROUP BY r.segment ORDER BY r.segment",
+        let Some(scores) = self.rfm_scores(&mut conn, program).await? else {
+            return Ok(pb::ListSegmentValuesResponse::default());
+        };
+        // Members and historical CLV per segment proto value, over the
+        // members both scored in the run and valued (merged-away and
+        // erased members have no value).
+        let mut members = [0i64; 12];
+        let mut totals = [0i128; 12];
+        let mut values = sqlx::query_as::<_, (Uuid, i64)>(
+            "SELECT member_id, historical_clv_minor FROM member_values WHERE program_id = $1",
         )
-        .bind(ctx.program.as_str())
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(pb::ListSegmentValuesResponse {
-            segments: rows
-                .into_iter()
-                .map(|r| {
-                    let members: i64 = r.get("members");
-                    let total: i64 = r.get::<Option<i64>, _>("total").unwrap_or(0);
-                    pb::SegmentValue {
-                        segment: i32::from(r.get::<i16, _>("segment")),
-                        members,
-                        average_clv_minor: if members > 0 { total / members } else { 0 },
-                        total_clv_minor: total,
-                    }
-                })
-                .collect(),
-        })
+        .bind(program)
+        .fetch(&mut *conn);
+        while let Some((member, clv)) = values.try_next().await? {
+            if let Some(s) = scores.get(member) {
+                let slot = usize::from(s.segment).min(11);
+                members[slot] += 1;
+                totals[slot] += i128::from(clv);
+            }
+        }
+        let mut segments = Vec::new();
+        for (segment, (&members, &total)) in (0i32..).zip(members.iter().zip(&totals)) {
+            if members == 0 {
+                continue;
+            }
+            let total = i64::try_from(total).map_err(|_| {
+                AnalyticsError::Internal(anyhow::anyhow!(
+                    "segment {segment}: historical CLV total out of range"
+                ))
+            })?;
+            segments.push(pb::SegmentValue {
+                segment,
+                members,
+                average_clv_minor: total / members,
+                total_clv_minor: total,
+            });
+        }
+        Ok(pb::ListSegmentValuesResponse { segments })
     }
 
     /// `ListMembersAtRisk`.
@@ -136,9 +153,8 @@ impl Analytics {
         let rows = sqlx::query(
             "SELECT v.member_id, v.stage, v.probability_alive, v.expected_purchases,
                     v.predictive_clv_minor, v.historical_clv_minor, v.churn_score,
-                    v.churn_components, v.value_at_risk_minor, v.model_id, r.segment
+                    v.churn_components, v.value_at_risk_minor, v.model_id
              FROM member_values v
-             LEFT JOIN rfm_scores r USING (program_id, member_id)
              WHERE v.program_id = $1 AND v.churn_score >= $2
              ORDER BY v.value_at_risk_minor DESC, v.member_id LIMIT $3",
         )
@@ -147,17 +163,27 @@ impl Analytics {
         .bind(i64::from(limit))
         .fetch_all(&mut *conn)
         .await?;
+        let scores = if rows.is_empty() {
+            None
+        } else {
+            self.rfm_scores(&mut conn, ctx.program.as_str()).await?
+        };
         Ok(pb::ListMembersAtRiskResponse {
             members: rows
                 .into_iter()
                 .map(|r| {
+                    let member: Uuid = r.get("member_id");
+                    let segment = scores
+                        .as_ref()
+                        .and_then(|s| s.get(member))
+                        .map_or(0, |s| i32::from(s.segment));
                     let c: Vec<f64> = r.get("churn_components");
                     let mut arr = [0.0; 6];
                     for (slot, x) in arr.iter_mut().zip(c) {
                         *slot = x;
                     }
                     pb::MemberValue {
-                        member_id: r.get::<Uuid, _>("member_id").to_string(),
+                        member_id: member.to_string(),
                         historical_clv_minor: r.get("historical_clv_minor"),
                         probability_alive: r.get("probability_alive"),
                         expected_purchases: r.get("expected_purchases"),
@@ -170,7 +196,7 @@ impl Analytics {
                             .get::<Option<Uuid>, _>("model_id")
                             .map(|m| m.to_string())
                             .unwrap_or_default(),
-                        segment: i32::from(r.get::<Option<i16>, _>("segment").unwrap_or(0)),
+                        segment,
                     }
                 })
                 .collect(),

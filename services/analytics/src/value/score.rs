@@ -20,7 +20,7 @@ use crate::{
     Analytics, SOURCE,
     clv::{Model, latest_model},
     error::AnalyticsError,
-    rfm::epoch_day,
+    rfm::{epoch_day, stored::RunScores},
     settings::Settings,
 };
 
@@ -28,24 +28,24 @@ fn count(x: i64) -> u32 {
     u32::try_from(x.max(0)).unwrap_or(u32::MAX)
 }
 
-/// The facts of the programme's active members (or of one member).
+/// The facts of the programme's active members (or of one member), with
+/// each member's segment in `scores` (the stored RFM run).
 pub async fn load(
     conn: &mut PgConnection,
     program: &str,
     s: &Settings,
     as_of: NaiveDate,
     member: Option<Uuid>,
+    scores: Option<&RunScores>,
 ) -> Result<Vec<MemberFacts>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT m.member_id, sp.first_day, sp.last_day, sp.purchase_days, sp.orders,
-                sp.gross_minor, sp.refunded_minor, sp.refunds, fd.spend_minor AS first_spend,
+                sp.gross_minor, sp.refunded_minor, sp.refunds, sp.first_day_spend_minor AS first_spend,
                 m.negative_feedback, m.complaints, w.recent, w.prior, w.win_orders, w.win_spend,
-                v.stage, v.probability_alive, r.segment
+                v.stage, v.probability_alive
          FROM members m
          LEFT JOIN member_spend sp ON sp.program_id = m.program_id AND sp.member_id = m.member_id
               AND sp.currency_code = $2
-         LEFT JOIN member_days fd ON fd.program_id = m.program_id AND fd.member_id = m.member_id
-              AND fd.currency_code = $2 AND fd.day = sp.first_day
          LEFT JOIN (
              SELECT member_id,
                     sum(orders) FILTER (WHERE day > $3 - $6::int)::bigint AS recent,
@@ -59,7 +59,6 @@ pub async fn load(
              GROUP BY member_id
          ) w ON w.member_id = m.member_id
          LEFT JOIN member_values v ON v.program_id = m.program_id AND v.member_id = m.member_id
-         LEFT JOIN rfm_scores r ON r.program_id = m.program_id AND r.member_id = m.member_id
          WHERE m.program_id = $1 AND m.status = 'active' AND ($5::uuid IS NULL OR m.member_id = $5)",
     )
     .bind(program)
@@ -72,8 +71,9 @@ pub async fn load(
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
+        let member: Uuid = row.try_get(0)?;
         out.push(MemberFacts {
-            member: row.try_get(0)?,
+            member,
             first_day: row.try_get::<Option<NaiveDate>, _>(1)?.map(epoch_day),
             last_day: row.try_get::<Option<NaiveDate>, _>(2)?.map(epoch_day),
             purchase_days: count(row.try_get::<Option<i64>, _>(3)?.unwrap_or(0)),
@@ -90,7 +90,9 @@ pub async fn load(
             window_spend: row.try_get::<Option<i64>, _>(14)?.unwrap_or(0),
             previous_stage: row.try_get(15)?,
             previous_alive: row.try_get::<Option<f64>, _>(16)?.filter(|p| *p >= 0.0),
-            segment: row.try_get(17)?,
+            segment: scores
+                .and_then(|r| r.get(member))
+                .map(|r| i16::from(r.segment)),
         });
     }
     Ok(out)
@@ -141,7 +143,9 @@ impl Analytics {
         let now = self.now();
         let day = s.day(now);
         let model = latest_model(&mut tx, program, &s).await?;
-        let facts = load(&mut tx, program, &s, day, None).await?;
+        let scores = self.rfm_scores(&mut tx, program).await?;
+        let facts = load(&mut tx, program, &s, day, None, scores.as_deref()).await?;
+        drop(scores);
         let assessed = assess::assess_all(
             &facts,
             &s,
@@ -207,7 +211,8 @@ impl Analytics {
         let s = self.required_settings(conn, program).await?;
         let day = s.day(self.now());
         let model = latest_model(conn, program, &s).await?;
-        let mut facts = load(conn, program, &s, day, Some(member)).await?;
+        let scores = self.rfm_scores(conn, program).await?;
+        let mut facts = load(conn, program, &s, day, Some(member), scores.as_deref()).await?;
         let f = facts.pop().ok_or(AnalyticsError::MemberNotFound)?;
         let a = assess::assess_all(
             std::slice::from_ref(&f),

@@ -2,9 +2,10 @@
 //! bench (the same SQL as `services/analytics/src/{rfm,clv}.rs`, copied:
 //! keep them in step), the models it calls timed alone
 //! (`laurel_analytics_models`, same release profile), and the RFM write
-//! priced by copying the stored scores into a table like `rfm_scores` in
-//! one committed transaction (the service COPYs them from the client, so
-//! its write also pays the protocol and formatting).
+//! priced by copying the stored chunks of packed scores into a table like
+//! `rfm_score_chunks` in one committed transaction (the service sends them
+//! from the client, one INSERT per chunk of 65,536 members, so its write
+//! also pays the protocol and the packing).
 //!
 //! Run after the timed calls, on the same data; a figure, not a target.
 
@@ -73,49 +74,59 @@ pub async fn rfm(
     let table = score_rfm(&inputs, &RfmConfig::default()).context("score")?;
     let score = started.elapsed().as_secs_f64();
 
-    sqlx::query("DROP TABLE IF EXISTS bench_rfm_scores_copy")
+    sqlx::query("DROP TABLE IF EXISTS bench_rfm_score_chunks_copy")
         .execute(pool)
         .await?;
-    sqlx::query("CREATE TABLE bench_rfm_scores_copy (LIKE rfm_scores INCLUDING ALL)")
+    // INCLUDING ALL keeps the chunks' storage (EXTERNAL: out of line,
+    // uncompressed).
+    sqlx::query("CREATE TABLE bench_rfm_score_chunks_copy (LIKE rfm_score_chunks INCLUDING ALL)")
         .execute(pool)
         .await?;
     let started = Instant::now();
     let mut tx = pool.begin().await?;
-    let written = sqlx::query(
-        "INSERT INTO bench_rfm_scores_copy SELECT * FROM rfm_scores WHERE program_id = $1",
+    let written: i64 = sqlx::query_scalar(
+        "WITH copied AS (
+             INSERT INTO bench_rfm_score_chunks_copy
+             SELECT * FROM rfm_score_chunks WHERE program_id = $1 RETURNING members)
+         SELECT COALESCE(sum(members), 0)::bigint FROM copied",
     )
     .bind(program)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     let write = started.elapsed().as_secs_f64();
-    sqlx::query("DROP TABLE bench_rfm_scores_copy")
+    sqlx::query("DROP TABLE bench_rfm_score_chunks_copy")
         .execute(pool)
         .await?;
     Ok(Parts {
         parts: vec![
-            ("read the population (member_spend)", read),
+            (
+                "read the population (member_spend, row by row; the service uses a binary COPY)",
+                read,
+            ),
             ("score (laurel_analytics_models::rfm)", score),
-            ("write the scores (INSERT SELECT + index + commit)", write),
+            (
+                "write the scores (INSERT SELECT of the packed chunks + commit)",
+                write,
+            ),
         ],
         notes: vec![format!(
-            "{} members read and scored, {written} score rows copied",
+            "{} members read and scored, {written} members' packed scores copied",
             table.len()
         )],
     })
 }
 
-/// FitClvModel's parts: read the summaries (as the service does when the
-/// calibration period covers every purchase), compress, fit.
+/// FitClvModel's parts: read the summaries (the rows the service reads when
+/// the calibration period covers every purchase, though it reads them with
+/// a binary COPY), compress, fit each model alone (the service fits both at
+/// once, each over every core).
 pub async fn clv(pool: &PgPool, program: &str, currency: &str, end: NaiveDate) -> Result<Parts> {
     let started = Instant::now();
     let rows = sqlx::query(
         "SELECT s.member_id, s.first_day, s.last_day, s.purchase_days,
-                    s.gross_minor - s.refunded_minor AS net, d.spend_minor AS first_spend
+                    s.gross_minor - s.refunded_minor AS net, s.first_day_spend_minor AS first_spend
              FROM member_spend s
-             JOIN member_days d ON d.program_id = s.program_id AND d.member_id = s.member_id
-                  AND d.currency_code = s.currency_code AND d.day = s.first_day
              WHERE s.program_id = $1 AND s.currency_code = $2",
     )
     .bind(program)
@@ -160,7 +171,10 @@ pub async fn clv(pool: &PgPool, program: &str, currency: &str, end: NaiveDate) -
     let gg_s = started.elapsed().as_secs_f64();
     Ok(Parts {
         parts: vec![
-            ("read the summaries (member_spend + first day)", read),
+            (
+                "read the summaries (member_spend, row by row; the service uses a binary COPY)",
+                read,
+            ),
             ("compress (x, t_x, T) and (x, spend)", compress),
             ("fit BG/NBD", bg_s),
             ("fit Gamma-Gamma", gg_s),

@@ -7,7 +7,7 @@
 //!   refunds (refunded 0), channel and store empty, on its UTC day;
 //! - `member_days`: one row per member and distinct day, its orders and
 //!   spend summed; `member_spend`: first and last purchase (time and day),
-//!   orders, distinct days, gross spend;
+//!   orders, distinct days, gross spend, the first day's spend;
 //! - lines carry the order's member and day; quantity 1, the order's total
 //!   split over them.
 //!
@@ -59,7 +59,7 @@ const TABLES: [(&str, &str); 5] = [
         "member_spend",
         "member_spend (program_id, member_id, currency_code, first_purchase_at, \
          last_purchase_at, first_day, last_day, orders, purchase_days, gross_minor, \
-         refunded_minor, refunds)",
+         refunded_minor, refunds, first_day_spend_minor)",
     ),
 ];
 
@@ -371,9 +371,12 @@ impl Writer<'_> {
             sinks.days.row_done()?;
         }
         let gross: i64 = m.orders.iter().map(|o| o.total_minor).sum();
+        // The first purchase day's spend (days are in order, the first is
+        // the first order's).
+        let first_day_spend = days.first().map_or(0, |d| d.2);
         writeln!(
             sinks.spend.buf,
-            "{program}\t{id}\t{currency}\t{first_at}\t{}\t{}\t{}\t{}\t{}\t{gross}\t0\t0",
+            "{program}\t{id}\t{currency}\t{first_at}\t{}\t{}\t{}\t{}\t{}\t{gross}\t0\t0\t{first_day_spend}",
             self.timestamp(last)?,
             self.days.name(first.day)?,
             self.days.name(last.day)?,

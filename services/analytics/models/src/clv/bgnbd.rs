@@ -10,7 +10,7 @@ use statrs::function::gamma::{digamma, ln_gamma};
 
 use super::ClvError;
 use super::hyp2f1::{Scaled, hyp2f1_scaled};
-use super::optimize::{SmoothObjective, minimize};
+use super::optimize::{SmoothObjective, chunked_sum, minimize};
 use super::summary::{DAYS_PER_WEEK, WeightedTriple};
 
 /// BG/NBD parameters: purchase rate λ ~ Gamma(shape r, rate α) per week,
@@ -507,33 +507,49 @@ impl SmoothObjective for FitData {
             d_r -= weight * ln_alpha_plus[age];
             d_alpha -= weight * r * inv_alpha_plus[age];
         }
-        for row in &self.repeat {
-            let term = &terms[row.group as usize];
-            let (age, recency, weight) = (row.age as usize, row.recency as usize, row.weight);
-            let rx = r + term.x;
-            let still_alive = -rx * ln_alpha_plus[age];
-            let dropped =
-                term.dropout_log_ratio.unwrap_or(f64::NEG_INFINITY) - rx * ln_alpha_plus[recency];
-            // ln(e^still_alive + e^dropped) and the two terms' shares of the sum.
-            let difference = dropped - still_alive;
-            let smaller_over_larger = (-difference.abs()).exp();
-            let both = still_alive.max(dropped) + smaller_over_larger.ln_1p();
-            let share_larger = 1.0 / (1.0 + smaller_over_larger);
-            let share_smaller = smaller_over_larger * share_larger;
-            let (share_alive, share_dropped) = if difference > 0.0 {
-                (share_smaller, share_larger)
-            } else {
-                (share_larger, share_smaller)
-            };
-            ll += weight * both;
-            d_r -= weight
-                * (share_alive * ln_alpha_plus[age] + share_dropped * ln_alpha_plus[recency]);
-            d_alpha -= weight
-                * rx
-                * (share_alive * inv_alpha_plus[age] + share_dropped * inv_alpha_plus[recency]);
-            d_a += weight * share_dropped / a;
-            d_b -= weight * share_dropped / (b + term.x - 1.0);
-        }
+        // The rows with repeat purchases, the bulk of the work: in chunks,
+        // on every core.
+        let [rows_ll, rows_d_r, rows_d_alpha, rows_d_a, rows_d_b] =
+            chunked_sum(&self.repeat, |rows| {
+                let (mut ll, mut d_r, mut d_alpha, mut d_a, mut d_b) = (0.0, 0.0, 0.0, 0.0, 0.0);
+                for row in rows {
+                    let term = &terms[row.group as usize];
+                    let (age, recency, weight) =
+                        (row.age as usize, row.recency as usize, row.weight);
+                    let rx = r + term.x;
+                    let still_alive = -rx * ln_alpha_plus[age];
+                    let dropped = term.dropout_log_ratio.unwrap_or(f64::NEG_INFINITY)
+                        - rx * ln_alpha_plus[recency];
+                    // ln(e^still_alive + e^dropped) and the two terms' shares
+                    // of the sum.
+                    let difference = dropped - still_alive;
+                    let smaller_over_larger = (-difference.abs()).exp();
+                    let both = still_alive.max(dropped) + smaller_over_larger.ln_1p();
+                    let share_larger = 1.0 / (1.0 + smaller_over_larger);
+                    let share_smaller = smaller_over_larger * share_larger;
+                    let (share_alive, share_dropped) = if difference > 0.0 {
+                        (share_smaller, share_larger)
+                    } else {
+                        (share_larger, share_smaller)
+                    };
+                    ll += weight * both;
+                    d_r -= weight
+                        * (share_alive * ln_alpha_plus[age]
+                            + share_dropped * ln_alpha_plus[recency]);
+                    d_alpha -= weight
+                        * rx
+                        * (share_alive * inv_alpha_plus[age]
+                            + share_dropped * inv_alpha_plus[recency]);
+                    d_a += weight * share_dropped / a;
+                    d_b -= weight * share_dropped / (b + term.x - 1.0);
+                }
+                [ll, d_r, d_alpha, d_a, d_b]
+            });
+        ll += rows_ll;
+        d_r += rows_d_r;
+        d_alpha += rows_d_alpha;
+        d_a += rows_d_a;
+        d_b += rows_d_b;
         // Chain rule to log parameters, sign for minimisation, per customer.
         let scale = -1.0 / self.customers as f64;
         gradient[0] = scale * d_r * r;

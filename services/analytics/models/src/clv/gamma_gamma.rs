@@ -14,7 +14,7 @@
 use statrs::function::gamma::{digamma, ln_gamma};
 
 use super::ClvError;
-use super::optimize::{SmoothObjective, minimize};
+use super::optimize::{SmoothObjective, chunked_sum, minimize};
 use super::summary::WeightedSpend;
 
 /// Gamma-Gamma parameters.
@@ -176,9 +176,11 @@ impl GammaGammaParams {
     }
 }
 
-/// The fit's data, grouped by x: per distinct x, the rows' ln m and weights.
+/// The fit's data: per distinct x, the terms that depend on x only; per
+/// row, x, m and the weight.
 struct FitData {
     groups: Vec<FrequencyGroup>,
+    rows: Vec<SpendRow>,
     customers: u64,
     mean_monetary: f64,
 }
@@ -188,8 +190,13 @@ struct FrequencyGroup {
     weight: f64,
     /// Σ weight · ln m over the group's rows.
     weighted_log_monetary: f64,
-    /// Per row: m and weight.
-    rows: Vec<(f64, f64)>,
+}
+
+struct SpendRow {
+    x: f64,
+    /// m: mean spend per repeat day.
+    monetary: f64,
+    weight: f64,
 }
 
 impl FitData {
@@ -198,29 +205,33 @@ impl FitData {
         let mut sorted = used.to_vec();
         sorted.sort_unstable();
         let mut groups: Vec<FrequencyGroup> = Vec::new();
+        let mut rows: Vec<SpendRow> = Vec::with_capacity(sorted.len());
         let mut customers: u64 = 0;
         let mut monetary_sum = 0.0;
         for run in sorted.chunk_by(|left, right| left.frequency == right.frequency) {
             let x = f64::from(run[0].frequency);
-            let rows: Vec<(f64, f64)> = run
-                .iter()
-                .map(|s| (s.monetary_minor(), s.count as f64))
-                .collect();
+            let first = rows.len();
+            rows.extend(run.iter().map(|s| SpendRow {
+                x,
+                monetary: s.monetary_minor(),
+                weight: s.count as f64,
+            }));
             for spend in run {
                 customers = customers
                     .checked_add(spend.count)
                     .ok_or(ClvError::Overflow)?;
             }
-            monetary_sum += rows.iter().map(|(m, w)| m * w).sum::<f64>();
+            let group = &rows[first..];
+            monetary_sum += group.iter().map(|r| r.monetary * r.weight).sum::<f64>();
             groups.push(FrequencyGroup {
                 x,
-                weight: rows.iter().map(|(_, w)| w).sum(),
-                weighted_log_monetary: rows.iter().map(|(m, w)| w * m.ln()).sum(),
-                rows,
+                weight: group.iter().map(|r| r.weight).sum(),
+                weighted_log_monetary: group.iter().map(|r| r.weight * r.monetary.ln()).sum(),
             });
         }
         Ok(Self {
             groups,
+            rows,
             customers,
             mean_monetary: monetary_sum / customers as f64,
         })
@@ -246,15 +257,25 @@ impl SmoothObjective for FitData {
             d_p += w * x * (digamma_pxq - digamma_px + x.ln()) + x * group.weighted_log_monetary;
             d_q += w * (digamma_pxq - digamma_q + ln_rate);
             d_gamma += w * q / gamma;
-            for &(m, weight) in &group.rows {
-                let total = gamma + m * x;
-                let ln_total = total.ln();
-                ll -= weight * (px + q) * ln_total;
-                d_p -= weight * x * ln_total;
-                d_q -= weight * ln_total;
-                d_gamma -= weight * (px + q) / total;
-            }
         }
+        // Per row, -(px + q) ln(γ + m x): Σ w ln(γ + m x), Σ w x ln(γ + m x),
+        // Σ w / (γ + m x) and Σ w x / (γ + m x), in chunks on every core.
+        let [ln_sum, x_ln_sum, inv_sum, x_inv_sum] = chunked_sum(&self.rows, |rows| {
+            let (mut ln_sum, mut x_ln_sum, mut inv_sum, mut x_inv_sum) = (0.0, 0.0, 0.0, 0.0);
+            for row in rows {
+                let total = gamma + row.monetary * row.x;
+                let (weighted_ln, weighted_inv) = (row.weight * total.ln(), row.weight / total);
+                ln_sum += weighted_ln;
+                x_ln_sum += row.x * weighted_ln;
+                inv_sum += weighted_inv;
+                x_inv_sum += row.x * weighted_inv;
+            }
+            [ln_sum, x_ln_sum, inv_sum, x_inv_sum]
+        });
+        ll -= p * x_ln_sum + q * ln_sum;
+        d_p -= x_ln_sum;
+        d_q -= ln_sum;
+        d_gamma -= p * x_inv_sum + q * inv_sum;
         let scale = -1.0 / self.customers as f64;
         gradient[0] = scale * d_p * p;
         gradient[1] = scale * d_q * q;

@@ -10,9 +10,14 @@
 //!
 //! One run at a time per programme (a transaction-scoped advisory lock);
 //! a run replaces the previous run's scores in one transaction, so readers
-//! see one run or the other, never a mix.
+//! see one run or the other, never a mix. The scores are stored packed,
+//! [`packed::CHUNK_MEMBERS`] members a row ([`packed`]), and read back
+//! through the decoded run in memory ([`stored`]).
 
-use std::{fmt::Write as _, time::Instant};
+pub mod packed;
+pub mod stored;
+
+use std::{sync::Arc, time::Instant};
 
 use chrono::NaiveDate;
 use laurel_analytics_models::rfm::{self, RfmConfig, RfmInput, Segment};
@@ -25,8 +30,13 @@ use laurel_runtime::{
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use self::{
+    packed::{CHUNK_MEMBERS, Score},
+    stored::RunScores,
+};
 use crate::{
     Analytics,
+    copy_rows::{copy_out, sql_day, sql_literal},
     error::AnalyticsError,
     metrics::{member_id, ts},
     settings::Settings,
@@ -42,42 +52,51 @@ pub fn segment_pb(s: Segment) -> pb::RfmSegment {
     pb::RfmSegment::try_from(s.index() as i32 + 1).unwrap_or(pb::RfmSegment::Unspecified)
 }
 
-/// Loads the active population of `program` as of `day`.
+/// Loads the active population of `program` as of `day`, with each
+/// member's days since the last purchase.
 async fn population(
     conn: &mut PgConnection,
     program: &str,
     s: &Settings,
     day: NaiveDate,
-) -> Result<(Vec<RfmInput>, Vec<(i64, i64)>), sqlx::Error> {
-    let since = day - chrono::Duration::days(i64::from(s.active_days));
-    let rows = sqlx::query(
-        // Merged-away and erased members have no spend rows (their facts
-        // moved or were anonymised), so no join with members is needed.
-        "SELECT member_id, last_day, purchase_days, gross_minor - refunded_minor AS net
-         FROM member_spend
-         WHERE program_id = $1 AND currency_code = $2 AND last_day > $3 AND last_day <= $4",
-    )
-    .bind(program)
-    .bind(&s.currency)
-    .bind(since)
-    .bind(day)
-    .fetch_all(conn)
-    .await?;
-    let mut inputs = Vec::with_capacity(rows.len());
-    let mut extra = Vec::with_capacity(rows.len());
-    for row in rows {
-        let member: Uuid = row.get(0);
-        let last: NaiveDate = row.get(1);
-        let days: i64 = row.get(2);
-        let net: i64 = row.get(3);
+) -> Result<(Vec<RfmInput>, Vec<i32>), AnalyticsError> {
+    let today = epoch_day(day);
+    let since = today.saturating_sub(s.active_days);
+    // Merged-away and erased members have no spend rows (their facts moved
+    // or were anonymised), so no join with members is needed. A binary
+    // COPY, decoded here: on a million members it reads in about half the
+    // time of fetching rows.
+    let statement = format!(
+        "COPY (SELECT member_id, last_day, purchase_days, gross_minor - refunded_minor
+               FROM member_spend
+               WHERE program_id = {program} AND currency_code = {currency}
+                 AND last_day > {since} AND last_day <= {today})
+         TO STDOUT (FORMAT binary)",
+        program = sql_literal(program),
+        currency = sql_literal(&s.currency),
+        since = sql_day(since),
+        today = sql_day(today),
+    );
+    let mut inputs = Vec::new();
+    let mut extra = Vec::new();
+    // The count, then uuid (16), date (4) and two bigints, each with its
+    // 4-byte length.
+    let row_len = 2 + (4 + 16) + (4 + 4) + 2 * (4 + 8);
+    copy_out(conn, &statement, 4, row_len, |f| {
+        let member = Uuid::from_bytes(f.next()?);
+        let last = f.day()?;
+        let days = f.int8()?;
+        let net = f.int8()?;
         inputs.push(RfmInput {
             member_id: member.as_u128(),
-            last_purchase_day: epoch_day(last),
+            last_purchase_day: last,
             frequency: u32::try_from(days).unwrap_or(u32::MAX),
             monetary_minor: net,
         });
-        extra.push(((day - last).num_days(), days));
-    }
+        extra.push(today.saturating_sub(last));
+        Ok(())
+    })
+    .await?;
     Ok((inputs, extra))
 }
 
@@ -114,11 +133,9 @@ impl Analytics {
         let table = rfm::score_rfm(&inputs, &RfmConfig { bins: s.rfm_bins })
             .map_err(|e| AnalyticsError::Internal(anyhow::anyhow!("RFM: {e}")))?;
         let run_id = Uuid::now_v7();
-        sqlx::query("DELETE FROM rfm_scores WHERE program_id = $1")
-            .bind(program)
-            .execute(&mut *tx)
-            .await?;
-        copy_scores(&mut tx, program, run_id, &table, &inputs, &extra).await?;
+        let mut scores = scores_of(&table, &inputs, &extra);
+        drop((inputs, extra));
+        write_scores(&mut tx, program, run_id, &mut scores).await?;
         let grid = table.grid_counts();
         let grid: Vec<i64> = grid.counts.iter().flatten().map(|&c| c as i64).collect();
         let segments: Vec<i64> = table
@@ -147,6 +164,9 @@ impl Analytics {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.rfm_runs
+            .keep(program, Arc::new(RunScores::new(run_id, scores)))
+            .await;
         Ok(Some(pb::RfmRun {
             run_id: run_id.to_string(),
             as_of: Some(ts(s.tz_midnight(day))),
@@ -246,33 +266,50 @@ impl Analytics {
         let mut v = Violations::new();
         let member = member_id(&request.member_id, &mut v);
         v.finish()?;
-        let mut conn = self.db.acquire().await?;
-        let row = sqlx::query(
-            "SELECT run_id, recency, frequency, monetary, segment, recency_days, purchase_days,
-                    net_spend_minor
-             FROM rfm_scores WHERE program_id = $1 AND member_id = $2",
-        )
-        .bind(ctx.program.as_str())
-        .bind(member)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| {
+        let program = ctx.program.as_str();
+        let not_scored = || {
             AnalyticsError::not_computed(
                 "MEMBER_NOT_SCORED",
                 "the member was not in the latest RFM run (no purchase within active_days, or no run yet)",
             )
-        })?;
+        };
+        let mut conn = self.db.acquire().await?;
+        // The stored run, and whether the member was merged away or erased
+        // since (the run keeps them; nothing shows them).
+        let (run, gone): (Uuid, bool) = sqlx::query_as(
+            "SELECT run_id, EXISTS (SELECT 1 FROM members WHERE program_id = $1
+                                      AND member_id = $2 AND status <> 'active')
+             FROM rfm_score_chunks WHERE program_id = $1 AND chunk = 0
+             ORDER BY run_id DESC LIMIT 1",
+        )
+        .bind(program)
+        .bind(member)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(not_scored)?;
+        let scores = match self.rfm_scores_of(&mut conn, program, run).await? {
+            Some(scores) => scores,
+            // A newer run replaced it meanwhile.
+            None => self
+                .rfm_scores(&mut conn, program)
+                .await?
+                .ok_or_else(not_scored)?,
+        };
+        let s = scores
+            .get(member)
+            .filter(|_| !gone)
+            .ok_or_else(not_scored)?;
         Ok(pb::GetMemberRfmResponse {
             rfm: Some(pb::MemberRfm {
                 member_id: member.to_string(),
-                run_id: row.get::<Uuid, _>("run_id").to_string(),
-                recency: i32::from(row.get::<i16, _>("recency")),
-                frequency: i32::from(row.get::<i16, _>("frequency")),
-                monetary: i32::from(row.get::<i16, _>("monetary")),
-                segment: i32::from(row.get::<i16, _>("segment")),
-                recency_days: i64::from(row.get::<i32, _>("recency_days")),
-                purchase_days: row.get("purchase_days"),
-                net_spend_minor: row.get("net_spend_minor"),
+                run_id: scores.run_id.to_string(),
+                recency: i32::from(s.recency),
+                frequency: i32::from(s.frequency),
+                monetary: i32::from(s.monetary),
+                segment: i32::from(s.segment),
+                recency_days: i64::from(s.recency_days),
+                purchase_days: i64::from(s.purchase_days),
+                net_spend_minor: s.net_spend_minor,
             }),
         })
     }
@@ -291,42 +328,55 @@ fn run_of(row: &sqlx::postgres::PgRow, s: &Settings) -> pb::RfmRun {
     }
 }
 
-/// Writes the run's scores with COPY (a million rows in seconds).
-async fn copy_scores(
+/// The stored form of each scored member (in input order).
+fn scores_of(table: &rfm::RfmTable, inputs: &[RfmInput], recency_days: &[i32]) -> Vec<Score> {
+    table
+        .members()
+        .iter()
+        .zip(inputs)
+        .zip(recency_days)
+        .map(|((m, input), &recency_days)| Score {
+            member: m.member_id,
+            recency: m.score.recency,
+            frequency: m.score.frequency,
+            monetary: m.score.monetary,
+            fm: m.cell.frequency_monetary(),
+            segment: segment_pb(m.segment) as u8,
+            recency_days,
+            purchase_days: input.frequency,
+            net_spend_minor: input.monetary_minor,
+        })
+        .collect()
+}
+
+/// Replaces the programme's stored scores with the run's, packed
+/// ([`packed::encode`] sorts `scores` by member): one row per chunk, a few
+/// rows to delete.
+async fn write_scores(
     tx: &mut PgConnection,
     program: &str,
     run_id: Uuid,
-    table: &rfm::RfmTable,
-    inputs: &[RfmInput],
-    extra: &[(i64, i64)],
-) -> Result<(), sqlx::Error> {
-    let mut copy = tx
-        .copy_in_raw(
-            "COPY rfm_scores (program_id, member_id, run_id, recency, frequency, monetary, fm,
-                segment, recency_days, purchase_days, net_spend_minor) FROM STDIN",
-        )
+    scores: &mut [Score],
+) -> Result<(), AnalyticsError> {
+    let chunks = packed::encode(scores, CHUNK_MEMBERS)
+        .map_err(|e| AnalyticsError::Internal(anyhow::anyhow!("RFM: {e}")))?;
+    sqlx::query("DELETE FROM rfm_score_chunks WHERE program_id = $1")
+        .bind(program)
+        .execute(&mut *tx)
         .await?;
-    let mut buf = String::with_capacity(1 << 20);
-    for ((m, input), (recency_days, days)) in table.members().iter().zip(inputs).zip(extra) {
-        let _ = writeln!(
-            buf,
-            "{program}\t{}\t{run_id}\t{}\t{}\t{}\t{}\t{}\t{recency_days}\t{days}\t{}",
-            Uuid::from_u128(m.member_id),
-            m.score.recency,
-            m.score.frequency,
-            m.score.monetary,
-            m.cell.frequency_monetary(),
-            segment_pb(m.segment) as i32,
-            input.monetary_minor,
-        );
-        if buf.len() > (1 << 20) - 256 {
-            copy.send(buf.as_bytes()).await?;
-            buf.clear();
-        }
+    for c in &chunks {
+        sqlx::query(
+            "INSERT INTO rfm_score_chunks (program_id, run_id, chunk, first_member, members, data)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(program)
+        .bind(run_id)
+        .bind(c.index)
+        .bind(c.first_member)
+        .bind(c.members)
+        .bind(c.data.as_slice())
+        .execute(&mut *tx)
+        .await?;
     }
-    if !buf.is_empty() {
-        copy.send(buf.as_bytes()).await?;
-    }
-    copy.finish().await?;
     Ok(())
 }
