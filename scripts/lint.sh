@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lint everything: rustfmt, clippy (warnings are errors), buf lint on proto/,
+# Lint everything: migration versions the runtime and a service would
+# share, rustfmt, clippy (warnings are errors), buf lint on proto/,
 # the scripts through shellcheck when it is installed (apt-get install shellcheck),
 # and the Kubernetes manifests under k8s/ when kubernetes-validate is installed
 # (pip install kubernetes-validate; it validates offline). Runs every check,
@@ -72,6 +73,22 @@ shell_check() {
   shellcheck -x scripts/*.sh .ci/run
 }
 
+# The runtime's migrations and a service's share the service's migration
+# table: one version in both would refuse to start the service.
+migration_versions() {
+  local dir rc=0 clash
+  for dir in services/*/migrations; do
+    clash=$(comm -12 <(find shared/runtime/migrations -name '*.sql' -printf '%f\n' | cut -d_ -f1 | sort) \
+      <(find "$dir" -name '*.sql' -printf '%f\n' | cut -d_ -f1 | sort))
+    if [[ -n $clash ]]; then
+      echo "lint: $dir and shared/runtime/migrations share version(s): $clash" >&2
+      rc=1
+    fi
+  done
+  return "$rc"
+}
+
+step migrations migration_versions
 step rustfmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step buf buf_lint
