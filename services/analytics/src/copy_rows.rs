@@ -161,6 +161,11 @@ impl Fields<'_> {
         Ok(i32::from_be_bytes(self.next()?) + PG_EPOCH_DAY)
     }
 
+    /// The next field as an integer.
+    pub(crate) fn int4(&mut self) -> Result<i32, AnalyticsError> {
+        Ok(i32::from_be_bytes(self.next()?))
+    }
+
     /// The next field as a bigint.
     pub(crate) fn int8(&mut self) -> Result<i64, AnalyticsError> {
         Ok(i64::from_be_bytes(self.next()?))

@@ -102,12 +102,19 @@ impl AnalyticsService for Analytics {
         pb::ListMembersAtRiskResponse,
         list_members_at_risk
     );
-    unary!(
-        get_recommendations,
-        pb::GetRecommendationsRequest,
-        pb::GetRecommendationsResponse,
-        get_recommendations
-    );
+    async fn get_recommendations(
+        &self,
+        request: Request<pb::GetRecommendationsRequest>,
+    ) -> Result<Response<pb::GetRecommendationsResponse>, Status> {
+        let ctx = request_context(&request)?;
+        let (answer, from) = self.get_recommendations(&ctx, request.get_ref()).await?;
+        let mut response = Response::new(answer);
+        response.metadata_mut().insert(
+            "laurel-answer-from",
+            tonic::metadata::MetadataValue::from_static(from.name()),
+        );
+        Ok(response)
+    }
     unary!(
         get_recommendation_quality,
         pb::GetRecommendationQualityRequest,

@@ -20,7 +20,7 @@ pub mod rfm;
 pub mod settings;
 pub mod value;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use laurel_proto::analytics::v1::analytics_service_server::AnalyticsServiceServer;
@@ -28,10 +28,12 @@ use laurel_runtime::{
     api_key::Scope,
     app::App,
     auth::default_scope,
+    cache::Redis,
     clock::SharedClock,
     config::{ConfigError, RuntimeConfig, env_opt, env_or},
     db::Db,
     idempotency::Idempotency,
+    subscription,
 };
 use sqlx::migrate::Migrator;
 
@@ -55,6 +57,14 @@ pub struct Config {
     /// How long a replica serves a recommendation build and a member's
     /// answer again (`LAUREL_ANALYTICS_RECOMMEND_CACHE_MS`, default 30000).
     pub recommend_cache: Duration,
+    /// Whether a replica keeps members' balances and recent items in memory
+    /// for recommendations (`LAUREL_ANALYTICS_RECOMMEND_MEMORY`, `on` by
+    /// default; `off` reads them from Postgres for every answer).
+    pub recommend_memory: bool,
+    /// How long before a view of members is read an announced change still
+    /// keeps that member out of it (`LAUREL_ANALYTICS_RECOMMEND_GRACE_MS`,
+    /// default 60000; see `recommend::memory`).
+    pub recommend_grace: Duration,
     /// The points service, for the rewards of the next best offer
     /// (`LAUREL_POINTS_ADDR`; `off` or unset: no offer).
     pub points_addr: Option<String>,
@@ -82,6 +92,12 @@ impl Config {
                 "LAUREL_ANALYTICS_RECOMMEND_CACHE_MS",
                 30_000u64,
             )?),
+            recommend_memory: env_or("LAUREL_ANALYTICS_RECOMMEND_MEMORY", "on".to_owned())?
+                != "off",
+            recommend_grace: Duration::from_millis(env_or(
+                "LAUREL_ANALYTICS_RECOMMEND_GRACE_MS",
+                60_000u64,
+            )?),
             points_addr: env_opt("LAUREL_POINTS_ADDR").filter(|a| a != "off"),
             points_api_key: env_opt("LAUREL_POINTS_API_KEY"),
             webhook: alerts::webhook::Webhook::from_env(runtime.dev_mode)?,
@@ -94,6 +110,9 @@ impl Config {
 #[derive(Clone)]
 pub struct Analytics {
     pub(crate) db: Db,
+    pub(crate) redis: Redis,
+    /// Where changes of members' facts are announced.
+    pub(crate) member_changes: Arc<str>,
     pub(crate) idempotency: Idempotency,
     pub(crate) clock: SharedClock,
     pub(crate) config: Config,
@@ -139,11 +158,19 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
     }
     let analytics = Analytics {
         db: app.db().clone(),
+        redis: app.redis().clone(),
+        member_changes: recommend::memory::channel(app.redis().prefix()).into(),
         idempotency: app.idempotency(REQUEST_DIGEST_KEY),
         clock: app.clock(),
         config: config.clone(),
         local_settings: settings::Local::default(),
-        recommendations: recommend::Models::new(config.recommend_cache),
+        recommendations: recommend::Models::new(
+            config.recommend_cache,
+            recommend::memory::Memory::new(
+                config.recommend_memory && !app.redis().is_skipped(),
+                config.recommend_grace,
+            ),
+        ),
         rewards: recommend::Rewards::new(
             config.points_addr.as_deref(),
             config.points_api_key.clone(),
@@ -152,6 +179,19 @@ pub async fn build(config: Config, clock: Option<SharedClock>) -> anyhow::Result
         rfm_runs: rfm::stored::Runs::default(),
     };
     let app = alerts::schedule(app, analytics.clone());
+    let app = if config.recommend_memory && !app.redis().is_skipped() {
+        let (url, channel) = (
+            app.redis().url().to_owned(),
+            analytics.member_changes.clone(),
+        );
+        let memory = analytics.recommendations.memory.clone();
+        app.job("member-changes", move |stop| {
+            let (url, channel, memory) = (url.clone(), channel.clone(), memory.clone());
+            async move { subscription::listen(&url, &channel, &memory, stop).await }
+        })
+    } else {
+        app
+    };
     let app = app
         .grpc(AnalyticsServiceServer::new(analytics.clone()))
         .scopes(scopes)

@@ -197,6 +197,19 @@ impl Analytics {
         Ok(s)
     }
 
+    /// The programme's settings, or NO_SETTINGS, taking a connection only
+    /// when they are not in memory.
+    pub(crate) async fn required_settings_of(
+        &self,
+        program: &str,
+    ) -> Result<Settings, AnalyticsError> {
+        if let Some(s) = self.local_settings.cache.get(program) {
+            return s.ok_or(AnalyticsError::NoSettings);
+        }
+        let mut conn = self.db.acquire().await?;
+        self.required_settings(&mut conn, program).await
+    }
+
     /// The programme's settings, or NO_SETTINGS.
     pub(crate) async fn required_settings(
         &self,

@@ -44,6 +44,8 @@ async fn spawn(url: &str, now: DateTime<Utc>) -> Analytics {
         job_interval: std::time::Duration::from_millis(100),
         recommend_interval: std::time::Duration::ZERO,
         recommend_cache: std::time::Duration::ZERO,
+        recommend_memory: false,
+        recommend_grace: std::time::Duration::ZERO,
         points_addr: None,
         points_api_key: None,
         webhook: Some(Webhook::signed(url, SECRET).unwrap()),

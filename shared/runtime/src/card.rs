@@ -29,12 +29,11 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 use moka::sync::Cache;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::{cache::Redis, context::ProgramId};
+use crate::{cache::Redis, context::ProgramId, subscription};
 
 /// How long the Redis card lives without being read or written.
 pub const CARD_TTL_SECS: i64 = 24 * 3600;
@@ -340,7 +339,7 @@ impl<T: Send + Sync + 'static> Cards<T> {
         }
     }
 
-    fn heard(&self, message: &[u8]) {
+    fn heard_invalidation(&self, message: &[u8]) {
         let Some((field, version, program, member)) = parse_invalidation(message) else {
             tracing::warn!("unreadable card invalidation");
             return;
@@ -355,63 +354,28 @@ impl<T: Send + Sync + 'static> Cards<T> {
         self.listening.load(Ordering::Acquire)
     }
 
-    fn stop_listening(&self) {
-        self.listening.store(false, Ordering::Release);
-        self.local.invalidate_all();
-    }
-
     /// Listens for invalidations until `shutdown`, resubscribing after any
     /// failure; the in-process copy is used only while subscribed.
-    pub async fn listen(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(100);
-        while !*shutdown.borrow() {
-            match self.listen_once(&mut shutdown).await {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(error) => {
-                    tracing::warn!(%error, "card invalidations unavailable, in-process cards off");
-                }
-            }
-            self.stop_listening();
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.changed() => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        self.stop_listening();
-        Ok(())
+    pub async fn listen(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let channel = self.channel.clone();
+        subscription::listen(self.redis.url(), &channel, &self, shutdown).await
     }
+}
 
-    async fn listen_once(&self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
-        let client = redis::Client::open(self.redis.url())?;
-        let pubsub =
-            tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await??;
-        let (mut sink, mut stream) = pubsub.split();
-        tokio::time::timeout(Duration::from_secs(2), sink.subscribe(&*self.channel)).await??;
+impl<T: Send + Sync + 'static> subscription::Listener for Cards<T> {
+    fn subscribed(&self) {
         // Anything missed while not subscribed is gone: start empty.
         self.local.invalidate_all();
         self.listening.store(true, Ordering::Release);
-        tracing::info!(channel = %self.channel, "in-process cards on");
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                message = stream.next() => match message {
-                    Some(message) => self.heard(message.get_payload_bytes()),
-                    None => anyhow::bail!("subscription closed"),
-                },
-                _ = heartbeat.tick() => {
-                    // A silently dead connection would hide invalidations.
-                    // In subscribed mode PING answers an array, not PONG.
-                    let ping: redis::RedisResult<redis::Value> =
-                        match tokio::time::timeout(Duration::from_secs(1), sink.ping()).await {
-                            Ok(result) => result,
-                            Err(_) => anyhow::bail!("subscription heartbeat timed out"),
-                        };
-                    ping?;
-                }
-                _ = shutdown.changed() => return Ok(()),
-            }
-        }
+    }
+
+    fn heard(&self, payload: &[u8]) {
+        self.heard_invalidation(payload);
+    }
+
+    fn lost(&self) {
+        self.listening.store(false, Ordering::Release);
+        self.local.invalidate_all();
     }
 }
 

@@ -22,5 +22,6 @@ pub mod pagination;
 pub mod secret;
 pub mod server;
 pub mod shed;
+pub mod subscription;
 pub mod telemetry;
 pub mod trace_context;

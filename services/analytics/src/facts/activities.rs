@@ -51,7 +51,12 @@ impl Analytics {
         let program = event.program_id();
         let settings = self.settings(tx, program).await?;
         let fallback = event.occurred_at.unwrap_or_else(|| self.now());
-        apply(tx, program, activity, settings.as_ref(), fallback).await
+        let member = optional_id(&activity.member_id)?;
+        apply(tx, program, activity, settings.as_ref(), fallback).await?;
+        match member {
+            Some(member) => self.announce_change(member).await,
+            None => Ok(()),
+        }
     }
 }
 

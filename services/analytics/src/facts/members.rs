@@ -104,7 +104,8 @@ impl Analytics {
         spend::rebuild_member(tx, program, merged).await?;
         spend::rebuild_member(tx, program, survivor).await?;
         crate::value::store::forget(tx, program, merged).await?;
-        Ok(())
+        self.announce_change(merged).await?;
+        self.announce_change(survivor).await
     }
 
     /// Nothing personal stays: the member's purchases remain anonymised
@@ -140,6 +141,6 @@ impl Analytics {
         .await?;
         spend::rebuild_member(tx, program, member).await?;
         crate::value::store::forget(tx, program, member).await?;
-        Ok(())
+        self.announce_change(member).await
     }
 }

@@ -45,6 +45,7 @@ impl Analytics {
         // The balance after the movement (the member's events arrive in
         // order), for the next best offer.
         let available = m.balance.as_ref().map(|b| b.available);
+        let member = optional_id(&movement.member_id)?;
         Self::keep_movement(
             tx,
             program,
@@ -53,7 +54,11 @@ impl Analytics {
             settings.as_ref(),
             fallback,
         )
-        .await
+        .await?;
+        match member {
+            Some(member) => self.announce_change(member).await,
+            None => Ok(()),
+        }
     }
 
     /// Keeps one movement (from a PointsMoved event or the points export),

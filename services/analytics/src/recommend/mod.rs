@@ -11,11 +11,17 @@
 //!   memory and a member's answer for `LAUREL_ANALYTICS_RECOMMEND_CACHE_MS`
 //!   (default 30000), so a purchase shows in that member's
 //!   recommendations within that time.
+//! - Members' balances and recent items are kept in memory too (see
+//!   [`memory`]), so an answer for a member not asked about lately reads
+//!   no database; `LAUREL_ANALYTICS_RECOMMEND_MEMORY=off` turns that off.
+//!   The response header `laurel-answer-from` says `cache`, `memory` or
+//!   `database`.
 //! - The next best offer: the rewards of the points service the member
 //!   can afford with the balance of their latest points movement, the most
 //!   valuable first (rewards carry no product, so no affinity applies).
 
 mod build;
+pub mod memory;
 mod rewards;
 mod serve;
 

@@ -12,7 +12,10 @@ use laurel_runtime::{context::RequestContext, error::Violations};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::build::Level;
+use super::{
+    build::Level,
+    memory::{Lookup, Memory},
+};
 use crate::{
     Analytics,
     error::AnalyticsError,
@@ -25,6 +28,7 @@ const HISTORY_LINES: i64 = 500;
 
 /// A stored build, ready to serve.
 pub struct Loaded {
+    model_id: Uuid,
     model: CoPurchaseModel,
     items: Vec<String>,
     index: HashMap<String, u32>,
@@ -39,23 +43,49 @@ type AnswerCache =
     moka::sync::Cache<(String, Uuid, Level, i32), Arc<pb::GetRecommendationsResponse>>;
 
 /// This replica's builds and answers, each kept for the configured time
-/// (none when it is zero).
+/// (none when it is zero), and its members' views.
 #[derive(Clone)]
 pub struct Models {
     models: Option<ModelCache>,
     answers: Option<AnswerCache>,
+    pub(crate) memory: Memory,
+}
+
+/// Where an answer came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerFrom {
+    /// This member's answer, given lately.
+    Cache,
+    /// Computed from the members' view in memory.
+    Memory,
+    /// Computed from the member's rows in Postgres.
+    Database,
+}
+
+impl AnswerFrom {
+    /// As sent in the `laurel-answer-from` response header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cache => "cache",
+            Self::Memory => "memory",
+            Self::Database => "database",
+        }
+    }
 }
 
 impl Models {
-    /// Caches keeping builds and answers for `ttl`.
-    pub fn new(ttl: Duration) -> Self {
+    /// Caches keeping builds and answers for `ttl`; members' views when
+    /// `memory` says so.
+    pub fn new(ttl: Duration, memory: Memory) -> Self {
         if ttl.is_zero() {
             return Self {
                 models: None,
                 answers: None,
+                memory,
             };
         }
         Self {
+            memory,
             models: Some(
                 moka::sync::Cache::builder()
                     .max_capacity(1_000)
@@ -104,7 +134,7 @@ async fn load(
     level: Level,
 ) -> Result<Option<Loaded>, AnalyticsError> {
     let Some(row) = sqlx::query(
-        "SELECT items, categories, buyers, neighbours, members_evaluated, hit_rate,
+        "SELECT model_id, items, categories, buyers, neighbours, members_evaluated, hit_rate,
                 popular_hit_rate, top_n, built_at
          FROM recommendation_models WHERE program_id = $1 AND level = $2
          ORDER BY model_id DESC LIMIT 1",
@@ -142,6 +172,7 @@ async fn load(
         .map(|(i, s)| (s.clone(), i as u32))
         .collect();
     Ok(Some(Loaded {
+        model_id: row.try_get("model_id")?,
         model,
         items,
         index,
@@ -186,34 +217,14 @@ impl Analytics {
         Ok(loaded)
     }
 
-    /// `GetRecommendations`.
-    pub(crate) async fn get_recommendations(
+    /// A member's balance and recent items at `level` from Postgres.
+    async fn member_from_db(
         &self,
-        ctx: &RequestContext,
-        request: &pb::GetRecommendationsRequest,
-    ) -> Result<pb::GetRecommendationsResponse, AnalyticsError> {
-        let mut v = Violations::new();
-        let member = member_id(&request.member_id, &mut v);
-        let limit = match request.limit {
-            0 => 10,
-            l @ 1..=100 => l,
-            _ => {
-                v.add("limit", "from 1 to 100 (0 for 10)");
-                0
-            }
-        };
-        let level = level_of(request.level, &mut v);
-        v.finish()?;
-        let program = ctx.program.as_str();
-        let key = (program.to_owned(), member, level, limit);
-        let answers = self.recommendations.answers.as_ref();
-        if let Some(answer) = answers.and_then(|c| c.get(&key)) {
-            return Ok((*answer).clone());
-        }
-        let loaded = self.model(program, level).await?;
-        let loaded = (*loaded).as_ref().ok_or_else(|| {
-            AnalyticsError::not_computed("NO_RECOMMENDATIONS", "no order lines to learn from yet")
-        })?;
+        program: &str,
+        member: Uuid,
+        level: Level,
+        loaded: &Loaded,
+    ) -> Result<(i64, Vec<MemberPurchase>), AnalyticsError> {
         let mut conn = self.db.acquire().await?;
         let member_row: Option<(i64,)> = sqlx::query_as(
             "SELECT points_available FROM members
@@ -234,8 +245,7 @@ impl Analytics {
         .bind(HISTORY_LINES)
         .fetch_all(&mut *conn)
         .await?;
-        drop(conn);
-        let purchases: Vec<MemberPurchase> = rows
+        let purchases = rows
             .iter()
             .filter_map(|r| {
                 let day: chrono::NaiveDate = r.try_get(0).ok()?;
@@ -246,10 +256,51 @@ impl Analytics {
                 })
             })
             .collect();
-        let s = {
-            let mut conn = self.db.acquire().await?;
-            self.required_settings(&mut conn, program).await?
+        Ok((balance, purchases))
+    }
+
+    /// `GetRecommendations`, and where the answer came from.
+    pub(crate) async fn get_recommendations(
+        &self,
+        ctx: &RequestContext,
+        request: &pb::GetRecommendationsRequest,
+    ) -> Result<(pb::GetRecommendationsResponse, AnswerFrom), AnalyticsError> {
+        let mut v = Violations::new();
+        let member = member_id(&request.member_id, &mut v);
+        let limit = match request.limit {
+            0 => 10,
+            l @ 1..=100 => l,
+            _ => {
+                v.add("limit", "from 1 to 100 (0 for 10)");
+                0
+            }
         };
+        let level = level_of(request.level, &mut v);
+        v.finish()?;
+        let program = ctx.program.as_str();
+        let key = (program.to_owned(), member, level, limit);
+        let answers = self.recommendations.answers.as_ref();
+        if let Some(answer) = answers.and_then(|c| c.get(&key)) {
+            return Ok(((*answer).clone(), AnswerFrom::Cache));
+        }
+        let loaded = self.model(program, level).await?;
+        let loaded = (*loaded).as_ref().ok_or_else(|| {
+            AnalyticsError::not_computed("NO_RECOMMENDATIONS", "no order lines to learn from yet")
+        })?;
+        let memory = &self.recommendations.memory;
+        let (balance, purchases, from) =
+            match memory.lookup(program, level, loaded.model_id, &member) {
+                Lookup::Found(balance, purchases) => (balance, purchases, AnswerFrom::Memory),
+                lookup => {
+                    if matches!(lookup, Lookup::Load) {
+                        self.load_view(program, level, loaded.model_id, &loaded.items);
+                    }
+                    let (balance, purchases) =
+                        self.member_from_db(program, member, level, loaded).await?;
+                    (balance, purchases, AnswerFrom::Database)
+                }
+            };
+        let s = self.required_settings_of(program).await?;
         let as_of = epoch_day(s.day(self.now()));
         let serve = ServeConfig {
             top_n: limit as usize,
@@ -283,7 +334,7 @@ impl Analytics {
         if let Some(c) = answers {
             c.insert(key, Arc::new(answer.clone()));
         }
-        Ok(answer)
+        Ok((answer, from))
     }
 
     async fn next_best_offer(

@@ -139,6 +139,9 @@ pub async fn spawn_with(options: Options) -> Stack {
         job_interval: options.job_interval.unwrap_or(Duration::from_millis(100)),
         recommend_interval: Duration::ZERO,
         recommend_cache: Duration::ZERO,
+        recommend_memory: true,
+        // Announcements come a moment before their commit here.
+        recommend_grace: Duration::from_millis(500),
         points_addr: points_addr.clone(),
         points_api_key: None,
         webhook: None,

@@ -3,7 +3,8 @@
 //! fixed time each. h2load sends one body, so its member is answered from
 //! the service's answer cache after the first call; here each call names a
 //! member drawn at random from a large sample, so most answers are
-//! computed (the member's lines read from Postgres, the neighbours summed).
+//! computed (from the members the service keeps in memory, or their rows
+//! in Postgres), and the service's `laurel-answer-from` header is counted.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,6 +30,49 @@ pub struct ClientRun {
     /// Latency of OK calls, microseconds.
     pub p50_us: u64,
     pub p99_us: u64,
+    /// OK recommendations by where the service says the answer came from
+    /// (its `laurel-answer-from` header: cache, memory, database).
+    pub from: BTreeMap<String, u64>,
+}
+
+/// Where the service says a recommendation came from.
+fn answer_from<T>(response: &tonic::Response<T>) -> String {
+    response
+        .metadata()
+        .get("laurel-answer-from")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unsaid")
+        .to_owned()
+}
+
+/// Asks for random members' recommendations until one is answered from
+/// the service's members in memory (it loads them on the first call), for
+/// at most `wait`; returns how long that took, or `None`.
+pub async fn await_memory(
+    service: &mut Service,
+    program: &str,
+    members: &[Uuid],
+    wait: Duration,
+) -> Result<Option<Duration>> {
+    let started = Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    while started.elapsed() < wait {
+        let member = members[rng.random_range(0..members.len())];
+        let response = service
+            .analytics
+            .get_recommendations(service::request(
+                program,
+                service::recommendations_request(member),
+            )?)
+            .await;
+        if let Ok(response) = response
+            && answer_from(&response) == "memory"
+        {
+            return Ok(Some(started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(None)
 }
 
 impl ClientRun {
@@ -85,6 +129,7 @@ pub async fn drive(
             let mut hist =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut from: BTreeMap<String, u64> = BTreeMap::new();
             let mut ok = 0u64;
             while Instant::now() < deadline {
                 let sent = Instant::now();
@@ -108,7 +153,9 @@ pub async fn drive(
                                 service::recommendations_request(member),
                             )?)
                             .await
-                            .map(|_| ())
+                            .map(|response| {
+                                *from.entry(answer_from(&response)).or_default() += 1;
+                            })
                     }
                 };
                 match outcome {
@@ -120,15 +167,19 @@ pub async fn drive(
                     Err(s) => *errors.entry(format!("{:?}", s.code())).or_default() += 1,
                 }
             }
-            anyhow::Ok((ok, errors, hist))
+            anyhow::Ok((ok, errors, hist, from))
         });
     }
     let mut total_ok = 0;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut from: BTreeMap<String, u64> = BTreeMap::new();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     while let Some(done) = workers.join_next().await {
-        let (ok, errs, h) = done.context("a worker")??;
+        let (ok, errs, h, f) = done.context("a worker")??;
         total_ok += ok;
+        for (source, n) in f {
+            *from.entry(source).or_default() += n;
+        }
         for (code, n) in errs {
             *errors.entry(code).or_default() += n;
         }
@@ -140,5 +191,6 @@ pub async fn drive(
         seconds: started.elapsed().as_secs_f64(),
         p50_us: hist.value_at_quantile(0.5),
         p99_us: hist.value_at_quantile(0.99),
+        from,
     })
 }

@@ -391,6 +391,13 @@ async fn recommendations(
                 members.len(),
                 args.client_seconds
             );
+            let mut first = services[0].clone();
+            match many::await_memory(&mut first, &args.program, members, Duration::from_secs(300))
+                .await?
+            {
+                Some(took) => eprintln!("  members in memory after {:.1} s", took.as_secs_f64()),
+                None => eprintln!("  members not in memory after 300 s: answers from Postgres"),
+            }
             let echo =
                 many::drive(&services, &args.program, members, many::Path::Echo, load).await?;
             let recommend = many::drive(
@@ -402,9 +409,10 @@ async fn recommendations(
             )
             .await?;
             eprintln!(
-                "  echo {:.0}/s, recommendations {:.0}/s",
+                "  echo {:.0}/s, recommendations {:.0}/s, answered from {:?}",
                 echo.rate(),
-                recommend.rate()
+                recommend.rate(),
+                recommend.from
             );
             Some((echo, recommend, members.len()))
         }
@@ -578,7 +586,13 @@ fn render(r: &Rendered<'_>) -> String {
     if let Some((echo, recommend, members)) = r.recommendations.and_then(|p| p.client.as_ref()) {
         rows.push(Row {
             figure: format!(
-                "  the same, tonic client, random members of {members} (mostly computed, not cached)"
+                "  the same, tonic client, random members of {members} (answers from: {})",
+                recommend
+                    .from
+                    .iter()
+                    .map(|(source, n)| format!("{source} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             ours: format!("{:.0}/s", recommend.rate()),
             theirs: format!("{:.0}/s", echo.rate()),
