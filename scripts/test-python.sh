@@ -122,7 +122,7 @@ for name in "${services[@]}"; do
     fi
     if [[ $name == analytics ]]; then
       export LAUREL_ANALYTICS_JOB_INTERVAL_MS=200 LAUREL_ANALYTICS_RECOMMEND_INTERVAL_S=0 \
-        LAUREL_ANALYTICS_RECOMMEND_CACHE_MS=0
+        LAUREL_ANALYTICS_RECOMMEND_CACHE_MS=0 LAUREL_ANALYTICS_RECOMMEND_GRACE_MS=500
     fi
     exec "$bin_dir/laurel-$name" serve
   ) </dev/null >"$work/$name.log" 2>&1 &

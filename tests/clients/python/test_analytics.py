@@ -535,6 +535,17 @@ def test_recommendations_from_co_purchases_and_the_next_best_offer(
     assert 0 <= quality.popular_hit_rate <= 1 and 0 <= quality.hit_rate <= 1
     assert quality.built_at.seconds > 0
 
+    # Asked about again, a member is answered from the members the replica
+    # keeps in memory once it has loaded them; a header says where from.
+    def answered_from() -> str:
+        _, call = analytics.GetRecommendations.with_call(
+            pb.GetRecommendationsRequest(member_id=m4, limit=2), metadata=md
+        )
+        return dict(call.initial_metadata()).get("laurel-answer-from", "")
+
+    assert answered_from() in ("memory", "database")
+    eventually("an answer from memory", lambda: answered_from() == "memory", WAIT_S)
+
     # The next best offer: the most valuable reward the member's points
     # afford, from the points service's catalogue.
     rewards = {}

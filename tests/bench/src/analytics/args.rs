@@ -36,7 +36,7 @@ FLAGS:
   --no-breakdown       skip timing the parts of ours (the service's reads from
                        here, the models alone, the scores' write)
   --reco-wait SECS     how long to wait for the recommendation models [default: 900]
-  --client-seconds N   the tonic-client runs of recommendations for random members
+  --client-seconds N   the tonic-client runs of recommendations for distinct members
                        and of echo, each                [default: 10]
   --client-concurrency N  their workers (over 4 connections) [default: 64]
   --scorer-bin PATH    laurel-analytics: started as a second replica (this process's

@@ -453,7 +453,7 @@ pub async fn programme(pool: &PgPool, plan: &Plan, files: Option<&Files>) -> Res
 }
 
 /// Members kept for the recommendations of many members.
-pub const SAMPLED_MEMBERS: usize = 200_000;
+pub const SAMPLED_MEMBERS: usize = 1_000_000;
 
 #[derive(Debug)]
 struct Counts {

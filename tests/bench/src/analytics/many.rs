@@ -1,8 +1,9 @@
 //! GetRecommendations for many different members beside echo, with a tonic
 //! client: closed loop, `concurrency` workers over a few connections, for a
 //! fixed time each. h2load sends one body, so its member is answered from
-//! the service's answer cache after the first call; here each call names a
-//! member drawn at random from a large sample, so most answers are
+//! the service's answer cache after the first call; here each call names
+//! another member of a large sample (worker w takes members w, w + workers,
+//! ...: none twice until the sample is used up), so answers are
 //! computed (from the members the service keeps in memory, or their rows
 //! in Postgres), and the service's `laurel-answer-from` header is counted.
 
@@ -125,7 +126,7 @@ pub async fn drive(
         let members = members.to_vec();
         let program = program.to_string();
         workers.spawn(async move {
-            let mut rng = ChaCha8Rng::seed_from_u64(w as u64);
+            let mut next = w;
             let mut hist =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -145,7 +146,11 @@ pub async fn drive(
                         .await
                         .map(|_| ()),
                     Path::Recommendations => {
-                        let member = members[rng.random_range(0..members.len())];
+                        // Each worker walks its own members from a random
+                        // start: no member twice until the sample is used up,
+                        // so answers are computed, not cached.
+                        let member = members[next % members.len()];
+                        next += load.concurrency;
                         service
                             .analytics
                             .get_recommendations(service::request(

@@ -387,7 +387,7 @@ async fn recommendations(
             };
             let members = &loaded.sample_members;
             eprintln!(
-                "tonic client: echo, then GetRecommendations for random members of {} ({} s each) ...",
+                "tonic client: echo, then GetRecommendations for distinct members of {} ({} s each) ...",
                 members.len(),
                 args.client_seconds
             );
@@ -586,7 +586,7 @@ fn render(r: &Rendered<'_>) -> String {
     if let Some((echo, recommend, members)) = r.recommendations.and_then(|p| p.client.as_ref()) {
         rows.push(Row {
             figure: format!(
-                "  the same, tonic client, random members of {members} (answers from: {})",
+                "  the same, tonic client, distinct members of {members} (answers from: {})",
                 recommend
                     .from
                     .iter()
@@ -816,8 +816,9 @@ fn render(r: &Rendered<'_>) -> String {
     }
     if let Some((echo, recommend, members)) = r.recommendations.and_then(|p| p.client.as_ref()) {
         out.push_str(&format!(
-            "Tonic client, {} workers over 4 connections, {} s each: GetRecommendations for random \
-             members of {members}: {} OK ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, errors {:?}; \
+            "Tonic client, {} workers over 4 connections, {} s each: GetRecommendations for distinct \
+             members of {members}: {} OK ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, errors {:?}, \
+             answered from {:?}; \
              echo: {} OK ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, errors {:?}\n",
             r.args.client_concurrency,
             r.args.client_seconds,
@@ -826,6 +827,7 @@ fn render(r: &Rendered<'_>) -> String {
             recommend.p50_us as f64 / 1000.0,
             recommend.p99_us as f64 / 1000.0,
             recommend.errors,
+            recommend.from,
             echo.ok,
             echo.rate(),
             echo.p50_us as f64 / 1000.0,
