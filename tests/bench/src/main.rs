@@ -180,6 +180,9 @@ async fn bench(args: &Args) -> Result<Finished> {
     });
 
     let mut h2_rows = Vec::new();
+    if args.h2load.is_some() {
+        settle(args).await;
+    }
     if let Some(shape) = &args.h2load {
         let mut kinds = Vec::new();
         if args.bare_addr.is_some() {
@@ -223,6 +226,7 @@ async fn bench(args: &Args) -> Result<Finished> {
             continue;
         }
         if matches!(kind, PathKind::TierGet | PathKind::MemberCard) {
+            settle(args).await;
             // Right before: the paths before may have changed balances
             // and tiers, which empties their card fields.
             let deadline = tokio::time::Instant::now() + TIER_WARM_GIVE_UP;
@@ -411,6 +415,50 @@ const STALENESS_GIVE_UP: Duration = Duration::from_secs(30);
 
 /// Longest a purchase's points may take to show before counting as never.
 const VISIBLE_GIVE_UP: Duration = Duration::from_secs(10);
+
+/// Waits until the services whose metrics are scraped have stopped working
+/// through events (what they consumed and relayed unchanged for a second),
+/// at most [`SETTLE_GIVE_UP`]: a read path is measured on its own, not
+/// beside the backlog the seeding or the write paths before left.
+async fn settle(args: &Args) {
+    let urls: Vec<&str> = [
+        &args.metrics_url,
+        &args.points_metrics_url,
+        &args.tier_metrics_url,
+    ]
+    .into_iter()
+    .filter_map(|u| u.as_deref())
+    .collect();
+    if urls.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let mut last = None;
+    while started.elapsed() < SETTLE_GIVE_UP {
+        let mut work = 0.0;
+        for url in &urls {
+            if let Ok(text) = scrape::fetch_text(url).await {
+                work += scrape::event_work(&text);
+            }
+        }
+        if last == Some(work) {
+            eprintln!(
+                "settled: no events consumed or relayed for 1 s ({:.1} s waited)",
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        last = Some(work);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!(
+        "not settled after {} s: measuring beside the events still being consumed",
+        SETTLE_GIVE_UP.as_secs()
+    );
+}
+
+/// Longest [`settle`] waits.
+const SETTLE_GIVE_UP: Duration = Duration::from_secs(180);
 
 /// The paths h2load drives (record-activity, earn and redeem write anew per
 /// call, which one fixed body cannot do; an Earn under h2load is a replay).

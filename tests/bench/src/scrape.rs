@@ -73,6 +73,24 @@ pub fn batch_sizes(exposition: &str) -> (f64, u64) {
     (value("sum"), value("count") as u64)
 }
 
+/// Events a service has consumed and published so far (the runtime's
+/// `laurel_events_consumed_total` and `laurel_relay_published_total`, all
+/// labels): while it moves, the service is still working through events.
+pub fn event_work(exposition: &str) -> f64 {
+    exposition
+        .lines()
+        .filter_map(|l| {
+            let (metric, v) = l.rsplit_once(' ')?;
+            let bare = metric.split('{').next()?;
+            matches!(
+                bare,
+                "laurel_events_consumed_total" | "laurel_relay_published_total"
+            )
+            .then(|| v.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 /// Fetches `url` (plain http://host:port/path) and returns the codes.
 pub async fn fetch(url: &str) -> Result<Codes> {
     Ok(codes(&fetch_text(url).await?))
