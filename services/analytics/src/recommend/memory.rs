@@ -18,8 +18,9 @@
 //!   before its snapshot began: after a lost subscription, messages may
 //!   have been missed, so the view is loaded again.
 //! - A new build (other item numbers), or, once the view is older than
-//!   twice the grace, more announced members than a tenth of it (at least
-//!   10,000), loads it again in the background; meanwhile the database
+//!   twice the grace, more announced members than a tenth of it, loads it
+//!   again in the background (the cost of a load grows with the view, and
+//!   so does the number of changes it waits for); meanwhile the database
 //!   answers.
 //!
 //! Memory: about 8 bytes per distinct item of each member plus 28 per
@@ -69,8 +70,8 @@ pub struct MemberView {
     model_id: Uuid,
     /// When the snapshot began (before it was read).
     started: Instant,
-    /// Active members, sorted.
-    members: Vec<Uuid>,
+    /// Active members' ids as integers (compared faster than bytes), sorted.
+    members: Vec<u128>,
     balances: Vec<i64>,
     /// Member `i`'s items are `items[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
@@ -81,7 +82,7 @@ pub struct MemberView {
 impl MemberView {
     /// The member's balance and recent items; `None` when not active then.
     pub fn member(&self, member: &Uuid) -> Option<(i64, Vec<MemberPurchase>)> {
-        let i = self.members.binary_search(member).ok()?;
+        let i = self.members.binary_search(&member.as_u128()).ok()?;
         let (from, to) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
         let purchases = (from..to)
             .map(|k| MemberPurchase {
@@ -121,6 +122,7 @@ pub enum Lookup {
 struct Attempt {
     at: Instant,
     running: bool,
+    failed: bool,
 }
 
 #[derive(Default)]
@@ -187,8 +189,7 @@ impl Memory {
         let usable = view.filter(|v| {
             v.model_id == model_id
                 && v.started >= since
-                && (v.started.elapsed() < 2 * self.grace
-                    || state.changed.len() <= (v.len() / 10).max(10_000))
+                && (v.started.elapsed() < 2 * self.grace || state.changed.len() <= v.len() / 10)
         });
         let Some(view) = usable else {
             return Lookup::Load;
@@ -206,7 +207,7 @@ impl Memory {
         }
     }
 
-    /// Claims the load of a view; false when one runs or failed lately.
+    /// Claims the load of a view; false when one runs or one failed lately.
     fn claim(&self, program: &str, level: Level) -> bool {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if state.subscribed_since.is_none() {
@@ -214,7 +215,7 @@ impl Memory {
         }
         let key = (level, program.to_owned());
         if let Some(a) = state.attempts.get(&key)
-            && (a.running || a.at.elapsed() < RETRY)
+            && (a.running || (a.failed && a.at.elapsed() < RETRY))
         {
             return false;
         }
@@ -223,6 +224,7 @@ impl Memory {
             Attempt {
                 at: Instant::now(),
                 running: true,
+                failed: false,
             },
         );
         true
@@ -234,6 +236,7 @@ impl Memory {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = state.attempts.get_mut(&(level, program.to_owned())) {
             a.running = false;
+            a.failed = view.is_none();
         }
         let Some(view) = view else { return };
         if state.subscribed_since.is_none_or(|s| s > view.started) {
@@ -310,7 +313,7 @@ fn pack(
             view.items.push(item);
             view.days.push(day);
         }
-        view.members.push(member);
+        view.members.push(member.as_u128());
         view.balances.push(balance);
         view.offsets
             .push(u32::try_from(view.items.len()).unwrap_or(u32::MAX));
@@ -393,7 +396,7 @@ impl Analytics {
             Ok(())
         })
         .await?;
-        members.sort_unstable_by_key(|m| m.0);
+        members.sort_unstable_by_key(|m| m.0.as_u128());
         let index: HashMap<Uuid, u32> = members
             .iter()
             .enumerate()
@@ -542,6 +545,24 @@ mod tests {
             ),
             "a view older than the subscription"
         );
+    }
+
+    #[test]
+    fn announced_members_past_a_tenth_of_the_view_reload_it_after_twice_the_grace() {
+        let memory = Memory::new(true, Duration::from_millis(5));
+        let m = Uuid::from_u128(9);
+        subscribed(&memory);
+        view_of(&memory, m);
+        subscription::Listener::heard(&memory, m.to_string().as_bytes());
+        assert!(matches!(
+            memory.lookup("p", Level::Sku, Uuid::nil(), &m),
+            Lookup::Ask
+        ));
+        std::thread::sleep(Duration::from_millis(12));
+        assert!(matches!(
+            memory.lookup("p", Level::Sku, Uuid::nil(), &m),
+            Lookup::Load
+        ));
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //!   build is older than `LAUREL_ANALYTICS_RECOMMEND_INTERVAL_S` (default
 //!   3600).
 //! - A replica keeps the newest build of each programme and level in
-//!   memory and a member's answer for `LAUREL_ANALYTICS_RECOMMEND_CACHE_MS`
-//!   (default 30000), so a purchase shows in that member's
-//!   recommendations within that time.
+//!   memory, and an answer that read Postgres for
+//!   `LAUREL_ANALYTICS_RECOMMEND_CACHE_MS` (default 30000), so a purchase
+//!   shows in that member's recommendations within that time at most.
 //! - Members' balances and recent items are kept in memory too (see
 //!   [`memory`]), so an answer for a member not asked about lately reads
 //!   no database; `LAUREL_ANALYTICS_RECOMMEND_MEMORY=off` turns that off.

@@ -331,7 +331,9 @@ impl Analytics {
                 .collect(),
             next_best_offer: offer,
         };
-        if let Some(c) = answers {
+        // Only answers that read Postgres are kept: one from memory costs
+        // less to compute again than to keep.
+        if let Some(c) = answers.filter(|_| from == AnswerFrom::Database) {
             c.insert(key, Arc::new(answer.clone()));
         }
         Ok((answer, from))

@@ -72,27 +72,37 @@ impl CoPurchaseModel {
         config: &ServeConfig,
     ) -> Result<Vec<Recommendation>, RecommendError> {
         let history = MemberHistory::new(self, purchases, as_of, config)?;
-        let mut scored: Vec<(u32, f64)> = Vec::new();
+        // Keyed by item, then by position: the keys are distinct, so an
+        // unstable sort orders each item's similarities by source and the
+        // sum is the same on every call. Excluded items are never summed.
+        let mut scored: Vec<(u64, f64)> =
+            Vec::with_capacity(history.recent_items.len() * self.config.neighbours_per_item);
         for &source in &history.recent_items {
-            scored.extend(
-                self.neighbours(source)
-                    .iter()
-                    .map(|neighbour| (neighbour.item, neighbour.similarity)),
-            );
+            for neighbour in self.neighbours(source) {
+                if history.is_excluded(neighbour.item) {
+                    continue;
+                }
+                let key = (u64::from(neighbour.item) << 32) | scored.len() as u64;
+                scored.push((key, neighbour.similarity));
+            }
         }
-        // Stable, so each item's similarities add up in source order and the
-        // sum is the same on every call.
-        scored.sort_by_key(|&(item, _)| item);
+        scored.sort_unstable_by_key(|&(key, _)| key);
         let mut merged: Vec<(u32, f64)> = Vec::with_capacity(scored.len());
-        for (item, similarity) in scored {
+        for (key, similarity) in scored {
+            let item = (key >> 32) as u32;
             match merged.last_mut() {
                 Some((last, sum)) if *last == item => *sum += similarity,
                 _ => merged.push((item, similarity)),
             }
         }
-        merged.retain(|&(item, _)| !history.is_excluded(item));
-        merged.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        merged.truncate(config.top_n);
+        let by_score = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if config.top_n == 0 {
+            merged.clear();
+        } else if merged.len() > config.top_n {
+            merged.select_nth_unstable_by(config.top_n - 1, by_score);
+            merged.truncate(config.top_n);
+        }
+        merged.sort_unstable_by(by_score);
 
         let mut recommendations: Vec<Recommendation> = merged
             .into_iter()
