@@ -14,10 +14,11 @@
 //! `members`, `activities`, `movements`); a rerun goes on from there. Tier
 //! history is not exported by its owner yet: it comes from the stream only.
 //!
-//! A member's `points_available` is left to the live events: the export
-//! carries only each movement's account total after it, not the available
-//! part, and a historical movement kept after a newer live one would
-//! otherwise overwrite the newer figure.
+//! A member's `points_available` (for the next best offer) is taken from
+//! the export's account total after each movement, unless a newer movement
+//! already set it (`members.points_available_after`). The export does not
+//! split that total into available, pending and held, so until the next
+//! live movement it counts pending and held points too.
 
 use std::time::Duration;
 
@@ -247,14 +248,15 @@ async fn movements(
     let mut read = 0;
     while let Some(batch) = stream.try_next().await? {
         let mut tx = db.begin().await?;
-        for movement in batch.movements {
+        let balances = batch.balances_after;
+        for (i, movement) in batch.movements.into_iter().enumerate() {
             let fallback = facts::time(&movement.recorded_at).unwrap_or_else(chrono::Utc::now);
-            // No available points: see the module's documentation.
+            // The account's total, as the module's documentation says.
             Analytics::keep_movement(
                 &mut tx,
                 program,
                 movement,
-                None,
+                balances.get(i).copied(),
                 settings.as_ref(),
                 fallback,
             )

@@ -372,9 +372,7 @@ impl Analytics {
         }
         v.finish()?;
         let program = ctx.program.as_str();
-        let mut conn = self.db.acquire().await?;
-        let s = self.required_settings(&mut conn, program).await?;
-        drop(conn);
+        let s = self.required_settings_of(program).await?;
         let end = date_of(&request.calibration_end, &s)
             .ok_or_else(|| AnalyticsError::field("calibration_end", "not a valid time"))?;
         let start =
@@ -399,7 +397,10 @@ impl Analytics {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(fresh) => fresh,
         };
-        let model = self.fit(program, &s, start, end).await?;
+        // The fit is stored in the key's transaction: a retry after a
+        // crash finds either both or neither.
+        let mut fresh = fresh;
+        let model = self.fit(fresh.tx(), program, &s, start, end).await?;
         let response = pb::FitClvModelResponse {
             model: Some(model.pb),
         };
@@ -407,21 +408,21 @@ impl Analytics {
         Ok(response)
     }
 
-    /// Fits both models on the stored purchase days and keeps the fit.
+    /// Fits both models on the stored purchase days and keeps the fit, both
+    /// over `conn` (the caller commits).
     pub(crate) async fn fit(
         &self,
+        conn: &mut PgConnection,
         program: &str,
         s: &Settings,
         start: Option<NaiveDate>,
         end: NaiveDate,
     ) -> Result<Model, AnalyticsError> {
         let started = Instant::now();
-        let mut conn = self.db.acquire().await?;
         let Population {
             summaries: customers,
             first_day: earliest,
-        } = summaries(&mut conn, program, &s.currency, start, end).await?;
-        drop(conn);
+        } = summaries(conn, program, &s.currency, start, end).await?;
         let read = started.elapsed();
         let fits = tokio::task::spawn_blocking(move || fit_both(&customers))
             .await
@@ -444,7 +445,6 @@ impl Analytics {
         let factor = minor_factor(&s.currency);
         let id = Uuid::now_v7();
         let now = self.now();
-        let mut conn = self.db.acquire().await?;
         let calibration_start = start.or(earliest).unwrap_or(end);
         let duration_ms = started.elapsed().as_millis() as i64;
         let gg_major = gg
@@ -476,7 +476,7 @@ impl Analytics {
         .bind(now)
         .execute(&mut *conn)
         .await?;
-        let model = latest_model(&mut conn, program, s)
+        let model = latest_model(conn, program, s)
             .await?
             .ok_or_else(|| AnalyticsError::Internal(anyhow::anyhow!("the fit was not stored")))?;
         Ok(model)

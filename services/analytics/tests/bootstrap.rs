@@ -198,6 +198,10 @@ async fn points_moved_while_deaf_are_counted_once_after_bootstrap() {
     assert_eq!((report.members, report.movements), (2, 6));
     assert_eq!(points_totals(&stack, a).await, (540, 120, 40));
     assert_eq!(points_totals(&stack, b).await, (300, 50, 0));
+    // The balance after each member's newest movement (nothing pending or
+    // held here, so the account's total is what is available).
+    assert_eq!(points_available(&stack, a).await, 380);
+    assert_eq!(points_available(&stack, b).await, 250);
     let kept: Vec<(String, i64)> = sqlx::query_as(
         "SELECT kind, sum(points)::bigint FROM points_movements GROUP BY kind ORDER BY kind",
     )
@@ -220,6 +224,7 @@ async fn points_moved_while_deaf_are_counted_once_after_bootstrap() {
         .unwrap();
     assert_eq!(again.movements, 1);
     assert_eq!(points_totals(&stack, b).await, (325, 50, 0));
+    assert_eq!(points_available(&stack, b).await, 275);
     assert_eq!(points_totals(&stack, a).await, (540, 120, 40));
 
     // From scratch (cursors lost): every movement read again, none counted
@@ -234,6 +239,11 @@ async fn points_moved_while_deaf_are_counted_once_after_bootstrap() {
     assert_eq!(full.movements, 7);
     assert_eq!(points_totals(&stack, a).await, (540, 120, 40));
     assert_eq!(points_totals(&stack, b).await, (325, 50, 0));
+    assert_eq!(
+        points_available(&stack, b).await,
+        275,
+        "the newest movement's balance"
+    );
 }
 
 #[tokio::test]
@@ -259,7 +269,7 @@ async fn movements_heard_live_are_not_counted_again_by_bootstrap() {
         .expect("bootstrap");
     assert_eq!(report.movements, 2);
     assert_eq!(points_totals(&stack, a).await, (600, 150, 0));
-    // The live balance stays: the export does not set it.
+    // Movements kept live change nothing again, the balance included.
     assert_eq!(points_available(&stack, a).await, 450);
 }
 

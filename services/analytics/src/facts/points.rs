@@ -65,7 +65,8 @@ impl Analytics {
     /// once: `points_movements` is keyed by movement_id, and the member's
     /// totals move only when the movement is new. `available`, the
     /// member's available points right after it, replaces the kept one
-    /// when given; `fallback_at` stands in for a missing business time.
+    /// when given and no newer movement set it; `fallback_at` stands in for
+    /// a missing business time.
     ///
     /// An associated function rather than a free one so the bootstrap,
     /// outside `facts`, reaches it without an `Analytics` (this module is
@@ -108,7 +109,11 @@ impl Analytics {
         sqlx::query(
             "UPDATE members SET points_earned = points_earned + $3,
                points_redeemed = points_redeemed + $4, points_expired = points_expired + $5,
-               points_available = COALESCE($6, points_available)
+               points_available = CASE WHEN newer THEN $6 ELSE points_available END,
+               points_available_after = CASE WHEN newer THEN $7 ELSE points_available_after END
+             FROM (SELECT $6::bigint IS NOT NULL
+                          AND (points_available_after IS NULL OR points_available_after < $7) AS newer
+                   FROM members WHERE program_id = $1 AND member_id = $2) AS n
              WHERE program_id = $1 AND member_id = $2",
         )
         .bind(program)
@@ -117,6 +122,7 @@ impl Analytics {
         .bind(redeemed)
         .bind(expired)
         .bind(available)
+        .bind(movement_id)
         .execute(tx)
         .await?;
         Ok(())
