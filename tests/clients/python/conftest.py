@@ -104,6 +104,22 @@ def _channel(service: str):
     return channel
 
 
+class _Method:
+    """A stub's method with a default deadline; `with_call` also returns
+    the call, for its response headers."""
+
+    def __init__(self, method):
+        self._method = method
+
+    def __call__(self, request, **kwargs):
+        kwargs.setdefault("timeout", CALL_TIMEOUT_S)
+        return self._method(request, **kwargs)
+
+    def with_call(self, request, **kwargs):
+        kwargs.setdefault("timeout", CALL_TIMEOUT_S)
+        return self._method.with_call(request, **kwargs)
+
+
 class Stub:
     """A generated stub whose unary calls get a default deadline."""
 
@@ -111,13 +127,7 @@ class Stub:
         self._stub = stub
 
     def __getattr__(self, name):
-        method = getattr(self._stub, name)
-
-        def call(request, **kwargs):
-            kwargs.setdefault("timeout", CALL_TIMEOUT_S)
-            return method(request, **kwargs)
-
-        return call
+        return _Method(getattr(self._stub, name))
 
 
 @pytest.fixture(scope="session")
