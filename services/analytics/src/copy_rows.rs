@@ -8,7 +8,6 @@
 //! bytes, big-endian; a count of -1 ends it.
 
 use futures::TryStreamExt;
-use laurel_runtime::db::Db;
 use sqlx::PgConnection;
 
 use crate::error::AnalyticsError;
@@ -37,59 +36,6 @@ pub(crate) async fn copy_out(
     }
     drop(stream);
     rows.finish()
-}
-
-/// Like [`copy_out`] over two connections at once, each reading half of
-/// `table`'s pages (a TID range scan) in one snapshot, so both Postgres
-/// backends work while the rows are decoded. `statement`'s WHERE clause
-/// holds `{pages}`, which becomes each half's ctid range. Every row is
-/// turned into an `R` by `each`; the rows come back in page order.
-pub(crate) async fn copy_out_halves<R>(
-    db: &Db,
-    table: &str,
-    statement: &str,
-    fields: i16,
-    row_len: usize,
-    each: impl Fn(&mut Fields<'_>) -> Result<R, AnalyticsError>,
-) -> Result<Vec<R>, AnalyticsError> {
-    const READ: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
-    let mut first = db.begin().await?;
-    sqlx::query(READ).execute(&mut *first).await?;
-    let (snapshot, pages): (String, i64) = sqlx::query_as(
-        "SELECT pg_export_snapshot(),
-                pg_relation_size($1::regclass) / current_setting('block_size')::bigint",
-    )
-    .bind(table)
-    .fetch_one(&mut *first)
-    .await?;
-    let mut second = db.begin().await?;
-    sqlx::query(READ).execute(&mut *second).await?;
-    sqlx::query(&format!(
-        "SET TRANSACTION SNAPSHOT {}",
-        sql_literal(&snapshot)
-    ))
-    .execute(&mut *second)
-    .await?;
-    let middle = pages / 2;
-    let lower = statement.replace("{pages}", &format!("ctid < '({middle},0)'::tid"));
-    let upper = statement.replace("{pages}", &format!("ctid >= '({middle},0)'::tid"));
-    let (mut low, mut high) = (Vec::new(), Vec::new());
-    let (a, b) = tokio::join!(
-        copy_out(&mut first, &lower, fields, row_len, |f| {
-            low.push(each(f)?);
-            Ok(())
-        }),
-        copy_out(&mut second, &upper, fields, row_len, |f| {
-            high.push(each(f)?);
-            Ok(())
-        }),
-    );
-    a?;
-    b?;
-    first.commit().await?;
-    second.commit().await?;
-    low.append(&mut high);
-    Ok(low)
 }
 
 /// The state of a binary COPY being decoded, in chunks that need not end
