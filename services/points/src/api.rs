@@ -236,6 +236,7 @@ impl Points {
                         reason: req.reason.clone(),
                         reference: req.reference.clone(),
                         occurred_at,
+                        day: settings.day(occurred_at),
                         available_from: if pending {
                             settings.available_from(occurred_at)
                         } else {

@@ -191,6 +191,7 @@ impl Points {
                 reason,
                 reference,
                 occurred_at,
+                day: settings.day(occurred_at),
                 available_from: if pending {
                     settings.available_from(occurred_at)
                 } else {

@@ -316,6 +316,14 @@ impl Points {
             .as_ref()
             .map(|t| crate::requests::time(Some(t), "to", now, &mut v));
         v.finish()?;
+        // Periods are the programme's calendar days, months, quarters and
+        // years (its time zone, as IANA names Postgres knows too).
+        let tz = self
+            .settings
+            .get(self.db.pool(), program.as_str())
+            .await?
+            .tz
+            .name();
         let mut conn = self.db.acquire().await?;
         // Totals per system account: 1 member, 2 issued, 3 redeemed, 4 expired, 5 adjusted, 6 transferred.
         let totals: Vec<(i16, i64)> = sqlx::query_as(
@@ -330,12 +338,13 @@ impl Points {
         let issued = -total(2);
         let expired = total(4);
         let rows: Vec<(DateTime<Utc>, i16, i64)> = sqlx::query_as(&format!(
-            "SELECT date_trunc('{period}', recorded_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start, account, sum(points)::bigint
+            "SELECT date_trunc('{period}', recorded_at AT TIME ZONE $3) AT TIME ZONE $3 AS start, account, sum(points)::bigint
              FROM entries WHERE program_id = $1 AND ($2::timestamptz IS NULL OR recorded_at < $2)
              GROUP BY 1, 2 ORDER BY 1"
         ))
         .bind(program.as_str())
         .bind(to)
+        .bind(tz)
         .fetch_all(&mut *conn)
         .await?;
         let mut periods: Vec<pb::LiabilityPeriod> = Vec::new();
@@ -363,9 +372,10 @@ impl Points {
         }
         if let Some(from) = from {
             let first: DateTime<Utc> = sqlx::query_scalar(&format!(
-                "SELECT date_trunc('{period}', $1 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+                "SELECT date_trunc('{period}', $1 AT TIME ZONE $2) AT TIME ZONE $2"
             ))
             .bind(from)
+            .bind(tz)
             .fetch_one(&mut *conn)
             .await?;
             periods.retain(|p| ts(&p.start).is_some_and(|s| s >= first));

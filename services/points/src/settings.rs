@@ -114,6 +114,12 @@ impl Settings {
         Self { proto, tz }
     }
 
+    /// The programme's local day of `at` (in its time zone): the day daily
+    /// caps and limits count in.
+    pub fn day(&self, at: DateTime<Utc>) -> NaiveDate {
+        at.with_timezone(&self.tz).date_naive()
+    }
+
     /// The refund policy.
     pub fn reversal_policy(&self) -> ReversalPolicy {
         match pb::ReversalPolicy::try_from(self.proto.reversal_policy) {

@@ -462,7 +462,7 @@ fn need(needs: &mut Needs, command: &Command) {
                 needs.daily.insert(DailyKey {
                     program: op.program.clone(),
                     member_id: op.member_id,
-                    day: op.occurred_at.date_naive(),
+                    day: op.day,
                     kind: op.kind as i32,
                 });
             }

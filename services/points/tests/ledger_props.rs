@@ -171,7 +171,7 @@ proptest! {
                     let earned = book.earn(&Earn {
                         program: P.into(), member_id: member, kind: pb::EarnKind::Goodwill, points,
                         max_points_per_day: None, max_events_per_day: None, order: None,
-                        reason: String::new(), reference: String::new(), occurred_at: now,
+                        reason: String::new(), reference: String::new(), occurred_at: now, day: now.date_naive(),
                         available_from, expires_at: expires,
                     }).unwrap();
                     prop_assert!(earned.movement.is_some());

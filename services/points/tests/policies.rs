@@ -442,6 +442,141 @@ async fn daily_caps_and_event_limits_hold_per_member_and_day() {
 }
 
 #[tokio::test]
+async fn daily_limits_count_in_the_programmes_local_days() {
+    let stack = spawn().await;
+    // Auckland is 13 hours ahead in November: local midnight is 11:00 UTC,
+    // so one UTC day holds the end of one local day and the start of the
+    // next.
+    settings(&stack, |s| s.time_zone = "Pacific/Auckland".into()).await;
+    let from = stack.clock.now() - chrono::Duration::days(3);
+    stack
+        .points
+        .clone()
+        .publish_earn_rules(req(pb::PublishEarnRulesRequest {
+            request_id: rid(),
+            rules: Some(pb::EarnRules {
+                effective_from: Some(prost_types::Timestamp {
+                    seconds: from.timestamp(),
+                    nanos: 0,
+                }),
+                base_points: 1,
+                base_amount_minor: 100,
+                event_rules: vec![pb::EventRule {
+                    kind: pb::EarnKind::Review as i32,
+                    points: 20,
+                    max_per_day: 2,
+                }],
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+    let m = stack.member().await;
+    let utc_day = (stack.clock.now() - chrono::Duration::days(2)).date_naive();
+    let at = |hour: u32, minute: u32| {
+        let t = utc_day.and_hms_opt(hour, minute, 0).unwrap().and_utc();
+        Some(prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: 0,
+        })
+    };
+    let review = |occurred_at| {
+        let mut points = stack.points.clone();
+        async move {
+            points
+                .earn(req(pb::EarnRequest {
+                    request_id: rid(),
+                    member_id: m.to_string(),
+                    kind: pb::EarnKind::Review as i32,
+                    occurred_at,
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    // 09:00 and 10:00 UTC are 22:00 and 23:00 of one local day; 12:00 and
+    // 13:00 UTC are 01:00 and 02:00 of the next: two a day each, all four
+    // earn, though in UTC they are four on one day.
+    for (hour, minute) in [(9, 0), (10, 0), (12, 0), (13, 0)] {
+        let earned = review(at(hour, minute)).await;
+        assert_eq!(
+            earned.movement.map(|mv| mv.points),
+            Some(20),
+            "the review at {hour}:{minute:02} UTC"
+        );
+    }
+    // A third on the first local day (10:30 UTC, 23:30 there) is over the
+    // limit.
+    let third = review(at(10, 30)).await;
+    assert!(
+        third.applied_rules.iter().any(|r| r.rule == "limit:day"),
+        "{third:?}"
+    );
+    assert_eq!(stack.balance(m).await.available, 80);
+}
+
+#[tokio::test]
+async fn liability_periods_are_the_programmes_calendar_days() {
+    let stack = spawn().await;
+    settings(&stack, |s| s.time_zone = "Pacific/Auckland".into()).await;
+    let m = stack.member().await;
+    // 10:30 UTC is 23:30 in Auckland (UTC+13); 11:30 UTC is 00:30 the
+    // next local day, the same UTC day.
+    let utc_day = stack.clock.now().date_naive();
+    let at = |hour: u32, minute: u32| utc_day.and_hms_opt(hour, minute, 0).unwrap().and_utc();
+    for (when, points) in [(at(10, 30), 10), (at(11, 30), 20)] {
+        stack.clock.set(when);
+        stack
+            .points
+            .clone()
+            .earn(req(pb::EarnRequest {
+                request_id: rid(),
+                member_id: m.to_string(),
+                kind: pb::EarnKind::Goodwill as i32,
+                points,
+                reason: "welcome".into(),
+                ..Default::default()
+            }))
+            .await
+            .expect("goodwill");
+    }
+    let report = stack
+        .points
+        .clone()
+        .get_liability(req(pb::GetLiabilityRequest {
+            period: pb::Period::Day as i32,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let days: Vec<(i64, i64, i64)> = report
+        .periods
+        .iter()
+        .map(|p| (p.start.unwrap().seconds, p.issued, p.outstanding))
+        .collect();
+    let local_midnight = at(11, 0);
+    assert_eq!(
+        days,
+        [
+            (
+                (local_midnight - chrono::Duration::days(1)).timestamp(),
+                10,
+                10
+            ),
+            (local_midnight.timestamp(), 20, 30),
+        ],
+        "{report:?}"
+    );
+    assert_eq!(
+        (report.issued, report.outstanding, report.ledger_sum),
+        (30, 30, 0)
+    );
+}
+
+#[tokio::test]
 async fn an_imported_order_earns_by_the_rules_in_force_when_it_happened() {
     let stack = spawn().await;
     let now = stack.clock.now();

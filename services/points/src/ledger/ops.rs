@@ -1,7 +1,7 @@
 //! The ledger's operations, each a plain function over the [`Book`]: it
 //! checks everything first and changes the book only when it succeeds.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use laurel_proto::points::v1 as pb;
 use uuid::Uuid;
 
@@ -57,6 +57,9 @@ pub struct Earn {
     pub reference: String,
     /// Business time.
     pub occurred_at: DateTime<Utc>,
+    /// The programme's local day of `occurred_at`, which daily caps and
+    /// limits count in.
+    pub day: NaiveDate,
     /// Pending until.
     pub available_from: DateTime<Utc>,
     /// Expiry.
@@ -218,7 +221,7 @@ impl Book {
         let day = DailyKey {
             program: op.program.clone(),
             member_id: member,
-            day: op.occurred_at.date_naive(),
+            day: op.day,
             kind: op.kind as i32,
         };
         let today = self.daily.get(&day).copied().unwrap_or_default();

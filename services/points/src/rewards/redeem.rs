@@ -58,12 +58,13 @@ impl Points {
         let reward = take(fresh.tx(), program, reward_id, quantity, now).await?;
         let terms = &reward.terms;
         if terms.per_member_limit > 0 {
+            let tz = self.settings.get(self.db.pool(), program).await?.tz;
             let taken = store::units_taken(
                 fresh.tx(),
                 program,
                 reward_id,
                 member,
-                terms.limit_period.bounds(now),
+                terms.limit_period.bounds(now, tz),
             )
             .await?;
             if !rules::within_limit(terms.per_member_limit, taken, quantity) {
