@@ -1121,6 +1121,18 @@ async fn cancelling_returns_the_points_to_their_lots_and_the_units_to_stock() {
         .unwrap();
     assert_eq!(again, cancelled, "a retried cancel returns nothing twice");
     assert_eq!(points(&stack, m).await, 300);
+    // The cancellation is announced once, the retry adds nothing.
+    let envelopes: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT envelope FROM outbox WHERE event_type = 'points.RewardFulfilmentChanged'",
+    )
+    .fetch_all(&stack.db)
+    .await
+    .unwrap();
+    assert_eq!(envelopes.len(), 1);
+    let envelope = EventEnvelope::decode(envelopes[0].as_slice()).unwrap();
+    assert_eq!(envelope.member_id, m.to_string());
+    let event: pb::RewardFulfilmentChanged = envelope.payload.unwrap().to_msg().unwrap();
+    assert_eq!(event.redemption, Some(cancelled.clone()));
     refused(
         fulfil(
             &stack,

@@ -6,13 +6,19 @@ use laurel_proto::points::v1 as pb;
 use laurel_runtime::{
     context::RequestContext,
     error::Violations,
+    events::outbox::{self, NewEvent},
     idempotency::{Begun, Plain, RequestKey},
     pagination,
 };
 use uuid::Uuid;
 
 use super::{model::Fulfilment, rules, store};
-use crate::{Points, clock_now, error::PointsError, requests as check, writer::Command};
+use crate::{
+    Points, clock_now,
+    error::PointsError,
+    requests as check,
+    writer::{Command, SOURCE},
+};
 
 impl Points {
     /// ListRewardRedemptions: newest first, of a reward and/or a member
@@ -123,8 +129,24 @@ impl Points {
             }
         }
         let updated = store::set_fulfilment(fresh.tx(), program, id, to, now).await?;
+        let proto = updated.to_proto();
+        outbox::enqueue(
+            fresh.tx(),
+            SOURCE,
+            NewEvent {
+                program: &ctx.program,
+                member_id: Some(updated.member_id),
+                occurred_at: now,
+                recorded_at: now,
+                card_version: None,
+                payload: &pb::RewardFulfilmentChanged {
+                    redemption: Some(proto.clone()),
+                },
+            },
+        )
+        .await?;
         let response = pb::UpdateFulfilmentResponse {
-            redemption: Some(updated.to_proto()),
+            redemption: Some(proto),
         };
         fresh.commit(&response, Some(updated.member_id)).await?;
         Ok(response)
