@@ -130,12 +130,26 @@ impl Analytics {
         if inputs.is_empty() {
             return Ok(None);
         }
-        let table = rfm::score_rfm(&inputs, &RfmConfig { bins: s.rfm_bins })
-            .map_err(|e| AnalyticsError::Internal(anyhow::anyhow!("RFM: {e}")))?;
+        let read = started.elapsed();
+        let bins = s.rfm_bins;
+        // Four sorts of the population: off the async workers.
+        let (table, mut scores) = tokio::task::spawn_blocking(move || {
+            let table = rfm::score_rfm(&inputs, &RfmConfig { bins })?;
+            let scores = scores_of(&table, &inputs, &extra);
+            Ok::<_, rfm::RfmError>((table, scores))
+        })
+        .await
+        .map_err(|e| AnalyticsError::Internal(anyhow::anyhow!("RFM: {e}")))?
+        .map_err(|e| AnalyticsError::Internal(anyhow::anyhow!("RFM: {e}")))?;
         let run_id = Uuid::now_v7();
-        let mut scores = scores_of(&table, &inputs, &extra);
-        drop((inputs, extra));
+        let scored = started.elapsed();
         write_scores(&mut tx, program, run_id, &mut scores).await?;
+        tracing::debug!(
+            read_ms = read.as_millis() as u64,
+            score_ms = (scored - read).as_millis() as u64,
+            write_ms = (started.elapsed() - scored).as_millis() as u64,
+            "RFM population read, scored and written"
+        );
         let grid = table.grid_counts();
         let grid: Vec<i64> = grid.counts.iter().flatten().map(|&c| c as i64).collect();
         let segments: Vec<i64> = table

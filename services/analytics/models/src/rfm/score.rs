@@ -177,28 +177,46 @@ pub fn score_rfm(population: &[RfmInput], config: &RfmConfig) -> Result<RfmTable
         });
     }
 
-    let mut by_member: Vec<(u128, u32)> = population
-        .iter()
-        .zip(0u32..)
-        .map(|(input, row)| (input.member_id, row))
-        .collect();
-    by_member.sort_unstable_by_key(|&(id, _)| id);
+    // The members by id (for lookups and the duplicate check) and the three
+    // rankings are four independent sorts: each runs on its own thread (the
+    // same result on any number of cores).
+    let bins = config.bins;
+    let (by_member, recency, frequency, monetary) = std::thread::scope(|scope| {
+        let recency = scope.spawn(|| {
+            let last_days: Vec<i32> = population.iter().map(|m| m.last_purchase_day).collect();
+            min_rank_scores(&last_days, bins)
+        });
+        let frequency = scope.spawn(|| {
+            let frequencies: Vec<u32> = population.iter().map(|m| m.frequency).collect();
+            min_rank_scores(&frequencies, bins)
+        });
+        let monetary = scope.spawn(|| {
+            let spends: Vec<i64> = population.iter().map(|m| m.monetary_minor).collect();
+            min_rank_scores(&spends, bins)
+        });
+        let mut by_member: Vec<(u128, u32)> = population
+            .iter()
+            .zip(0u32..)
+            .map(|(input, row)| (input.member_id, row))
+            .collect();
+        by_member.sort_unstable_by_key(|&(id, _)| id);
+        let joined = |h: std::thread::ScopedJoinHandle<'_, Result<Vec<u8>, RfmError>>| {
+            h.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        (
+            by_member,
+            joined(recency),
+            joined(frequency),
+            joined(monetary),
+        )
+    });
     if let Some(pair) = by_member.windows(2).find(|pair| pair[0].0 == pair[1].0) {
         return Err(RfmError::DuplicateMember {
             member_id: pair[0].0,
         });
     }
-
-    let bins = config.bins;
-    let last_days: Vec<i32> = population.iter().map(|m| m.last_purchase_day).collect();
-    let recency = min_rank_scores(&last_days, bins)?;
-    drop(last_days);
-    let frequencies: Vec<u32> = population.iter().map(|m| m.frequency).collect();
-    let frequency = min_rank_scores(&frequencies, bins)?;
-    drop(frequencies);
-    let spends: Vec<i64> = population.iter().map(|m| m.monetary_minor).collect();
-    let monetary = min_rank_scores(&spends, bins)?;
-    drop(spends);
+    let (recency, frequency, monetary) = (recency?, frequency?, monetary?);
 
     // The cell only depends on the three scores: compute each of the
     // bins^3 combinations once instead of once per member.
