@@ -61,6 +61,36 @@ async fn rules(stack: &Stack) {
         .unwrap();
 }
 
+/// Rules in force since `days_ago`: a point per euro, at most
+/// `max_points_per_day` order points a day (0: no cap), and 20 points a
+/// review, two reviews a day.
+async fn review_rules(stack: &Stack, days_ago: i64, max_points_per_day: i64) {
+    let from = stack.clock.now() - chrono::Duration::days(days_ago);
+    stack
+        .points
+        .clone()
+        .publish_earn_rules(req(pb::PublishEarnRulesRequest {
+            request_id: rid(),
+            rules: Some(pb::EarnRules {
+                effective_from: Some(prost_types::Timestamp {
+                    seconds: from.timestamp(),
+                    nanos: 0,
+                }),
+                base_points: 1,
+                base_amount_minor: 100,
+                max_points_per_day,
+                event_rules: vec![pb::EventRule {
+                    kind: pb::EarnKind::Review as i32,
+                    points: 20,
+                    max_per_day: 2,
+                }],
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+}
+
 async fn earn_order(stack: &Stack, member: Uuid, order_id: &str, total: i64) -> pb::EarnResponse {
     stack
         .points
@@ -370,30 +400,7 @@ async fn discounts_follow_the_rate_minimum_and_share_and_the_statement_pages() {
 #[tokio::test]
 async fn daily_caps_and_event_limits_hold_per_member_and_day() {
     let stack = spawn().await;
-    let at = stack.clock.now() - chrono::Duration::days(1);
-    stack
-        .points
-        .clone()
-        .publish_earn_rules(req(pb::PublishEarnRulesRequest {
-            request_id: rid(),
-            rules: Some(pb::EarnRules {
-                effective_from: Some(prost_types::Timestamp {
-                    seconds: at.timestamp(),
-                    nanos: 0,
-                }),
-                base_points: 1,
-                base_amount_minor: 100,
-                max_points_per_day: 150,
-                event_rules: vec![pb::EventRule {
-                    kind: pb::EarnKind::Review as i32,
-                    points: 20,
-                    max_per_day: 2,
-                }],
-                ..Default::default()
-            }),
-        }))
-        .await
-        .unwrap();
+    review_rules(&stack, 1, 150).await;
     let m = stack.member().await;
     earn_order(&stack, m, "D-1", 10_000).await;
     let capped = earn_order(&stack, m, "D-2", 10_000).await;
@@ -448,29 +455,7 @@ async fn daily_limits_count_in_the_programmes_local_days() {
     // so one UTC day holds the end of one local day and the start of the
     // next.
     settings(&stack, |s| s.time_zone = "Pacific/Auckland".into()).await;
-    let from = stack.clock.now() - chrono::Duration::days(3);
-    stack
-        .points
-        .clone()
-        .publish_earn_rules(req(pb::PublishEarnRulesRequest {
-            request_id: rid(),
-            rules: Some(pb::EarnRules {
-                effective_from: Some(prost_types::Timestamp {
-                    seconds: from.timestamp(),
-                    nanos: 0,
-                }),
-                base_points: 1,
-                base_amount_minor: 100,
-                event_rules: vec![pb::EventRule {
-                    kind: pb::EarnKind::Review as i32,
-                    points: 20,
-                    max_per_day: 2,
-                }],
-                ..Default::default()
-            }),
-        }))
-        .await
-        .unwrap();
+    review_rules(&stack, 3, 0).await;
     let m = stack.member().await;
     let utc_day = (stack.clock.now() - chrono::Duration::days(2)).date_naive();
     let at = |hour: u32, minute: u32| {
@@ -528,19 +513,7 @@ async fn liability_periods_are_the_programmes_calendar_days() {
     let at = |hour: u32, minute: u32| utc_day.and_hms_opt(hour, minute, 0).unwrap().and_utc();
     for (when, points) in [(at(10, 30), 10), (at(11, 30), 20)] {
         stack.clock.set(when);
-        stack
-            .points
-            .clone()
-            .earn(req(pb::EarnRequest {
-                request_id: rid(),
-                member_id: m.to_string(),
-                kind: pb::EarnKind::Goodwill as i32,
-                points,
-                reason: "welcome".into(),
-                ..Default::default()
-            }))
-            .await
-            .expect("goodwill");
+        stack.give(m, points).await;
     }
     let report = stack
         .points

@@ -159,6 +159,24 @@ fn refused(result: Result<impl std::fmt::Debug, Status>, code: Code, why: &str) 
     status
 }
 
+/// The one event of `event_type` in the outbox, about `member`.
+async fn published_once<T: prost::Name + Default>(
+    stack: &Stack,
+    event_type: &str,
+    member: Uuid,
+) -> T {
+    let envelopes: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT envelope FROM outbox WHERE event_type = $1")
+            .bind(event_type)
+            .fetch_all(&stack.db)
+            .await
+            .unwrap();
+    assert_eq!(envelopes.len(), 1, "{event_type}");
+    let envelope = EventEnvelope::decode(envelopes[0].as_slice()).unwrap();
+    assert_eq!(envelope.member_id, member.to_string());
+    envelope.payload.unwrap().to_msg().unwrap()
+}
+
 #[tokio::test]
 async fn a_created_reward_reads_back_and_a_retried_create_makes_no_second() {
     let stack = spawn().await;
@@ -631,16 +649,7 @@ async fn redeeming_takes_the_stock_and_the_points_and_records_a_pending_redempti
     }
 
     // The redemption is announced to other services.
-    let envelopes: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT envelope FROM outbox WHERE event_type = 'points.RewardRedeemed'",
-    )
-    .fetch_all(&stack.db)
-    .await
-    .unwrap();
-    assert_eq!(envelopes.len(), 1);
-    let envelope = EventEnvelope::decode(envelopes[0].as_slice()).unwrap();
-    assert_eq!(envelope.member_id, m.to_string());
-    let event: pb::RewardRedeemed = envelope.payload.unwrap().to_msg().unwrap();
+    let event: pb::RewardRedeemed = published_once(&stack, "points.RewardRedeemed", m).await;
     assert_eq!(event.redemption, Some(redemption));
     stack.assert_ledger_consistent().await;
 }
@@ -1122,16 +1131,8 @@ async fn cancelling_returns_the_points_to_their_lots_and_the_units_to_stock() {
     assert_eq!(again, cancelled, "a retried cancel returns nothing twice");
     assert_eq!(points(&stack, m).await, 300);
     // The cancellation is announced once, the retry adds nothing.
-    let envelopes: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT envelope FROM outbox WHERE event_type = 'points.RewardFulfilmentChanged'",
-    )
-    .fetch_all(&stack.db)
-    .await
-    .unwrap();
-    assert_eq!(envelopes.len(), 1);
-    let envelope = EventEnvelope::decode(envelopes[0].as_slice()).unwrap();
-    assert_eq!(envelope.member_id, m.to_string());
-    let event: pb::RewardFulfilmentChanged = envelope.payload.unwrap().to_msg().unwrap();
+    let event: pb::RewardFulfilmentChanged =
+        published_once(&stack, "points.RewardFulfilmentChanged", m).await;
     assert_eq!(event.redemption, Some(cancelled.clone()));
     refused(
         fulfil(
